@@ -1,0 +1,112 @@
+"""Job file parsing: every bad input gets an error naming the key or line."""
+
+from __future__ import annotations
+
+import pytest
+
+from watcherd.config import Config
+from watcherd.job import MAX_JOB_BYTES, InvalidJob, parse_job
+
+CONFIG = Config()
+
+
+def parse(text: str | bytes, config: Config = CONFIG):  # type: ignore[no-untyped-def]
+    return parse_job(text.encode() if isinstance(text, str) else text, config)
+
+
+def test_minimal_job_gets_defaults() -> None:
+    spec = parse("repo_url: https://github.com/acme/widgets.git\nprompt: fix the tests\n")
+    assert spec.repo_dir == "widgets"
+    assert spec.mode == "exec"
+    assert spec.timeout == CONFIG.default_timeout
+    assert spec.max_attempts == CONFIG.retries + 1
+
+
+def test_full_job() -> None:
+    spec = parse(
+        "repo_url: https://github.com/acme/widgets\nprompt: p\nrepo_ref: v1.2\nrepo_dir: w\n"
+        "mode: review\nflags: \"-c model_reasoning_effort='high' --full-auto\"\nmodel: gpt-5\n"
+        "timeout: 30m\nenv: {CI: 1, NAME: x}\nretries: 0\nmemory: 1g\ncpus: 1\n"
+    )
+    assert spec.flags == ("-c", "model_reasoning_effort=high", "--full-auto")
+    assert spec.timeout == 1800
+    assert spec.env == {"CI": "1", "NAME": "x"}
+    assert (spec.retries, spec.memory, spec.cpus) == (0, 1024**3, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("prompt: p\n", "repo_url: required"),
+        ("repo_url: https://h/r\n", "prompt: required"),
+        ("repo_url: https://h/r\nprompt: '   '\n", "prompt: must not be empty"),
+        ("repo_url: https://h/r\nprompt: p\ncolour: red\n", "unknown key(s): colour"),
+        ("repo_url: https://h/r\nprompt: [a]\n", "prompt: expected a string, got list"),
+        ("repo_url: https://h/r\nprompt: p\ntimeout: soon\n", "timeout: expected seconds"),
+        ("repo_url: https://h/r\nprompt: p\ntimeout: 1000d\n", "timeout: 86400000s is more"),
+        ("repo_url: https://h/r\nprompt: p\nretries: -1\n", "retries: must be between"),
+        ("repo_url: https://h/r\nprompt: p\nretries: true\n", "retries: expected a whole"),
+        ("repo_url: https://h/r\nprompt: p\nmode: yolo\n", "mode: expected one of exec, review"),
+        ("repo_url: https://h/r\nprompt: p\nflags: 3\n", "flags: expected a list"),
+        ("repo_url: https://h/r\nprompt: p\nenv: {PATH: /x}\n", "env: PATH is reserved"),
+        ("repo_url: https://h/r\nprompt: p\nenv: {LD_PRELOAD: x}\n", "LD_PRELOAD is reserved"),
+        ("repo_url: https://h/r\nprompt: p\nenv: {GIT_SSH: x}\n", "GIT_SSH is reserved"),
+        ("repo_url: https://h/r\nprompt: p\nenv: {CODEX_API_KEY: x}\n", "reserved"),
+        ("repo_url: https://h/r\nprompt: p\nenv: {'1X': x}\n", "not a valid variable name"),
+        ("repo_url: https://h/r\nprompt: p\nrepo_dir: ../etc\n", "repo_dir: '../etc' must be"),
+        ("repo_url: https://h/r\nprompt: p\nrepo_dir: .git\n", "repo_dir"),
+        ("repo_url: https://h/r\nprompt: p\nrepo_ref: --upload-pack=x\n", "repo_ref"),
+        ("repo_url: https://h/r\nprompt: p\nmemory: 1t\n", "memory"),
+        ("repo_url: https://h/r\nprompt: p\ncpus: 64\n", "cpus: must be more than 0"),
+        ("repo_url: 'ext::sh -c touch% /tmp/x'\nprompt: p\n", "repo_url: contains whitespace"),
+        ("repo_url: ext::ssh\nprompt: p\n", "repo_url: uses a git remote helper"),
+        ("repo_url: --upload-pack=touch /tmp/x\nprompt: p\n", "repo_url: starts with '-'"),
+        ("repo_url: file:///srv/r\nprompt: p\n", "local repositories"),
+        ("repo_url: /srv/r\nprompt: p\n", "local repositories"),
+        ("repo_url: http://h/r\nprompt: p\n", "protocol 'http' is not allowed"),
+        ("repo_url: https://u:tok@h/r\nprompt: p\n", "contains credentials"),
+        ("repo_url: https://h/\nprompt: p\n", "cannot derive a safe folder name"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("", "the file is empty"),
+        ("just text\n", "the file is a str"),
+        ("a: 1\n---\nb: 2\n", "YAML syntax error"),
+        ("repo_url: [unclosed\n", "YAML syntax error: line"),
+        ("a: &x [1]\nb: *x\n", "line 2: YAML aliases"),
+    ],
+)
+def test_invalid_jobs_name_the_problem(text: str, expected: str) -> None:
+    with pytest.raises(InvalidJob) as caught:
+        parse(text)
+    assert expected in str(caught.value)
+
+
+def test_byte_level_problems() -> None:
+    with pytest.raises(InvalidJob, match="limited to 65536"):
+        parse(b"a" * (MAX_JOB_BYTES + 1))
+    with pytest.raises(InvalidJob, match="NUL bytes"):
+        parse(b"prompt: a\x00b\n")
+    with pytest.raises(InvalidJob, match="not UTF-8 text .bad byte at offset 8"):
+        parse(b"prompt: \xff\xfe\n")
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 10):
+        prev = chr(ord("a") + i - 1)
+        name = chr(ord("a") + i)
+        lines.append(f"{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]")
+    with pytest.raises(InvalidJob, match="aliases"):
+        parse("\n".join(lines))
+
+
+def test_deep_nesting_is_refused() -> None:
+    with pytest.raises(InvalidJob):
+        parse("a: " + "[" * 20000 + "]" * 20000)
+
+
+def test_policy_from_config() -> None:
+    config = Config(allowed_repos=("https://github.com/acme/*",), allowed_protocols=("https", "file"))
+    assert parse("repo_url: file:///srv/r.git\nprompt: p\n", config.replace(allowed_repos=("*",)))
+    with pytest.raises(InvalidJob, match="not in allowed_repos"):
+        parse("repo_url: https://evil.example/acme/x\nprompt: p\n", config)
+    assert parse("repo_url: https://github.com/acme/x\nprompt: p\n", config).repo_dir == "x"

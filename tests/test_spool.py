@@ -1,0 +1,156 @@
+"""Claims are atomic and exclusive: threads and processes racing on one inbox."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from watcherd.fsutil import rename_noreplace
+from watcherd.spool import Layout, Spool, new_job_id
+
+
+def make_spool(root: Path) -> Spool:
+    layout = Layout(root)
+    layout.ensure()
+    return Spool(layout)
+
+
+def test_rename_noreplace_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    with pytest.raises(FileExistsError):
+        rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "b"
+    assert (tmp_path / "a").read_text() == "a"
+
+
+def test_claim_moves_locks_and_keeps_bytes(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    (spool.layout.inbox / "fix.yaml").write_bytes(b"prompt: x\n")
+    job = spool.claim("fix.yaml")
+    assert job is not None
+    assert job.data == b"prompt: x\n"
+    assert job.path.parent == spool.layout.running
+    assert not (spool.layout.inbox / "fix.yaml").exists()
+    assert list(spool.orphans()) == []  # we hold its lock: not an orphan
+    target = spool.finish(job, ok=False)
+    assert target.read_bytes() == b"prompt: x\n"
+    assert target.parent == spool.layout.failed
+
+
+def test_same_name_twice_gives_two_jobs(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    ids = set()
+    for _ in range(2):
+        (spool.layout.inbox / "fix.yaml").write_text("x")
+        job = spool.claim("fix.yaml")
+        assert job is not None
+        ids.add(job.job_id)
+    assert len(ids) == 2
+
+
+def test_orphan_after_owner_releases(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    (spool.layout.inbox / "a.yaml").write_text("x")
+    job = spool.claim("a.yaml")
+    assert job is not None
+    job.release()  # as if its daemon died
+    orphans = list(spool.orphans())
+    assert [o.job_id for o in orphans] == [job.job_id]
+    assert orphans[0].data == b"x"
+
+
+def test_specials_are_rejected_without_following(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    os.symlink("/etc/passwd", spool.layout.inbox / "link.yaml")
+    os.mkfifo(spool.layout.inbox / "pipe.yaml")
+    entries = {e.name: e for e in spool.scan_inbox()}
+    assert entries["link.yaml"].kind == "symlink"
+    assert entries["pipe.yaml"].kind == "fifo"
+    assert spool.claim("link.yaml") is None
+    assert spool.claim("pipe.yaml") is None  # never blocks on the fifo
+    for entry in entries.values():
+        assert spool.reject_special(entry)
+    failed = sorted(spool.layout.failed.iterdir())
+    assert len(failed) == 2
+    assert any(p.is_symlink() and os.readlink(p) == "/etc/passwd" for p in failed)
+
+
+def test_scan_order_is_fifo_by_mtime_then_name(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    for name, mtime in (("b.yaml", 100), ("a.yaml", 200), ("c.yaml", 100)):
+        path = spool.layout.inbox / name
+        path.write_text("x")
+        os.utime(path, (mtime, mtime))
+    assert [e.name for e in spool.scan_inbox()] == ["b.yaml", "c.yaml", "a.yaml"]
+
+
+def _claim_all(root: str, names: list[str], results: "multiprocessing.Queue[str]") -> None:
+    spool = Spool(Layout(Path(root)))
+    for name in names:
+        job = spool.claim(name)
+        if job is not None:
+            results.put(job.data.decode())
+            job.release()
+
+
+def test_processes_racing_claim_each_file_once(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    names = [f"job{i:03d}.yaml" for i in range(200)]
+    for name in names:
+        (spool.layout.inbox / name).write_text(name)
+    results: multiprocessing.Queue[str] = multiprocessing.Queue()
+    procs = [
+        multiprocessing.Process(target=_claim_all, args=(str(tmp_path), order, results))
+        for order in (names, names[::-1], names[::2] + names[1::2], names[100:] + names[:100])
+    ]
+    for proc in procs:
+        proc.start()
+    claimed = [results.get(timeout=30) for _ in names]
+    for proc in procs:
+        proc.join(30)
+    assert sorted(claimed) == names
+    assert results.empty()
+    assert len(list(spool.layout.running.iterdir())) == len(names)
+
+
+@settings(max_examples=25, deadline=None)
+@given(count=st.integers(1, 20), threads=st.integers(2, 6))
+def test_threads_racing_claim_each_file_once(tmp_path_factory: pytest.TempPathFactory, count: int, threads: int) -> None:
+    root = tmp_path_factory.mktemp("race")
+    spool = make_spool(root)
+    names = [f"j{i}.yaml" for i in range(count)]
+    for name in names:
+        (spool.layout.inbox / name).write_text(name)
+    claimed: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def claim() -> None:
+        barrier.wait()
+        for name in names:
+            job = spool.claim(name)
+            if job is not None:
+                with lock:
+                    claimed.append(job.data.decode())
+
+    workers = [threading.Thread(target=claim) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(claimed) == sorted(names)
+
+
+@given(st.text(min_size=0, max_size=200))
+def test_job_ids_are_safe(name: str) -> None:
+    job_id = new_job_id(name)
+    assert job_id.replace("-", "").replace(".", "").replace("_", "").isalnum()
+    assert not job_id.startswith(("-", "."))
+    assert len(job_id) <= 70

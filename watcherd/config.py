@@ -1,0 +1,229 @@
+"""The daemon's configuration: built once (file, then environment) and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from watcherd.repourl import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
+from watcherd.units import parse_duration, parse_size
+
+DEFAULT_CONFIG_PATH = Path("/etc/watcherd/config.yaml")
+DEFAULT_IMAGE = "watcherd-codex:0.171.0"
+NETWORK_MODES = ("bridge", "none", "host")
+AUTH_MODES = ("login", "api_key", "none")
+
+
+class ConfigError(ValueError):
+    """The config file or an override is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path = Path("/work")
+    image: str = DEFAULT_IMAGE
+    # Build context of the worker image; None means the image/ folder of this checkout.
+    image_dir: Path | None = None
+    # Extra CA certificates trusted inside the worker image (TLS-intercepting proxies).
+    ca_certs: tuple[Path, ...] = ()
+    concurrency: int = 2
+    settle_seconds: float = 0.2
+    rescan_seconds: float = 30.0
+    default_timeout: float = 3600.0
+    max_timeout: float = 24 * 3600.0
+    retries: int = 2
+    max_retries: int = 10
+    backoff_initial: float = 2.0
+    backoff_max: float = 120.0
+    docker_host: str | None = None
+    # Job containers, hardened by default (see README "Security model").
+    network_mode: str = "bridge"
+    memory_limit: int = 4 * 1024**3
+    cpus: float = 2.0
+    pids_limit: int = 512
+    job_user: str | None = None  # "uid:gid"; None: the owner of the work root
+    # Codex auth (README "Security model"): "login" mounts a ChatGPT-login dir, one job
+    # at a time per dir; "api_key" passes the key in api_key_file; "none" mounts nothing.
+    auth_mode: str = "login"
+    auth_dirs: tuple[Path, ...] = ()
+    api_key_file: Path | None = None
+    allowed_repos: tuple[str, ...] = ("*",)
+    allowed_protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
+    log_format: str = "text"
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def bot_auth_dir(self) -> Path:
+        return self.root / ".codex-bot"
+
+    @property
+    def effective_auth_dirs(self) -> tuple[Path, ...]:
+        return self.auth_dirs or (self.bot_auth_dir,)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+_ENV_OVERRIDES = {
+    "WATCHERD_ROOT": "root",
+    "WATCHERD_IMAGE": "image",
+    "WATCHERD_CONCURRENCY": "concurrency",
+    "WATCHERD_DOCKER_HOST": "docker_host",
+    "WATCHERD_NETWORK_MODE": "network_mode",
+    "WATCHERD_API_KEY_FILE": "api_key_file",
+    "WATCHERD_AUTH_MODE": "auth_mode",
+}
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+    **overrides: Any,
+) -> Config:
+    """File (explicit path, else /etc/watcherd/config.yaml when present), then WATCHERD_*
+    variables, then explicit overrides (command-line flags); later wins."""
+    raw: dict[str, Any] = {}
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        raw.update(_read_file(path))
+    for variable, key in _ENV_OVERRIDES.items():
+        if environ.get(variable):
+            raw[key] = environ[variable]
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(raw, source=str(path) if path else "defaults")
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Config)}
+
+
+def _build(raw: dict[str, Any], source: str) -> Config:
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            values[key] = _CONVERTERS.get(key, _as_str)(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: setting {key!r}: {exc}") from exc
+    config = Config(**values)
+    _check(config, source)
+    return config
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _as_path(value: Any) -> Path:
+    return Path(_as_str(value)).expanduser()
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, got a boolean")
+    return int(value)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return float(value)
+
+
+def _as_str_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def _as_path_tuple(value: Any) -> tuple[Path, ...]:
+    return tuple(Path(v).expanduser() for v in _as_str_tuple(value))
+
+
+def _as_env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError("expected a mapping of variable names to values")
+    return {k: str(v) for k, v in value.items()}
+
+
+_CONVERTERS: dict[str, Any] = {
+    "root": _as_path,
+    "image_dir": _as_path,
+    "api_key_file": _as_path,
+    "concurrency": _as_int,
+    "retries": _as_int,
+    "max_retries": _as_int,
+    "pids_limit": _as_int,
+    "cpus": _as_float,
+    "settle_seconds": _as_float,
+    "rescan_seconds": parse_duration,
+    "default_timeout": parse_duration,
+    "max_timeout": parse_duration,
+    "backoff_initial": parse_duration,
+    "backoff_max": parse_duration,
+    "memory_limit": parse_size,
+    "auth_dirs": _as_path_tuple,
+    "ca_certs": _as_path_tuple,
+    "allowed_repos": _as_str_tuple,
+    "allowed_protocols": _as_str_tuple,
+    "extra_env": _as_env,
+}
+
+
+def _check(config: Config, source: str) -> None:
+    problems = []
+    if config.concurrency < 1:
+        problems.append("concurrency must be at least 1")
+    if not 0 <= config.retries <= config.max_retries:
+        problems.append(f"retries must be between 0 and max_retries ({config.max_retries})")
+    if config.settle_seconds < 0:
+        problems.append("settle_seconds must not be negative")
+    if config.network_mode not in NETWORK_MODES:
+        problems.append(f"network_mode must be one of {', '.join(NETWORK_MODES)}")
+    if config.auth_mode not in AUTH_MODES:
+        problems.append(f"auth_mode must be one of {', '.join(AUTH_MODES)}")
+    if config.auth_mode == "api_key" and config.api_key_file is None:
+        problems.append("auth_mode api_key needs api_key_file")
+    if config.log_format not in ("text", "json"):
+        problems.append("log_format must be text or json")
+    if config.job_user is not None and not _is_uid_gid(config.job_user):
+        problems.append("job_user must be 'uid:gid' with numbers")
+    refused = sorted(set(config.allowed_protocols) - set(KNOWN_PROTOCOLS))
+    if refused:
+        problems.append(
+            f"allowed_protocols: {', '.join(refused)} not allowed (choose from "
+            f"{', '.join(KNOWN_PROTOCOLS)})"
+        )
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _is_uid_gid(value: str) -> bool:
+    uid, _, gid = value.partition(":")
+    return uid.isdigit() and gid.isdigit()

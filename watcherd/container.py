@@ -1,0 +1,118 @@
+"""What a job's container looks like: hardened, with only this job's folders mounted.
+
+Pure: (config, job, paths) in, ContainerSpec out. The runner turns the spec into
+Docker calls; tests read the spec and ``docker inspect`` to check the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from watcherd.config import Config
+from watcherd.job import JobSpec
+
+CONTAINER_PREFIX = "watcherd-"
+JOB_LABEL = "watcherd.job"
+ROOT_LABEL = "watcherd.root"
+IMAGE_HOME = "/home/codex"
+IMAGE_UID_GID = "1000:1000"  # the image's `codex` user, used when the work root is root's
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    user: str
+    environment: Mapping[str, str]
+    mounts: tuple[Mount, ...]
+    labels: Mapping[str, str]
+    network_mode: str
+    mem_limit: int
+    nano_cpus: int
+    pids_limit: int
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    read_only: bool = True
+    cap_drop: tuple[str, ...] = ("ALL",)
+    security_opt: tuple[str, ...] = ("no-new-privileges",)
+
+
+def container_name(job_id: str) -> str:
+    return f"{CONTAINER_PREFIX}{job_id}"
+
+
+def job_user(config: Config) -> str:
+    """``uid:gid`` the agent runs as: configured, else the work root's owner, never root."""
+    if config.job_user:
+        return config.job_user
+    st = os.stat(config.root)
+    if st.st_uid == 0:
+        return IMAGE_UID_GID
+    return f"{st.st_uid}:{st.st_gid}"
+
+
+def build_spec(
+    *,
+    config: Config,
+    job: JobSpec,
+    job_id: str,
+    out_dir: Path,
+    repo_dir: Path,
+    auth_dir: Path | None,
+    api_key: str | None,
+) -> ContainerSpec:
+    environment = {
+        **config.extra_env,
+        **job.env,
+        "REPO_URL": job.repo_url,
+        "PROMPT": job.prompt,
+        "REPO_DIR": job.repo_dir,
+        "CODEX_MODE": job.mode,
+        "HOME": IMAGE_HOME,
+        "GIT_ALLOW_PROTOCOL": ":".join(config.allowed_protocols),
+        "WATCHERD_JOB_ID": job_id,
+    }
+    if job.repo_ref:
+        environment["REPO_REF"] = job.repo_ref
+    if job.flags:
+        environment["CODEX_FLAGS"] = shlex.join(job.flags)
+    if job.model:
+        environment["CODEX_MODEL"] = job.model
+    if api_key:
+        environment["CODEX_API_KEY"] = api_key
+
+    mounts = [
+        Mount(repo_dir, f"/work/{job.repo_dir}"),
+        Mount(out_dir, "/work/out"),
+    ]
+    # HOME is a tmpfs so git and codex can write their config under a read-only root;
+    # the auth dir (when logins are used) is mounted over its .codex folder.
+    tmpfs = {"/tmp": "rw,nosuid,nodev,size=1g", IMAGE_HOME: "rw,nosuid,nodev,size=512m"}
+    if auth_dir is not None:
+        mounts.append(Mount(auth_dir, f"{IMAGE_HOME}/.codex"))
+
+    memory = min(job.memory or config.memory_limit, config.memory_limit)
+    cpus = min(job.cpus or config.cpus, config.cpus)
+    return ContainerSpec(
+        name=container_name(job_id),
+        image=config.image,
+        user=job_user(config),
+        environment=environment,
+        mounts=tuple(mounts),
+        labels={JOB_LABEL: job_id, ROOT_LABEL: str(config.root)},
+        network_mode=config.network_mode,
+        mem_limit=memory,
+        nano_cpus=int(cpus * 1e9),
+        pids_limit=config.pids_limit,
+        tmpfs=tmpfs,
+    )

@@ -1,0 +1,74 @@
+"""A job's outcome as data, and ``out/<id>/exit.json``: always written, always truthful."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from watcherd.fsutil import write_atomic
+from watcherd.repourl import redact
+
+
+class JobState(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+
+    @property
+    def ok(self) -> bool:
+        return self is JobState.DONE
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: JobState
+    reason: str
+    attempts: int = 0
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outcome) -> None:
+    """Merge the daemon's verdict into what the container wrote (its fields are kept,
+    the daemon's win where both exist), atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "exit.json"
+    record: dict[str, Any] = _read_container_record(path)
+    if "state" in record:
+        record["worker_state"] = record.pop("state")
+    record.update(
+        {
+            "job_id": job_id,
+            "job_file": source_name,
+            "state": outcome.state.value,
+            "reason": redact(outcome.reason),
+            "attempts": outcome.attempts,
+            "exit_code": outcome.exit_code,
+            "started_at": outcome.started_at or record.get("started_at"),
+            "finished_at": outcome.finished_at or utc_now(),
+        }
+    )
+    write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _read_container_record(path: Path) -> dict[str, Any]:
+    """The worker's own exit.json, if it wrote a sane one. Never follows a symlink the
+    agent may have planted there."""
+    if path.is_symlink() or not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            data = json.loads(handle.read(1024 * 1024))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

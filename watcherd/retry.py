@@ -1,0 +1,58 @@
+"""Retry policy as data: what is transient, how long to back off, when to give up."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import tenacity
+
+# The worker image exits with 75 (EX_TEMPFAIL) when a failure is worth retrying,
+# such as a network failure while cloning.
+TRANSIENT_EXIT_CODES = frozenset({75})
+
+
+class TransientFailure(Exception):
+    """This attempt failed in a way another attempt may not."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float
+    maximum: float
+
+    def retrying(
+        self,
+        *,
+        retry_on: type[BaseException],
+        give_up: Callable[[], bool],
+        stop_event: threading.Event,
+    ) -> tenacity.Retrying:
+        """Exponential backoff with jitter, interrupted by ``stop_event``.
+
+        ``give_up`` is asked before each new attempt: the attempt count lives on
+        disk with the job, so a restarted daemon does not start counting again.
+        """
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(retry_on),
+            stop=tenacity.stop_any(
+                tenacity.stop_when_event_set(stop_event),
+                _StopWhen(give_up),
+            ),
+            wait=tenacity.wait_exponential_jitter(initial=self.initial, max=self.maximum),
+            sleep=lambda seconds: _interruptible_sleep(stop_event, seconds),
+            reraise=True,
+        )
+
+
+class _StopWhen(tenacity.stop.stop_base):
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self._predicate = predicate
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._predicate()
+
+
+def _interruptible_sleep(stop_event: threading.Event, seconds: float) -> None:
+    stop_event.wait(seconds)

@@ -1,0 +1,308 @@
+"""The spool: folders on disk that hold every job, and the atomic moves between them.
+
+    inbox/ --claim--> running/<id>.yaml --finish--> done/<id>.yaml | failed/<id>.yaml
+
+A job is owned by the process that holds an exclusive flock on its file. The
+lock follows the inode through renames and dies with the process, so a second
+daemon (or this one after a crash) can tell an orphan from a job in progress.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from watcherd.filters import is_job_name, job_stem
+from watcherd.fsutil import fsync_dir, rename_noreplace, write_atomic
+from watcherd.job import MAX_JOB_BYTES
+from watcherd.settle import Signature
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def new_job_id(file_name: str, now: datetime | None = None) -> str:
+    """``20261126T210000Z-fix-tests-1a2b3c``: sortable, unique, safe as a file and
+    container name."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    stem = _UNSAFE.sub("-", job_stem(file_name)).strip("-.")[:40].strip("-.") or "job"
+    return f"{stamp}-{stem}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def running(self) -> Path:
+        return self.root / "running"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def repos(self) -> Path:
+        return self.root / "repos"
+
+    @property
+    def state(self) -> Path:
+        """Daemon-private bookkeeping (attempts), kept out of what containers can see."""
+        return self.root / "state"
+
+    def ensure(self) -> None:
+        for folder in (self.inbox, self.running, self.done, self.failed, self.out, self.repos):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(mode=0o700, exist_ok=True)
+
+    def out_dir(self, job_id: str) -> Path:
+        return self.out / job_id
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    name: str
+    signature: Signature
+    mtime_ns: int
+    is_regular: bool
+    kind: str  # "file", "symlink", "directory", "fifo", ...
+
+
+@dataclass
+class Claimed:
+    """A job this process owns: its file in running/, locked through ``fd``."""
+
+    job_id: str
+    path: Path
+    fd: int
+    data: bytes
+    source_name: str
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISREG, "file"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+class Spool:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    # -- inbox -------------------------------------------------------------------------
+
+    def scan_inbox(self) -> list[InboxEntry]:
+        """Job-named entries in the inbox, oldest first (mtime, then name). Never follows links."""
+        entries = []
+        with os.scandir(self.layout.inbox) as listing:
+            for entry in listing:
+                if not is_job_name(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                entries.append(
+                    InboxEntry(
+                        name=entry.name,
+                        signature=(st.st_ino, st.st_size, st.st_mtime_ns),
+                        mtime_ns=st.st_mtime_ns,
+                        is_regular=stat.S_ISREG(st.st_mode),
+                        kind=_kind(st.st_mode),
+                    )
+                )
+        entries.sort(key=lambda e: (e.mtime_ns, e.name))
+        return entries
+
+    def claim(self, name: str) -> Claimed | None:
+        """Take a regular file out of the inbox into running/, or None if someone else did."""
+        source = self.layout.inbox / name
+        fd = _open_regular(source)
+        if fd is None:
+            return None
+        try:
+            job = self._claim_open(fd, name)
+        except BaseException:
+            os.close(fd)
+            raise
+        if job is None:
+            os.close(fd)
+        return job
+
+    def _claim_open(self, fd: int, name: str) -> Claimed | None:
+        if not _try_lock(fd):
+            return None  # another claimer holds it
+        # The lock is ours, but the name may already point elsewhere: another
+        # claimer may have renamed this inode away before we locked it.
+        source = self.layout.inbox / name
+        try:
+            current = os.stat(source, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        opened = os.fstat(fd)
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            return None
+        job_id = new_job_id(name)
+        target = self.layout.running / f"{job_id}.yaml"
+        try:
+            rename_noreplace(source, target)
+        except FileNotFoundError:
+            return None
+        self._sync(self.layout.inbox, self.layout.running)
+        return Claimed(job_id=job_id, path=target, fd=fd, data=_read_limited(fd), source_name=name)
+
+    def peek(self, name: str) -> bytes | None:
+        """A job file's bytes without claiming it (to learn which clone it needs)."""
+        fd = _open_regular(self.layout.inbox / name)
+        if fd is None:
+            return None
+        try:
+            return _read_limited(fd)
+        finally:
+            os.close(fd)
+
+    def reject_special(self, entry: InboxEntry) -> str | None:
+        """Move a symlink, directory, fifo or socket out of the inbox, never opening or
+        following it. Returns the job id it was given, or None if it vanished."""
+        job_id = new_job_id(entry.name)
+        try:
+            rename_noreplace(self.layout.inbox / entry.name, self.layout.failed / f"{job_id}.yaml")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EPERM:  # link() fallback refuses directories
+                raise
+            os.rename(self.layout.inbox / entry.name, self.layout.failed / f"{job_id}.yaml")
+        self._sync(self.layout.inbox, self.layout.failed)
+        return job_id
+
+    # -- running -----------------------------------------------------------------------
+
+    def orphans(self) -> Iterator[Claimed]:
+        """Jobs in running/ that no live process owns (their daemon died): now ours."""
+        for path in sorted(self.layout.running.glob("*.yaml")):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            if not _try_lock(fd) or not path.exists():
+                os.close(fd)
+                continue
+            job_id = path.name.removesuffix(".yaml")
+            source = str(self.read_state(job_id).get("source_name", path.name))
+            data = _read_limited(fd)
+            yield Claimed(job_id=job_id, path=path, fd=fd, data=data, source_name=source)
+
+    def running_ids(self) -> set[str]:
+        return {p.name.removesuffix(".yaml") for p in self.layout.running.glob("*.yaml")}
+
+    def finish(self, job: Claimed, ok: bool) -> Path:
+        """Move the job file to done/ or failed/ (bytes unchanged) and give up ownership."""
+        folder = self.layout.done if ok else self.layout.failed
+        target = folder / job.path.name
+        rename_noreplace(job.path, target)
+        self._sync(self.layout.running, folder)
+        job.release()
+        return target
+
+    # -- daemon bookkeeping ------------------------------------------------------------
+
+    def read_state(self, job_id: str) -> dict[str, Any]:
+        try:
+            loaded = json.loads((self.layout.state / f"{job_id}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def write_state(self, job_id: str, state: dict[str, Any]) -> None:
+        write_atomic(self.layout.state / f"{job_id}.json", json.dumps(state).encode(), 0o600)
+
+    def drop_state(self, job_id: str) -> None:
+        (self.layout.state / f"{job_id}.json").unlink(missing_ok=True)
+
+    # -- retry -------------------------------------------------------------------------
+
+    def requeue(self, job_id: str) -> Path:
+        """failed/<id>.yaml back into the inbox as a new job (it gets a new id when claimed)."""
+        source = self.layout.failed / f"{job_id}.yaml"
+        if not source.is_file() or source.is_symlink():
+            raise FileNotFoundError(f"no failed job {job_id!r} in {self.layout.failed}")
+        stem = job_id.split("-", 1)[1].rsplit("-", 1)[0] if job_id.count("-") >= 2 else job_id
+        target = self.layout.inbox / f"{stem}-retry-{secrets.token_hex(3)}.yaml"
+        rename_noreplace(source, target)
+        self._sync(self.layout.failed, self.layout.inbox)
+        return target
+
+    @staticmethod
+    def _sync(*folders: Path) -> None:
+        for folder in folders:
+            fsync_dir(folder)
+
+
+def _open_regular(path: Path) -> int | None:
+    """An fd on a regular file, never following a link or blocking on a fifo."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
+            return None  # gone, or swapped for a link or socket: the next scan sees it
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read_limited(fd: int) -> bytes:
+    """Read at most one byte past the job size limit: enough to say it is too big."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    remaining = MAX_JOB_BYTES + 1
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
