@@ -11,7 +11,8 @@ def test_job_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [".fix.yaml", "fix.yaml.tmp", "fix.yaml.part", ".fix.yaml.swp", "fix.yaml~", "fix.json", "fix"]
+    "name",
+    [".fix.yaml", "fix.yaml.tmp", "fix.yaml.part", ".fix.yaml.swp", "fix.yaml~", "fix.json", "fix"],
 )
 def test_not_job_names(name: str) -> None:
     assert not is_job_name(name)

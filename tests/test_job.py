@@ -105,7 +105,9 @@ def test_deep_nesting_is_refused() -> None:
 
 
 def test_policy_from_config() -> None:
-    config = Config(allowed_repos=("https://github.com/acme/*",), allowed_protocols=("https", "file"))
+    config = Config(
+        allowed_repos=("https://github.com/acme/*",), allowed_protocols=("https", "file")
+    )
     assert parse("repo_url: file:///srv/r.git\nprompt: p\n", config.replace(allowed_repos=("*",)))
     with pytest.raises(InvalidJob, match="not in allowed_repos"):
         parse("repo_url: https://evil.example/acme/x\nprompt: p\n", config)

@@ -91,7 +91,7 @@ def test_scan_order_is_fifo_by_mtime_then_name(tmp_path: Path) -> None:
     assert [e.name for e in spool.scan_inbox()] == ["b.yaml", "c.yaml", "a.yaml"]
 
 
-def _claim_all(root: str, names: list[str], results: "multiprocessing.Queue[str]") -> None:
+def _claim_all(root: str, names: list[str], results: multiprocessing.Queue[str]) -> None:
     spool = Spool(Layout(Path(root)))
     for name in names:
         job = spool.claim(name)
@@ -122,7 +122,9 @@ def test_processes_racing_claim_each_file_once(tmp_path: Path) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(count=st.integers(1, 20), threads=st.integers(2, 6))
-def test_threads_racing_claim_each_file_once(tmp_path_factory: pytest.TempPathFactory, count: int, threads: int) -> None:
+def test_threads_racing_claim_each_file_once(
+    tmp_path_factory: pytest.TempPathFactory, count: int, threads: int
+) -> None:
     root = tmp_path_factory.mktemp("race")
     spool = make_spool(root)
     names = [f"j{i}.yaml" for i in range(count)]

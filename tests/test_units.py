@@ -6,7 +6,8 @@ from watcherd.units import parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [(90, 90), ("90", 90), ("30s", 30), ("30m", 1800), ("2h", 7200), ("1.5h", 5400)]
+    ("value", "seconds"),
+    [(90, 90), ("90", 90), ("30s", 30), ("30m", 1800), ("2h", 7200), ("1.5h", 5400)],
 )
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds

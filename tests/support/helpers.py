@@ -94,11 +94,15 @@ def wait_finished(root: Path, source_name: str, timeout: float = 60.0) -> tuple[
 class DaemonProcess:
     """``watcherd run`` in a subprocess, as a user would start it."""
 
+    _count = 0
+
     def __init__(self, root: Path, config: dict[str, Any]) -> None:
         self.root = root
-        self.config_path = root / "watcherd-test.yaml"
+        DaemonProcess._count += 1
+        name = f"watcherd-{DaemonProcess._count}"
+        self.config_path = root.parent / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump({"root": str(root), **config}))
-        self.log_path = root / "daemon.log"
+        self.log_path = root.parent / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:

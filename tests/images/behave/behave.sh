@@ -23,7 +23,9 @@ case "$1" in
         exit 75 ;;
     count-and-sleep)
         echo "start $(date +%s%N)" >>"$repo/starts"
-        sleep "$2"; exit 0 ;;
+        sleep "$2"
+        echo "end $(date +%s%N)" >>"$repo/starts"
+        exit 0 ;;
     env) env | sort >"$out/env.txt"; exit 0 ;;
     whoami) { id; touch "$repo/created-by-job"; } >"$out/id.txt"; exit 0 ;;
     *) echo "behave: unknown behaviour $1" >&2; exit 2 ;;

@@ -1,0 +1,283 @@
+"""The daemon end to end on a real Docker Engine, with the stand-in worker image."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.support.helpers import (
+    DaemonProcess,
+    exit_record,
+    finished_jobs,
+    wait_finished,
+    wait_for,
+    write_job,
+)
+
+pytestmark = pytest.mark.docker
+URL = "https://example.invalid/acme/widgets.git"
+StartDaemon = Callable[..., DaemonProcess]
+
+
+def job(inbox: Path, name: str, prompt: str, **fields: Any) -> Path:
+    return write_job(inbox, name, repo_url=URL, prompt=prompt, **fields)
+
+
+def test_success_keeps_worker_fields_and_removes_container(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient
+) -> None:
+    start_daemon()
+    job(work_root / "inbox", "ok.yaml", "succeed")
+    folder, path = wait_finished(work_root, "ok.yaml")
+    record = exit_record(work_root, path)
+    assert folder == "done"
+    assert record["state"] == "done"
+    assert record["attempts"] == 1
+    assert record["exit_code"] == 0
+    assert record["worker_field"] == "kept"
+    assert record["started_at"] and record["finished_at"]
+    assert yaml_bytes_kept(path, prompt="succeed")
+    wait_for(
+        lambda: (
+            not docker_client.containers.list(
+                all=True, filters={"label": f"watcherd.root={work_root}"}
+            )
+        ),
+        10,
+        "container removed",
+    )
+
+
+def yaml_bytes_kept(path: Path, prompt: str) -> bool:
+    return f"prompt: {prompt}" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "state", "reason"),
+    [
+        ("fail", "failed", "worker exited with code 3"),
+        ("crash", "failed", "killed by signal 9"),
+    ],
+)
+def test_failures_are_not_retried(
+    work_root: Path, start_daemon: StartDaemon, prompt: str, state: str, reason: str
+) -> None:
+    start_daemon()
+    job(work_root / "inbox", "bad.yaml", prompt)
+    folder, path = wait_finished(work_root, "bad.yaml")
+    record = exit_record(work_root, path)
+    assert (folder, record["state"], record["attempts"]) == ("failed", state, 1)
+    assert reason in record["reason"]
+
+
+def test_timeout_kills_the_container(work_root: Path, start_daemon: StartDaemon) -> None:
+    start_daemon()
+    job(work_root / "inbox", "slow.yaml", "hang", timeout=2)
+    folder, path = wait_finished(work_root, "slow.yaml", timeout=30)
+    record = exit_record(work_root, path)
+    assert (folder, record["state"]) == ("failed", "timeout")
+    assert "timed out after 2s" in record["reason"]
+
+
+def test_transient_failure_is_retried_then_succeeds(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    start_daemon()
+    job(work_root / "inbox", "flaky.yaml", "transient-once")
+    folder, path = wait_finished(work_root, "flaky.yaml")
+    record = exit_record(work_root, path)
+    assert (folder, record["state"], record["attempts"]) == ("done", "done", 2)
+
+
+def test_transient_failures_give_up_after_the_retries(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    start_daemon()
+    job(work_root / "inbox", "flaky.yaml", "transient-once", retries=0)
+    folder, path = wait_finished(work_root, "flaky.yaml")
+    record = exit_record(work_root, path)
+    assert (folder, record["attempts"]) == ("failed", 1)
+    assert "gave up after 1 attempt(s): network failure" in record["reason"]
+
+
+def test_bad_input_is_failed_with_reason_and_daemon_keeps_serving(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient
+) -> None:
+    daemon = start_daemon()
+    inbox = work_root / "inbox"
+    (inbox / "syntax.yaml").write_bytes(b"repo_url: [oops\n")
+    (inbox / "binary.yaml").write_bytes(os.urandom(512) + b"\xff")
+    os.symlink("/etc/passwd", inbox / "passwd.yaml")
+    (inbox / "dir.yaml").mkdir()
+    os.mkfifo(inbox / "fifo.yaml")
+    (inbox / "notes.txt").write_text("not a job")
+    originals = {"syntax.yaml": b"repo_url: [oops\n"}
+    for name in ("syntax.yaml", "binary.yaml", "passwd.yaml", "dir.yaml", "fifo.yaml"):
+        folder, path = wait_finished(work_root, name)
+        assert folder == "failed"
+        record = exit_record(work_root, path)
+        assert record["state"] == "invalid"
+        assert name in record["reason"]
+        if name in originals:
+            assert path.read_bytes() == originals[name]
+    assert (inbox / "notes.txt").exists()
+    job(inbox, "after.yaml", "succeed")
+    assert wait_finished(work_root, "after.yaml")[0] == "done"
+    assert daemon.alive()
+    events = docker_client.events(
+        since=int(time.time()) - 60, until=int(time.time()) + 1, decode=True,
+        filters={"type": "container", "event": "create", "label": f"watcherd.root={work_root}"},
+    )  # fmt: skip
+    assert len(list(events)) == 1  # only the valid job got a container
+
+
+def test_slow_writer_is_never_claimed_early(work_root: Path, start_daemon: StartDaemon) -> None:
+    start_daemon()
+    # Valid only once complete: the prompt comes last.
+    content = f"repo_url: {URL}\n# {'x' * 60}\nprompt: succeed\n".encode()
+    with (work_root / "inbox" / "slow.yaml").open("wb") as handle:
+        for byte in content:  # one byte every 10 ms
+            handle.write(bytes([byte]))
+            handle.flush()
+            time.sleep(0.01)
+    folder, path = wait_finished(work_root, "slow.yaml")
+    assert folder == "done", exit_record(work_root, path)["reason"]
+    assert path.read_bytes() == content
+
+
+def test_daemon_killed_mid_run_adopts_the_container(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient
+) -> None:
+    daemon = start_daemon()
+    job(work_root / "inbox", "long.yaml", "count-and-sleep 4", repo_dir="long")
+    starts = work_root / "repos" / "long" / "starts"
+    wait_for(starts.exists, 30, "container started")
+    daemon.kill()
+    assert finished_jobs(work_root)["running"]
+    restarted = start_daemon()
+    folder, path = wait_finished(work_root, "long.yaml", timeout=60)
+    assert folder == "done"
+    lines = starts.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["start", "end"]  # started once
+    assert "adopting its container" in restarted.log()
+    assert exit_record(work_root, path)["attempts"] == 1
+
+
+def test_jobs_on_one_clone_run_one_after_another(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    start_daemon(concurrency=3)
+    inbox = work_root / "inbox"
+    for name in ("one.yaml", "two.yaml"):
+        job(inbox, name, "count-and-sleep 1", repo_dir="shared")
+    job(inbox, "other.yaml", "count-and-sleep 1", repo_dir="other")
+    for name in ("one.yaml", "two.yaml", "other.yaml"):
+        assert wait_finished(work_root, name)[0] == "done"
+    marks = [line.split() for line in (work_root / "repos/shared/starts").read_text().splitlines()]
+    assert [kind for kind, _ in marks] == ["start", "end", "start", "end"]  # never overlapping
+
+
+def test_two_daemons_on_one_inbox_run_each_job_once(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    start_daemon()
+    start_daemon()
+    inbox = work_root / "inbox"
+    names = [f"race{i:02d}.yaml" for i in range(12)]
+    for name in names:
+        job(inbox, name, "count-and-sleep 0.1", repo_dir=name.removesuffix(".yaml"))
+    wait_for(lambda: len(finished_jobs(work_root)["done"]) == len(names), 120, "all jobs done")
+    assert finished_jobs(work_root)["failed"] == []
+    for name in names:
+        starts = (work_root / "repos" / name.removesuffix(".yaml") / "starts").read_text()
+        assert starts.count("start") == 1
+
+
+def test_engine_down_at_first(work_root: Path, start_daemon: StartDaemon, tmp_path: Path) -> None:
+    proxy_path = tmp_path / "engine.sock"
+    daemon = start_daemon(wait_ready=False, docker_host=f"unix://{proxy_path}")
+    wait_for(lambda: "waiting for the Docker Engine" in daemon.log(), 30, "daemon waiting")
+    job(work_root / "inbox", "early.yaml", "succeed")
+    time.sleep(0.5)  # the job must stay put while there is no Engine
+    assert finished_jobs(work_root)["inbox"] == ["early.yaml"]
+    with unix_proxy(proxy_path, Path("/var/run/docker.sock")):
+        folder, _ = wait_finished(work_root, "early.yaml", timeout=60)
+        assert folder == "done"
+        daemon.stop()
+
+
+def test_job_container_is_hardened(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient
+) -> None:
+    start_daemon(memory_limit="512m", pids_limit=64)
+    job(work_root / "inbox", "inspect.yaml", "hang", repo_dir="widgets")
+    container = wait_for(
+        lambda: docker_client.containers.list(filters={"label": f"watcherd.root={work_root}"}),
+        30, "container running",
+    )[0]  # fmt: skip
+    host = container.attrs["HostConfig"]
+    assert container.attrs["Config"]["User"] == "1000:1000"
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["Privileged"] is False
+    assert host["PidsLimit"] == 64
+    assert host["Memory"] == 512 * 1024**2
+    assert host["NetworkMode"] == "none"
+    mounts = {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}
+    assert mounts == {
+        "/work/widgets": str(work_root / "repos" / "widgets"),
+        "/work/out": str(work_root / "out" / container.labels["watcherd.job"]),
+    }
+    assert "/var/run/docker.sock" not in str(container.attrs)
+    assert container.name == f"watcherd-{container.labels['watcherd.job']}"
+
+
+class unix_proxy:
+    """Forward a unix socket to another: an Engine that appears later."""
+
+    def __init__(self, listen: Path, target: Path) -> None:
+        self.listen, self.target = listen, target
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def __enter__(self) -> unix_proxy:
+        self.server.bind(str(self.listen))
+        self.server.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(str(self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
