@@ -85,7 +85,7 @@ def test_byte_level_problems() -> None:
         parse(b"a" * (MAX_JOB_BYTES + 1))
     with pytest.raises(InvalidJob, match="NUL bytes"):
         parse(b"prompt: a\x00b\n")
-    with pytest.raises(InvalidJob, match="not UTF-8 text .bad byte at offset 8"):
+    with pytest.raises(InvalidJob, match=r"not UTF-8 text \(bad byte at offset 8"):
         parse(b"prompt: \xff\xfe\n")
 
 

@@ -223,7 +223,9 @@ def _validate(config: Config, args: argparse.Namespace) -> int:
 
 def _retry(config: Config, args: argparse.Namespace) -> int:
     try:
-        target = Spool(Layout(config.root)).requeue(args.job_id)
+        layout = Layout(config.root)
+        layout.ensure()
+        target = Spool(layout).requeue(args.job_id)
     except FileNotFoundError as exc:
         print(f"watcherd: {exc}", file=sys.stderr)
         return 1

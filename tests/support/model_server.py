@@ -1,0 +1,127 @@
+"""A scripted stand-in for OpenAI's Responses API on 127.0.0.1, for the real Codex CLI.
+
+Each POST /v1/responses takes the next step of the script: run a command through
+the tool Codex offers, answer with a final message, or fail the response.
+Test-only: nothing in watcherd depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+USAGE = {
+    "input_tokens": 11,
+    "input_tokens_details": None,
+    "output_tokens": 7,
+    "output_tokens_details": None,
+    "total_tokens": 18,
+}
+
+
+@dataclass
+class Step:
+    kind: str  # "tool", "message" or "fail"
+    text: str
+
+
+@dataclass
+class ScriptedModel:
+    steps: list[Step]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    lifetime: float = 600.0  # stops by itself even if a test forgets to
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> ScriptedModel:
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)))
+                model.requests.append(body)
+                if not self.path.endswith("/responses") or not model.steps:
+                    self.send_error(404)
+                    return
+                events = model._events(model.steps.pop(0), body, len(model.requests))
+                payload = "".join(
+                    f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self.send_error(404)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Timer(self.lifetime, self.stop).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _events(self, step: Step, request: dict[str, Any], n: int) -> list[dict[str, Any]]:
+        rid = f"r{n}"
+        created = {"type": "response.created", "response": {"id": rid}}
+        if step.kind == "fail":
+            failed = {"code": "scripted_failure", "message": step.text}
+            return [created, {"type": "response.failed", "response": {"id": rid, "error": failed}}]
+        if step.kind == "tool":
+            item = _tool_call(step.text, request, f"c{n}")
+        else:
+            item = {
+                "type": "message",
+                "role": "assistant",
+                "id": f"m{n}",
+                "content": [{"type": "output_text", "text": step.text}],
+            }
+        completed = {"type": "response.completed", "response": {"id": rid, "usage": USAGE}}
+        return [created, {"type": "response.output_item.done", "item": item}, completed]
+
+
+def _tool_call(command: str, request: dict[str, Any], call_id: str) -> dict[str, Any]:
+    offered = {tool.get("name") for tool in request.get("tools", []) if isinstance(tool, dict)}
+    if "exec_command" in offered:
+        name, arguments = "exec_command", {"cmd": command, "yield_time_ms": 5000}
+    elif "shell_command" in offered:
+        name, arguments = "shell_command", {"command": command}
+    else:
+        name, arguments = "shell", {"command": ["bash", "-lc", command]}
+    return {
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": json.dumps(arguments),
+    }
+
+
+def codex_config(base_url: str) -> str:
+    """config.toml pointing Codex at the scripted server."""
+    return f"""model = "scripted-model"
+model_provider = "scripted"
+
+[model_providers.scripted]
+name = "scripted"
+base_url = "{base_url}"
+wire_api = "responses"
+env_key = "SCRIPTED_API_KEY"
+supports_websockets = false
+request_max_retries = 0
+stream_max_retries = 0
+"""

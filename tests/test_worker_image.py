@@ -1,0 +1,204 @@
+"""The real worker image with the real Codex CLI, against a scripted model on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.support.git_server import GitServer, make_repo
+from tests.support.helpers import DaemonProcess, exit_record, wait_finished, write_job
+from tests.support.model_server import ScriptedModel, Step, codex_config
+from watcherd.config import DEFAULT_IMAGE
+
+pytestmark = [pytest.mark.docker, pytest.mark.codex]
+StartDaemon = Callable[..., DaemonProcess]
+
+
+@pytest.fixture(scope="module")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    base = tmp_path_factory.mktemp("git")
+    make_repo(base / "demo.git")
+    server = GitServer(base).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    server = ScriptedModel(steps=[]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def codex_daemon(
+    start_daemon: StartDaemon,
+    model: ScriptedModel,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+) -> Callable[..., DaemonProcess]:
+    docker_client.images.get(DEFAULT_IMAGE)  # built by .ci/run (watcherd image build)
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    (auth / "config.toml").write_text(codex_config(model.base_url))
+
+    def start(**overrides: Any) -> DaemonProcess:
+        config = {
+            "image": DEFAULT_IMAGE,
+            "auth_mode": "login",
+            "auth_dirs": [str(auth)],
+            "network_mode": "host",
+            "allowed_protocols": ["git", "https"],
+            "extra_env": {"SCRIPTED_API_KEY": "test-key"},
+            "default_timeout": 120,
+            **overrides,
+        }
+        return start_daemon(**config)
+
+    return start
+
+
+def owners(root: Path) -> set[tuple[int, int]]:
+    found = set()
+    for folder in (root / "out", root / "repos"):
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in [*dirnames, *filenames]:
+                st = os.lstat(os.path.join(dirpath, name))
+                found.add((st.st_uid, st.st_gid))
+    return found
+
+
+def test_agent_edits_the_repo_and_outputs_are_complete(
+    work_root: Path, codex_daemon: Callable[..., DaemonProcess], model: ScriptedModel,
+    git_server: GitServer,
+) -> None:  # fmt: skip
+    model.steps += [Step("tool", "echo hello > NEW.md"), Step("message", "Added NEW.md for you.")]
+    codex_daemon(job_user="1234:1234")
+    write_job(
+        work_root / "inbox", "edit.yaml", repo_url=git_server.url("demo.git"), prompt="add NEW.md"
+    )
+    folder, path = wait_finished(work_root, "edit.yaml", timeout=120)
+    out = work_root / "out" / path.name.removesuffix(".yaml")
+    record = exit_record(work_root, path)
+    assert folder == "done", (record, (out / "run.log").read_text())
+    assert (work_root / "repos/demo/NEW.md").read_text() == "hello\n"
+    summary = (out / "summary.md").read_text()
+    assert "Added NEW.md for you." in summary
+    assert "NEW.md" in summary.split("## Files changed", 1)[1]
+    assert record["commit_before"] and record["commit_after"]
+    assert record["thread_id"]
+    assert record["usage"]["output_tokens"] >= 7
+    assert record["codex_version"] == "0.171.0"
+    assert (out / "events.jsonl").read_text().strip()
+    assert owners(work_root) == {(1234, 1234)}  # no root-owned file left behind
+    # The tool output went back to the model: Codex really ran the command.
+    assert any("function_call_output" in json.dumps(r.get("input", "")) for r in model.requests)
+
+    # Same repo_dir, new ref: fetched, not cloned again; the previous changes kept as a patch.
+    model.steps += [Step("message", "Looked at the feature branch.")]
+    write_job(work_root / "inbox", "again.yaml", repo_url=git_server.url("demo.git"),
+              prompt="look", repo_ref="feature")  # fmt: skip
+    folder, path = wait_finished(work_root, "again.yaml", timeout=120)
+    out = work_root / "out" / path.name.removesuffix(".yaml")
+    log = (out / "run.log").read_text()
+    assert folder == "done", log
+    assert "fetching" in log and "cloning" not in log
+    assert "NEW.md" in (out / "previous-changes.patch").read_text()
+    assert (work_root / "repos/demo/FEATURE.md").exists()
+    assert exit_record(work_root, path)["repo_ref"] == "feature"
+
+
+def test_model_failure_fails_the_job_with_reason(
+    work_root: Path, codex_daemon: Callable[..., DaemonProcess], model: ScriptedModel,
+    git_server: GitServer,
+) -> None:  # fmt: skip
+    model.steps += [Step("fail", "the scripted model refuses")]
+    codex_daemon()
+    write_job(work_root / "inbox", "fail.yaml", repo_url=git_server.url("demo.git"), prompt="x",
+              retries=0)  # fmt: skip
+    folder, path = wait_finished(work_root, "fail.yaml", timeout=120)
+    record = exit_record(work_root, path)
+    summary = (work_root / "out" / path.name.removesuffix(".yaml") / "summary.md").read_text()
+    assert (folder, record["state"]) == ("failed", "failed")
+    assert "codex exited with code 1" in record["reason"]
+    assert "codex exited with code 1" in summary
+
+
+def test_unreachable_repo_is_transient_and_retried(
+    work_root: Path, codex_daemon: Callable[..., DaemonProcess]
+) -> None:
+    codex_daemon(backoff_initial=0.1)
+    write_job(work_root / "inbox", "gone.yaml", repo_url="git://127.0.0.1:1/nothing.git",
+              prompt="x", retries=1)  # fmt: skip
+    folder, path = wait_finished(work_root, "gone.yaml", timeout=120)
+    record = exit_record(work_root, path)
+    assert (folder, record["attempts"]) == ("failed", 2)
+    assert "network failure while clone" in record["reason"]
+
+
+def test_bad_ref_is_a_clear_permanent_failure(
+    work_root: Path, codex_daemon: Callable[..., DaemonProcess], git_server: GitServer
+) -> None:
+    codex_daemon()
+    write_job(work_root / "inbox", "ref.yaml", repo_url=git_server.url("demo.git"), prompt="x",
+              repo_ref="no-such-branch")  # fmt: skip
+    folder, path = wait_finished(work_root, "ref.yaml", timeout=120)
+    record = exit_record(work_root, path)
+    assert (folder, record["attempts"], record["exit_code"]) == ("failed", 1, 65)
+    assert "ref 'no-such-branch' not found" in record["reason"]
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [({"PROMPT": "x"}, "REPO_URL is required"), ({"REPO_URL": "x"}, "PROMPT is required")],
+)
+def test_one_shot_docker_run_validates_inputs(
+    docker_client: docker.DockerClient, tmp_path: Path, env: dict[str, str], reason: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, 1000, 1000)
+    container = docker_client.containers.run(
+        DEFAULT_IMAGE, environment=env, network_mode="none", detach=True,
+        volumes={str(out): {"bind": "/work/out", "mode": "rw"}},
+    )  # fmt: skip
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 64
+    finally:
+        container.remove(force=True)
+    record = json.loads((out / "exit.json").read_text())
+    assert record["reason"] == reason
+    assert record["state"] == "failed"
+
+
+def test_one_shot_docker_run_as_in_the_readme(
+    docker_client: docker.DockerClient, tmp_path: Path, model: ScriptedModel, git_server: GitServer
+) -> None:
+    model.steps += [Step("message", "One-shot works.")]
+    out, auth = tmp_path / "out", tmp_path / "auth"
+    out.mkdir()
+    auth.mkdir()
+    (auth / "config.toml").write_text(codex_config(model.base_url))
+    for folder in (out, auth, tmp_path):
+        os.chown(folder, 4321, 4321)
+    container = docker_client.containers.run(
+        DEFAULT_IMAGE, user="4321:4321", network_mode="host", detach=True,
+        environment={"REPO_URL": git_server.url("demo.git"), "PROMPT": "hello",
+                     "GIT_ALLOW_PROTOCOL": "git", "SCRIPTED_API_KEY": "k"},
+        volumes={str(out): {"bind": "/work/out", "mode": "rw"},
+                 str(auth): {"bind": "/home/codex/.codex", "mode": "rw"}},
+    )  # fmt: skip
+    try:
+        code = container.wait(timeout=120)["StatusCode"]
+    finally:
+        logs = container.logs().decode(errors="replace")
+        container.remove(force=True)
+    assert code == 0, logs
+    assert "One-shot works." in (out / "summary.md").read_text()
+    assert json.loads((out / "exit.json").read_text())["state"] == "done"
