@@ -58,7 +58,13 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
             "finished_at": outcome.finished_at or utc_now(),
         }
     )
-    write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    # Owned like its folder (the job's user), so the host user owns all of out/<id>.
+    folder = out_dir.stat()
+    write_atomic(
+        path,
+        (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(),
+        owner=(folder.st_uid, folder.st_gid),
+    )
 
 
 def _read_container_record(path: Path) -> dict[str, Any]:
