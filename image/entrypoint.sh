@@ -27,6 +27,13 @@ if [ ! -w "${HOME:-/nonexistent}" ]; then
     export HOME
 fi
 
+# Without a mounted login (API-key mode) the Codex home starts empty on the tmpfs HOME.
+if ! mkdir -p "${CODEX_HOME:=$HOME/.codex}" 2>/dev/null; then
+    CODEX_HOME="$HOME/.codex"
+    mkdir -p "$CODEX_HOME"
+fi
+export CODEX_HOME
+
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$OUT/run.log" >&2; }
 
 redact() { sed -E 's#([A-Za-z][A-Za-z0-9+.-]*://)[^/@[:space:]]*@#\1***@#g'; }
@@ -190,8 +197,11 @@ log "checked out ${ref:-default branch} at $commit_before"
 codex_version=$(codex --version 2>/dev/null | awk '{print $NF}')
 # The container is the sandbox (read-only root, no capabilities, only this job's
 # folders): Codex's own bubblewrap sandbox cannot run under Docker's seccomp profile.
+# Credentials stay out of the commands the agent runs (Codex itself still reads them).
 args=(--json --output-last-message "$OUT/last-message.md"
-      --dangerously-bypass-approvals-and-sandbox --skip-git-repo-check --color never)
+      --dangerously-bypass-approvals-and-sandbox --skip-git-repo-check --color never
+      -c shell_environment_policy.ignore_default_excludes=false
+      -c 'shell_environment_policy.exclude=["*KEY*","*SECRET*","*TOKEN*","*PASSWORD*"]')
 [ -n "${CODEX_MODEL:-}" ] && args+=(--model "$CODEX_MODEL")
 if [ -n "${CODEX_FLAGS:-}" ]; then
     # xargs splits like a shell (quotes, backslashes) without running anything.

@@ -202,3 +202,59 @@ def test_one_shot_docker_run_as_in_the_readme(
     assert code == 0, logs
     assert "One-shot works." in (out / "summary.md").read_text()
     assert json.loads((out / "exit.json").read_text())["state"] == "done"
+
+
+SECRET = "sk-watcherd-test-secret-4f1c9a"
+
+
+def test_hostile_agent_is_contained(
+    work_root: Path, start_daemon: StartDaemon, model: ScriptedModel, git_server: GitServer,
+    tmp_path: Path, docker_client: docker.DockerClient,
+) -> None:  # fmt: skip
+    key_file = tmp_path / "secrets.env"
+    key_file.write_text(f"CODEX_API_KEY={SECRET}\n")
+    key_file.chmod(0o600)
+    other = work_root / "out" / "other-job"
+    other.mkdir(parents=True)
+    (other / "private.txt").write_text("other job's output")
+    attempts = "; ".join([
+        "touch /work/inbox/pwn.yaml", "touch ../inbox/pwn.yaml",
+        "cat /work/out/../other-job/private.txt",
+        "ls /work", "touch /etc/pwned", "touch /usr/local/bin/pwned", "touch /opt/codex/pwned",
+        "echo \"key=$CODEX_API_KEY\" > /work/out/leak.txt", "env > /work/out/env.txt",
+        "id > /work/out/id.txt", "sudo -n id", "su -c id </dev/null",
+        "find / -xdev -perm -4000 -type f 2>/dev/null > /work/out/setuid.txt",
+    ])  # fmt: skip
+    model.steps += [Step("tool", attempts + "; true"), Step("message", "tried everything")]
+    provider = (
+        f'model_providers.scripted={{name="scripted", base_url="{model.base_url}", '
+        'wire_api="responses", env_key="CODEX_API_KEY", supports_websockets=false, '
+        "request_max_retries=0, stream_max_retries=0}"
+    )
+    start_daemon(
+        image=DEFAULT_IMAGE, auth_mode="api_key", api_key_file=str(key_file),
+        network_mode="host", allowed_protocols=["git"], default_timeout=120,
+    )  # fmt: skip
+    flags = ["-c", provider, "-c", "model_provider=scripted"]
+    write_job(work_root / "inbox", "hostile.yaml", repo_url=git_server.url("demo.git"),
+              prompt="be evil", flags=flags, model="scripted-model")  # fmt: skip
+    folder, path = wait_finished(work_root, "hostile.yaml", timeout=120)
+    out = work_root / "out" / path.name.removesuffix(".yaml")
+    assert folder == "done", (out / "run.log").read_text()
+    assert not list((work_root / "inbox").iterdir())  # no job was planted
+    assert not (out / "private.txt").exists()
+    assert "uid=1000" in (out / "id.txt").read_text()
+    assert "key=\n" in (out / "leak.txt").read_text()  # Codex withholds *KEY* variables
+    events = (out / "events.jsonl").read_text()
+    assert "Read-only file system" in events  # /etc, /usr/local/bin, /opt/codex
+    assert "uid=0(" not in events  # neither sudo nor su nor a setuid binary made it root
+    # The secret is in no file under the work root and in no daemon log line.
+    for dirpath, _, filenames in os.walk(work_root):
+        for name in filenames:
+            file = Path(dirpath, name)
+            if not file.is_symlink():
+                assert SECRET not in file.read_text(errors="replace"), file
+    for log in tmp_path.parent.glob("**/watcherd-*.log"):
+        assert SECRET not in log.read_text(errors="replace")
+    # The model server saw the key as a bearer token: the job really ran with it.
+    assert model.requests

@@ -97,7 +97,12 @@ def build_spec(
     ]
     # HOME is a tmpfs so git and codex can write their config under a read-only root;
     # the auth dir (when logins are used) is mounted over its .codex folder.
-    tmpfs = {"/tmp": "rw,nosuid,nodev,size=1g", IMAGE_HOME: "rw,nosuid,nodev,size=512m"}
+    user = job_user(config)
+    uid, _, gid = user.partition(":")
+    tmpfs = {
+        "/tmp": "rw,nosuid,nodev,mode=1777,size=1g",
+        IMAGE_HOME: f"rw,nosuid,nodev,uid={uid},gid={gid},size=512m",
+    }
     if auth_dir is not None:
         mounts.append(Mount(auth_dir, f"{IMAGE_HOME}/.codex"))
 
@@ -106,7 +111,7 @@ def build_spec(
     return ContainerSpec(
         name=container_name(job_id),
         image=config.image,
-        user=job_user(config),
+        user=user,
         environment=environment,
         mounts=tuple(mounts),
         labels={JOB_LABEL: job_id, ROOT_LABEL: str(config.root)},
