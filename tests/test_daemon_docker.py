@@ -79,6 +79,31 @@ def test_failures_are_not_retried(
     assert reason in record["reason"]
 
 
+def test_missing_image_fails_the_job_with_the_reason(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    start_daemon(image="watcherd-test-missing:nothing")
+    job(work_root / "inbox", "noimage.yaml", "succeed")
+    folder, path = wait_finished(work_root, "noimage.yaml")
+    record = exit_record(work_root, path)
+    assert (folder, record["state"], record["attempts"]) == ("failed", "failed", 1)
+    assert "could not start the container" in record["reason"]
+    assert "watcherd-test-missing" in record["reason"]
+    assert record["exit_code"] is None
+
+
+def test_one_job_at_a_time_per_login_dir(work_root: Path, start_daemon: StartDaemon) -> None:
+    start_daemon(auth_mode="login", concurrency=3)
+    inbox = work_root / "inbox"
+    for name in ("a.yaml", "b.yaml", "c.yaml"):
+        job(inbox, name, "login-mark 0.5", repo_dir=name.removesuffix(".yaml"))
+    for name in ("a.yaml", "b.yaml", "c.yaml"):
+        assert wait_finished(work_root, name)[0] == "done"
+    marks = (work_root / ".codex-bot" / "marks").read_text().split()
+    assert marks == ["start", "end"] * 3  # the shared login was never used twice at once
+    assert (work_root / ".codex-bot").stat().st_mode & 0o777 == 0o700
+
+
 def test_timeout_kills_the_container(work_root: Path, start_daemon: StartDaemon) -> None:
     start_daemon()
     job(work_root / "inbox", "slow.yaml", "hang", timeout=2)

@@ -43,6 +43,10 @@ class Lease:
     api_key: str | None = None
 
 
+class PermanentFailure(Exception):
+    """The container cannot be started at all (image missing, config refused)."""
+
+
 class Interrupted(Exception):
     """The daemon is stopping; the job stays in running/ and its container keeps going."""
 
@@ -95,6 +99,13 @@ class JobLife:
                     f"gave up after {state['attempts']} attempt(s): {exc}",
                     attempts=state["attempts"],
                     exit_code=state.get("exit_code"),
+                    started_at=state.get("started_at"),
+                )
+            except PermanentFailure as exc:
+                return Outcome(
+                    JobState.FAILED,
+                    f"could not start the container: {exc}",
+                    attempts=state["attempts"],
                     started_at=state.get("started_at"),
                 )
             except EngineUnavailable as exc:
@@ -167,6 +178,8 @@ class JobLife:
             raise
         except TransientRunnerError as exc:
             raise TransientFailure(str(exc)) from exc
+        except RunnerError as exc:
+            raise PermanentFailure(str(exc)) from exc
 
     def _wait(self, job: Claimed, spec: JobSpec, handle: str, state: dict[str, Any]) -> Outcome:
         deadline = float(state.get("deadline") or time.time() + spec.timeout)

@@ -1,6 +1,6 @@
 #!/bin/bash
 # PROMPT picks the behaviour: succeed | fail | hang | crash | sleep N | transient-once |
-# count-and-sleep N | env | whoami
+# count-and-sleep N | login-mark N | env | whoami
 set -u
 out=/work/out
 repo="/work/${REPO_DIR:-repo}"
@@ -25,6 +25,11 @@ case "$1" in
         echo "start $(date +%s%N)" >>"$repo/starts"
         sleep "$2"
         echo "end $(date +%s%N)" >>"$repo/starts"
+        exit 0 ;;
+    login-mark)
+        echo start >>"$HOME/.codex/marks"
+        sleep "$2"
+        echo end >>"$HOME/.codex/marks"
         exit 0 ;;
     env) env | sort >"$out/env.txt"; exit 0 ;;
     whoami) { id; touch "$repo/created-by-job"; } >"$out/id.txt"; exit 0 ;;
