@@ -34,6 +34,7 @@ class ScriptedModel:
     requests: list[dict[str, Any]] = field(default_factory=list)
     lifetime: float = 600.0  # stops by itself even if a test forgets to
     _server: ThreadingHTTPServer | None = None
+    _timer: threading.Timer | None = None
 
     @property
     def base_url(self) -> str:
@@ -68,13 +69,19 @@ class ScriptedModel:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        threading.Timer(self.lifetime, self.stop).start()
+        # A daemon timer: it must never keep the test process alive.
+        self._timer = threading.Timer(self.lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._timer is not None:
+            self._timer.cancel()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def _events(self, step: Step, request: dict[str, Any], n: int) -> list[dict[str, Any]]:
         rid = f"r{n}"
