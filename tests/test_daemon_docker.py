@@ -240,6 +240,24 @@ def test_engine_down_at_first(work_root: Path, start_daemon: StartDaemon, tmp_pa
         daemon.stop()
 
 
+def test_engine_lost_mid_job_is_waited_for_and_the_container_adopted(
+    work_root: Path, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    proxy_path = tmp_path / "engine.sock"
+    with unix_proxy(proxy_path, Path("/var/run/docker.sock")):
+        daemon = start_daemon(docker_host=f"unix://{proxy_path}")
+        job(work_root / "inbox", "steady.yaml", "count-and-sleep 3", repo_dir="steady")
+        starts = work_root / "repos" / "steady" / "starts"
+        wait_for(starts.exists, 30, "container started")
+    wait_for(lambda: "waiting for the Engine" in daemon.log(), 30, "daemon noticing")
+    with unix_proxy(proxy_path, Path("/var/run/docker.sock")):
+        folder, path = wait_finished(work_root, "steady.yaml", timeout=60)
+        daemon.stop()
+    assert folder == "done"
+    assert exit_record(work_root, path)["attempts"] == 1
+    assert starts.read_text().count("start") == 1
+
+
 def test_job_container_is_hardened(
     work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient
 ) -> None:
@@ -268,20 +286,26 @@ def test_job_container_is_hardened(
 
 
 class unix_proxy:
-    """Forward a unix socket to another: an Engine that appears later."""
+    """Forward a unix socket to another: an Engine that appears late or goes away."""
 
     def __init__(self, listen: Path, target: Path) -> None:
         self.listen, self.target = listen, target
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.connections: list[socket.socket] = []
 
     def __enter__(self) -> unix_proxy:
+        self.listen.unlink(missing_ok=True)
         self.server.bind(str(self.listen))
         self.server.listen(16)
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """The Engine vanishes: no new connections, and open ones are cut."""
         self.server.close()
+        for sock in self.connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _accept(self) -> None:
         while True:
@@ -291,6 +315,7 @@ class unix_proxy:
                 return
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(str(self.target))
+            self.connections += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 

@@ -110,8 +110,7 @@ class JobLife:
                 )
             except EngineUnavailable as exc:
                 log.warning("job %s: %s; waiting for the Engine", job.job_id, exc)
-                self._wait_for_engine()
-            raise AssertionError("unreachable")  # pragma: no cover
+                self._wait_for_engine()  # then go round: adopt the container or start it
 
     def _wait_for_engine(self) -> None:
         retrying = self.backoff.retrying(

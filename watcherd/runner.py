@@ -67,7 +67,8 @@ def _translate(exc: Exception) -> RunnerError:
         if exc.is_server_error():
             return TransientRunnerError(f"Docker Engine error: {exc.explanation or exc}")
         return RunnerError(f"Docker refused: {exc.explanation or exc}")
-    if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException):
+    if isinstance(exc, requests.exceptions.RequestException | docker.errors.DockerException):
+        # Refused, reset, or cut mid-response: the Engine went away (or is restarting).
         return EngineUnavailable(f"Docker Engine unreachable: {exc}")
     return RunnerError(str(exc))
 
