@@ -208,14 +208,15 @@ class Server:
             return
         log.info("claimed %s as job %s", entry.name, job.job_id)
         spec = self._parse_or_fail(job)  # the claimed bytes decide, not the peeked ones
-        if lease is None or repo_dir is None:
+        if lease is not None and repo_dir and (spec is None or spec.repo_dir != repo_dir):
+            self._scheduler.release(repo_dir, lease)  # the file changed after the peek
+            lease = None
+        if spec is None:
             return
-        if spec is None or spec.repo_dir != repo_dir:
-            self._scheduler.release(repo_dir, lease)
-            if spec is not None:
-                self._pending.append((job, spec))
-            return
-        self._launch(job, spec, lease)
+        if lease is None:
+            self._pending.append((job, spec))  # starts when its clone is free
+        else:
+            self._launch(job, spec, lease)
 
     def _parse_or_fail(self, job: Claimed) -> JobSpec | None:
         try:
