@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -330,3 +331,36 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def orphan(root: Path, job_id: str, prompt: str, attempts: int) -> None:
+    """A job a dead daemon had claimed, with no container left."""
+    for folder in ("running", "state"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "running" / f"{job_id}.yaml").write_text(f"repo_url: {URL}\nprompt: {prompt}\n")
+    (root / "state" / f"{job_id}.json").write_text(
+        json.dumps({"attempts": attempts, "source_name": f"{job_id}.yaml"})
+    )
+
+
+def test_recovery_reruns_an_orphan_with_attempts_left_and_fails_one_without(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    orphan(work_root, "20261126T000000Z-again-aaaaaa", "succeed", attempts=1)
+    orphan(work_root, "20261126T000000Z-spent-bbbbbb", "succeed", attempts=3)
+    start_daemon()
+    folder, path = wait_finished(work_root, "20261126T000000Z-again-aaaaaa.yaml")
+    assert (folder, exit_record(work_root, path)["attempts"]) == ("done", 2)
+    folder, path = wait_finished(work_root, "20261126T000000Z-spent-bbbbbb.yaml")
+    assert folder == "failed"
+    assert "no attempts left (3 of 3 used)" in exit_record(work_root, path)["reason"]
+
+
+def test_json_logs(work_root: Path, start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(log_format="json")
+    job(work_root / "inbox", "logged.yaml", "succeed")
+    wait_finished(work_root, "logged.yaml")
+    daemon.stop()
+    records = [json.loads(line) for line in daemon.log().splitlines()]
+    assert any("claimed logged.yaml" in r["message"] for r in records)
+    assert {"time", "level", "logger", "message"} <= set(records[0])

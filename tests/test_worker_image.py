@@ -258,3 +258,18 @@ def test_hostile_agent_is_contained(
         assert SECRET not in log.read_text(errors="replace")
     # The model server saw the key as a bearer token: the job really ran with it.
     assert model.requests
+
+
+def test_review_mode(
+    work_root: Path, codex_daemon: Callable[..., DaemonProcess], model: ScriptedModel,
+    git_server: GitServer,
+) -> None:  # fmt: skip
+    model.steps += [Step("message", "Review: looks fine.")] * 3
+    codex_daemon()
+    write_job(work_root / "inbox", "review.yaml", repo_url=git_server.url("demo.git"),
+              prompt="Review the last commit", mode="review", retries=0)  # fmt: skip
+    folder, path = wait_finished(work_root, "review.yaml", timeout=120)
+    out = work_root / "out" / path.name.removesuffix(".yaml")
+    assert folder == "done", (out / "run.log").read_text()
+    assert "running codex review" in (out / "run.log").read_text()
+    assert model.requests  # the review went through the model

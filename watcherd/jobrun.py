@@ -7,7 +7,6 @@ leaves the job in running/ for the next start to adopt.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -19,7 +18,7 @@ from typing import Any
 from watcherd.config import Config
 from watcherd.container import build_spec, job_user
 from watcherd.job import JobSpec
-from watcherd.results import JobState, Outcome, utc_now, write_exit_json
+from watcherd.results import JobState, Outcome, read_worker_record, utc_now, write_exit_json
 from watcherd.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
 from watcherd.runner import (
     EngineUnavailable,
@@ -256,14 +255,7 @@ class JobLife:
 
 def _worker_reason(out_dir: Path) -> str:
     """The reason the worker image wrote into its exit.json, if any."""
-    path = out_dir / "exit.json"
-    if path.is_symlink():
-        return ""
-    try:
-        data = json.loads(path.read_bytes()[: 1024 * 1024])
-    except (OSError, ValueError):
-        return ""
-    reason = data.get("reason") if isinstance(data, dict) else None
+    reason = read_worker_record(out_dir).get("reason")
     return str(reason)[:2000] if reason else ""
 
 

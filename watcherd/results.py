@@ -43,7 +43,7 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
     the daemon's win where both exist), atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "exit.json"
-    record: dict[str, Any] = _read_container_record(path)
+    record = read_worker_record(out_dir)
     if "state" in record:
         record["worker_state"] = record.pop("state")
     record.update(
@@ -67,9 +67,10 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
     )
 
 
-def _read_container_record(path: Path) -> dict[str, Any]:
+def read_worker_record(out_dir: Path) -> dict[str, Any]:
     """The worker's own exit.json, if it wrote a sane one. Never follows a symlink the
     agent may have planted there."""
+    path = out_dir / "exit.json"
     if path.is_symlink() or not path.is_file():
         return {}
     try:
