@@ -21,6 +21,7 @@ from watcherd.config import Config
 from watcherd.job import InvalidJob, JobSpec, parse_job
 from watcherd.jobrun import Interrupted, JobLife, Lease
 from watcherd.results import JobState, Outcome, write_exit_json
+from watcherd.retry import Backoff
 from watcherd.runner import DockerRunner, EngineUnavailable, Runner
 from watcherd.scheduler import Scheduler
 from watcherd.settle import SettleTracker
@@ -121,16 +122,13 @@ class Server:
         signal.signal(signal.SIGINT, handle)
 
     def _wait_for_engine(self) -> bool:
-        delay = self.config.backoff_initial
-        while not self.stop_event.is_set():
-            try:
-                self.runner.ping()
-                return True
-            except EngineUnavailable as exc:
-                log.warning("waiting for the Docker Engine: %s (retry in %.0fs)", exc, delay)
-            self.stop_event.wait(delay)
-            delay = min(delay * 2, self.config.backoff_max)
-        return False
+        def report(exc: BaseException, delay: float) -> None:
+            log.warning("waiting for the Docker Engine: %s (retry in %.1fs)", exc, delay)
+
+        return Backoff(self.config.backoff_initial, self.config.backoff_max).wait_for(
+            self.runner.ping, retry_on=EngineUnavailable, stop_event=self.stop_event,
+            on_retry=report,
+        )  # fmt: skip
 
     # -- recovery ----------------------------------------------------------------------
 

@@ -112,15 +112,10 @@ class JobLife:
                 self._wait_for_engine()  # then go round: adopt the container or start it
 
     def _wait_for_engine(self) -> None:
-        retrying = self.backoff.retrying(
-            retry_on=EngineUnavailable, give_up=lambda: False, stop_event=self.stop_event
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    self.runner.ping()
-        except EngineUnavailable as exc:
-            raise Interrupted from exc
+        if not self.backoff.wait_for(
+            self.runner.ping, retry_on=EngineUnavailable, stop_event=self.stop_event
+        ):
+            raise Interrupted
 
     # -- one attempt -------------------------------------------------------------------
 

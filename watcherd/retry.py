@@ -40,10 +40,38 @@ class Backoff:
                 tenacity.stop_when_event_set(stop_event),
                 _StopWhen(give_up),
             ),
-            wait=tenacity.wait_exponential_jitter(initial=self.initial, max=self.maximum),
+            wait=tenacity.wait_exponential_jitter(
+                multiplier=self.initial, max=self.maximum, jitter=self.initial
+            ),
             sleep=lambda seconds: _interruptible_sleep(stop_event, seconds),
             reraise=True,
         )
+
+    def wait_for(
+        self,
+        action: Callable[[], object],
+        *,
+        retry_on: type[BaseException],
+        stop_event: threading.Event,
+        on_retry: Callable[[BaseException, float], None] | None = None,
+    ) -> bool:
+        """Call ``action`` until it stops raising ``retry_on``, backing off in between.
+        False if ``stop_event`` ended the wait first."""
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            if on_retry is not None and error is not None and state.next_action is not None:
+                on_retry(error, state.next_action.sleep)
+
+        retrying = self.retrying(retry_on=retry_on, give_up=lambda: False, stop_event=stop_event)
+        retrying.before_sleep = before_sleep
+        try:
+            for attempt in retrying:
+                with attempt:
+                    action()
+        except retry_on:
+            return False
+        return True
 
 
 class _StopWhen(tenacity.stop.stop_base):
