@@ -1,6 +1,7 @@
 """What a job's container looks like: hardened, with only this job's folders mounted.
 
-Pure: (config, job, paths) in, ContainerSpec out. The runner turns the spec into
+``build_spec`` is pure: (config, job, user, paths) in, ContainerSpec out; only
+``job_user`` looks at the disk (the work root's owner). The runner turns the spec into
 Docker calls; tests read the spec and ``docker inspect`` to check the defaults.
 """
 
@@ -66,6 +67,7 @@ def build_spec(
     config: Config,
     job: JobSpec,
     job_id: str,
+    user: str,
     out_dir: Path,
     repo_dir: Path,
     auth_dir: Path | None,
@@ -97,7 +99,6 @@ def build_spec(
     ]
     # HOME is a tmpfs so git and codex can write their config under a read-only root;
     # the auth dir (when logins are used) is mounted over its .codex folder.
-    user = job_user(config)
     uid, _, gid = user.partition(":")
     tmpfs = {
         "/tmp": "rw,nosuid,nodev,mode=1777,size=1g",

@@ -139,11 +139,13 @@ class JobLife:
     def _start(self, job: Claimed, spec: JobSpec, lease: Lease, state: dict[str, Any]) -> str:
         out_dir = self.spool.layout.out_dir(job.job_id)
         repo_dir = self.spool.layout.repos / spec.repo_dir
-        self._prepare_dirs(out_dir, repo_dir, lease.auth_dir)
+        user = job_user(self.config)  # stats the work root: once per start
+        self._prepare_dirs(user, out_dir, repo_dir, lease.auth_dir)
         container = build_spec(
             config=self.config,
             job=spec,
             job_id=job.job_id,
+            user=user,
             out_dir=out_dir,
             repo_dir=repo_dir,
             auth_dir=lease.auth_dir,
@@ -236,10 +238,12 @@ class JobLife:
                         job.job_id, exc)  # fmt: skip
         self.spool.drop_state(job.job_id)
 
-    def _prepare_dirs(self, out_dir: Path, repo_dir: Path, auth_dir: Path | None) -> None:
+    def _prepare_dirs(
+        self, user: str, out_dir: Path, repo_dir: Path, auth_dir: Path | None
+    ) -> None:
         """Create the job's folders owned by the job user, so a non-root container can
         write them and the host user owns what it leaves."""
-        uid, gid = (int(part) for part in job_user(self.config).split(":"))
+        uid, gid = (int(part) for part in user.split(":"))
         for folder, mode in ((out_dir, 0o755), (repo_dir, 0o755), (auth_dir, 0o700)):
             if folder is None:
                 continue
