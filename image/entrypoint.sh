@@ -1,33 +1,40 @@
 #!/bin/bash
-# watcherd worker: clone (or update) a repo, run Codex in it, leave truthful outputs.
+# watcherd worker: run Codex on a workspace, save what it changed as commits on the job's
+# branch, leave truthful outputs.
 #
-# Contract (environment): REPO_URL, PROMPT (required); REPO_DIR (default "repo"),
-# REPO_REF, CODEX_MODE (exec|review), CODEX_FLAGS, CODEX_MODEL (optional).
-# Outputs in /work/out: run.log, events.jsonl, last-message.md, summary.md, exit.json.
+# Contract (environment): PROMPT (required); REPO_DIR (default "repo"); JOB_BRANCH
+# (default "watcherd/result"); CODEX_MODE (exec|review), CODEX_FLAGS, CODEX_MODEL.
+# /work/$REPO_DIR is the git work tree watcherd prepared. Without one (a plain
+# `docker run`), REPO_URL (and REPO_REF) are cloned into it first.
+# Outputs in /work/out: run.log, events.jsonl, last-message.md, summary.md, exit.json, and
+# branch.bundle (the job's new commits on refs/heads/$JOB_BRANCH, when there are any).
 #
 # Exit codes: 0 done; 1 Codex failed; 64 bad input; 65 bad ref; 66 repo refused or
-# missing; 70 internal error; 75 transient (network), worth retrying.
+# missing; 70 internal error; 75 transient (network), worth retrying; 124 stopped (timeout).
 set -uo pipefail
 set -f # no globbing: PROMPT and flags are data
 
 readonly OUT=/work/out
 readonly EX_CODEX=1 EX_USAGE=64 EX_REF=65 EX_REPO=66 EX_SOFTWARE=70 EX_TEMPFAIL=75
+readonly EX_STOPPED=124
 
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 started_epoch=$(date +%s)
+repo=""
+JOB_BRANCH=${JOB_BRANCH:-watcherd/result}
 commit_before=""
 commit_after=""
 codex_version=""
 state="failed"
 reason=""
+stopping=""
+agent=""
 
 # HOME must be writable for git's global config, whatever --user this runs as.
 if [ ! -w "${HOME:-/nonexistent}" ]; then
     HOME=$(mktemp -d)
     export HOME
 fi
-
-# Without a mounted login (API-key mode) the Codex home starts empty on the tmpfs HOME.
 if ! mkdir -p "${CODEX_HOME:=$HOME/.codex}" 2>/dev/null; then
     CODEX_HOME="$HOME/.codex"
     mkdir -p "$CODEX_HOME"
@@ -83,24 +90,36 @@ token_usage() {
     printf '%s' "${usage:-null}"
 }
 
+# git for the worker's own steps: no hooks, no fsmonitor, no pager, nothing from a
+# global or system config the agent could have written.
+wgit() {
+    GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null \
+        git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.pager=cat \
+        -c safe.directory="$repo" -c advice.detachedHead=false "$@"
+}
+
 write_summary() {
-    local repo=$1
     {
         printf '# watcherd job summary\n\n'
         printf -- '- **State:** %s\n' "$state"
         [ -n "$reason" ] && printf -- '- **Reason:** %s\n' "$reason"
         printf -- '- **Repository:** %s\n' "$(printf '%s' "${REPO_URL:-}" | redact)"
         printf -- '- **Ref:** %s\n' "${REPO_REF:-(default branch)}"
+        printf -- '- **Branch:** %s\n' "$JOB_BRANCH"
         printf -- '- **Commit before:** %s\n' "${commit_before:-(none)}"
         printf -- '- **Commit after:** %s\n' "${commit_after:-(none)}"
         printf -- '- **Codex:** %s\n' "${codex_version:-(not run)}"
         printf -- '- **Tokens:** %s\n' "$(token_usage)"
         printf '\n## Final message\n\n'
-        if [ -s "$OUT/last-message.md" ]; then cat "$OUT/last-message.md"; else printf '(none)\n'; fi
+        if [ -f "$OUT/last-message.md" ] && [ ! -L "$OUT/last-message.md" ]; then
+            head -c 65536 "$OUT/last-message.md"
+        else
+            printf '(none)\n'
+        fi
         printf '\n## Files changed\n\n'
-        if [ -n "$commit_before" ] && [ -d "$repo/.git" ]; then
+        if [ -n "$commit_before" ] && [ -n "$commit_after" ]; then
             local changes
-            changes=$(cd "$repo" && { git diff --stat "$commit_before" --; git status --porcelain; } 2>/dev/null)
+            changes=$(cd "$repo" && wgit diff --stat "$commit_before" "$commit_after" -- 2>/dev/null)
             # shellcheck disable=SC2016 # literal Markdown fences
             if [ -n "$changes" ]; then printf '```\n%s\n```\n' "$changes"; else printf '(none)\n'; fi
         else
@@ -112,7 +131,7 @@ write_summary() {
 finish() {
     local code=$1
     [ "$code" -eq 0 ] && state="done"
-    write_summary "${repo:-}"
+    write_summary
     write_exit_json "$code"
     log "finished: $state${reason:+ ($reason)}"
     exit "$code"
@@ -120,80 +139,126 @@ finish() {
 
 fail() { reason=$2; log "error: $reason"; finish "$1"; }
 
-# -- 1-2. inputs and outputs --------------------------------------------------------------
+# Every process but this shell and init: what the agent may have left running.
+leftovers() {
+    local dir pid key value found=""
+    set +f
+    for dir in /proc/[0-9]*; do
+        pid=${dir#/proc/}
+        { [ "$pid" = 1 ] || [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ]; } && continue
+        value=""
+        { while IFS=$'\t ' read -r key value _; do
+            [ "$key" = State: ] && break
+        done <"$dir/status"; } 2>/dev/null
+        [ -n "$value" ] && [ "$value" != Z ] && found="$found $pid"
+    done
+    set -f
+    printf '%s' "$found"
+}
+
+# Nothing the agent started may run on while its work is saved, or touch it after.
+stop_leftovers() {
+    local round
+    for round in 1 2 3 4 5 6 7 8 9 10; do
+        kill -KILL -1 2>/dev/null # everything this user may signal but this shell
+        [ -z "$(leftovers)" ] && return 0
+        sleep 0.1
+    done
+    log "warning: processes still alive after ${round} rounds of SIGKILL:$(leftovers)"
+}
+
+# Commit what the agent left uncommitted onto the job's branch and bundle the branch's new
+# commits for the daemon, which takes them in with fsck. The agent could have rewritten the
+# repository's config (core.fsmonitor, filters, hooks): start again from a plain one.
+save_work() {
+    cd "$repo" 2>/dev/null || return 0
+    if [ ! -d .git ] || [ -L .git ]; then
+        log "warning: .git is not a folder; nothing saved"
+        return 0
+    fi
+    [ -n "$commit_before" ] || return 0
+    printf '[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n' >.git/config
+    rm -rf .git/hooks .git/info/attributes
+    wgit add -A . >>"$OUT/run.log" 2>&1
+    if ! wgit diff --cached --quiet 2>/dev/null; then
+        wgit commit -q --no-verify -m "watcherd: changes left by the agent" \
+            -m "Job ${WATCHERD_JOB_ID:-?}: the agent's uncommitted changes when it finished." \
+            >>"$OUT/run.log" 2>&1 || log "warning: could not commit the agent's changes"
+    fi
+    commit_after=$(wgit rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null)
+    [ -n "$commit_after" ] || { log "warning: no HEAD commit; nothing saved"; return 0; }
+    wgit update-ref "refs/heads/$JOB_BRANCH" "$commit_after" || return 0
+    rm -f "$OUT/branch.bundle"
+    if [ "$commit_after" != "$commit_before" ]; then
+        wgit bundle create -q "$OUT/branch.bundle" "refs/heads/$JOB_BRANCH" "^$commit_before" \
+            >>"$OUT/run.log" 2>&1 || log "warning: could not bundle the job's commits"
+        log "saved $(wgit rev-list --count "$commit_before..$commit_after" 2>/dev/null) commit(s) on $JOB_BRANCH"
+    fi
+}
+
+# Without watcherd's workspace (a plain `docker run`): clone REPO_URL into /work/$REPO_DIR.
+clone_workspace() {
+    local errors target ref=${REPO_REF:-}
+    [ -n "${REPO_URL:-}" ] || fail $EX_USAGE "REPO_URL is required without a prepared workspace"
+    case "$REPO_URL" in -*) fail $EX_USAGE "REPO_URL must not start with '-'" ;; esac
+    safe_url=$(printf '%s' "$REPO_URL" | redact)
+    errors=$(mktemp)
+    log "cloning $safe_url into $repo"
+    if ! wgit clone --no-checkout -- "$REPO_URL" "$repo" 2>"$errors"; then
+        if grep -qiE 'could not resolve|connection (refused|reset|timed out)|timed out|failed to connect|network is unreachable|temporary failure|early eof|the remote end hung up|HTTP 5[0-9][0-9]' "$errors"; then
+            fail $EX_TEMPFAIL "network failure while cloning $safe_url (will be retried)"
+        fi
+        fail $EX_REPO "could not clone $safe_url: $(grep -iE 'fatal|error' "$errors" | tail -n 1 | redact)"
+    fi
+    cd "$repo" || fail $EX_SOFTWARE "cannot enter $repo"
+    if [ -z "$ref" ]; then
+        target=$(wgit rev-parse -q --verify 'refs/remotes/origin/HEAD^{commit}')
+    else
+        target=$(wgit rev-parse -q --verify --end-of-options "refs/remotes/origin/$ref^{commit}" 2>/dev/null) ||
+            target=$(wgit rev-parse -q --verify --end-of-options "refs/tags/$ref^{commit}" 2>/dev/null) ||
+            target=$(wgit rev-parse -q --verify --end-of-options "$ref^{commit}" 2>/dev/null)
+    fi
+    [ -n "$target" ] || fail $EX_REF "ref '${ref:-default branch}' not found in $safe_url"
+    wgit checkout -q -B "$JOB_BRANCH" "$target" 2>>"$OUT/run.log" || fail $EX_REF "cannot check out $target"
+}
+
+# shellcheck disable=SC2317 # called by the trap below
+on_stop() { # timeout: stop the agent, then save what it did (the daemon waits a grace period)
+    stopping=1
+    [ -n "$agent" ] && kill -TERM "$agent" 2>/dev/null
+}
+trap on_stop TERM INT
+
+# -- 1. inputs and outputs -----------------------------------------------------------------
 if ! mkdir -p "$OUT" 2>/dev/null || [ ! -w "$OUT" ]; then
     echo "watcherd-worker: $OUT is not writable by uid $(id -u)" >&2
     exit $EX_USAGE
 fi
 : >"$OUT/run.log"
 log "watcherd worker starting as uid $(id -u)"
-[ -n "${REPO_URL:-}" ] || fail $EX_USAGE "REPO_URL is required"
 [ -n "${PROMPT:-}" ] || fail $EX_USAGE "PROMPT is required"
-case "$REPO_URL" in -*) fail $EX_USAGE "REPO_URL must not start with '-'" ;; esac
 REPO_DIR=${REPO_DIR:-repo}
 case "$REPO_DIR" in
     */* | . | .. | -* | .* | "") fail $EX_USAGE "REPO_DIR must be one folder name" ;;
 esac
-case "${CODEX_MODE:-exec}" in exec | review) ;; *) fail $EX_USAGE "CODEX_MODE must be exec or review" ;; esac
 repo="/work/$REPO_DIR"
-safe_url=$(printf '%s' "$REPO_URL" | redact)
+wgit check-ref-format "refs/heads/$JOB_BRANCH" || fail $EX_USAGE "JOB_BRANCH is not a branch name"
+case "${CODEX_MODE:-exec}" in exec | review) ;; *) fail $EX_USAGE "CODEX_MODE must be exec or review" ;; esac
+# An identity for commits (watcherd sets its configured one): a plain `git commit` works.
+export GIT_AUTHOR_NAME=${GIT_AUTHOR_NAME:-watcherd} GIT_AUTHOR_EMAIL=${GIT_AUTHOR_EMAIL:-watcherd@localhost}
+export GIT_COMMITTER_NAME=${GIT_COMMITTER_NAME:-$GIT_AUTHOR_NAME}
+export GIT_COMMITTER_EMAIL=${GIT_COMMITTER_EMAIL:-$GIT_AUTHOR_EMAIL}
 
-# -- 3. clone, or update an existing clone ------------------------------------------------
-git config --global --add safe.directory "$repo"
-git config --global advice.detachedHead false
-
-git_failed() { # classify git's stderr: network trouble is transient, the rest is not
-    if grep -qiE 'could not resolve|connection (refused|reset|timed out)|timed out|failed to connect|network is unreachable|temporary failure|early eof|the remote end hung up|HTTP 5[0-9][0-9]|returned error: 5[0-9][0-9]' "$1"; then
-        fail $EX_TEMPFAIL "network failure while $2 $safe_url (will be retried)"
-    fi
-    fail $EX_REPO "could not $2 $safe_url: $(grep -iE 'fatal|error' "$1" | tail -n 1 | redact)"
-}
-
-errors=$(mktemp)
+# -- 2. the workspace ------------------------------------------------------------------------
 if [ -d "$repo/.git" ]; then
-    if [ "$(git -C "$repo" remote get-url origin 2>/dev/null)" != "$REPO_URL" ]; then
-        fail $EX_REPO "$repo holds a clone of another repository"
-    fi
-    # Policy: a previous run's uncommitted changes never block this run. They are
-    # saved as a patch in out/, then the clone is reset to the requested ref.
-    if [ -n "$(git -C "$repo" status --porcelain 2>/dev/null)" ]; then
-        git -C "$repo" add -A >/dev/null 2>&1
-        git -C "$repo" diff --cached --binary >"$OUT/previous-changes.patch" 2>/dev/null
-        git -C "$repo" reset -q --hard && git -C "$repo" clean -qfdx
-        log "saved the previous run's uncommitted changes to out/previous-changes.patch"
-    fi
-    log "fetching $safe_url into $repo"
-    git -C "$repo" fetch --prune --tags origin '+refs/heads/*:refs/remotes/origin/*' 2>"$errors" \
-        || git_failed "$errors" "fetch"
-    git -C "$repo" remote set-head origin --auto >/dev/null 2>&1 || true
+    cd "$repo" || fail $EX_SOFTWARE "cannot enter $repo"
 else
-    log "cloning $safe_url into $repo"
-    git clone --no-checkout -- "$REPO_URL" "$repo" 2>"$errors" || git_failed "$errors" "clone"
+    clone_workspace
 fi
-cat "$errors" >>"$OUT/run.log"
+commit_before=$(wgit rev-parse -q --verify 'HEAD^{commit}') || fail $EX_REPO "$repo has no commit checked out"
+log "workspace at $commit_before on $JOB_BRANCH"
 
-# -- 4. check out the requested ref (branch, tag or commit), or the default branch -------
-ref=${REPO_REF:-}
-cd "$repo" || fail $EX_SOFTWARE "cannot enter $repo"
-if [ -z "$ref" ]; then
-    target=$(git rev-parse -q --verify 'refs/remotes/origin/HEAD^{commit}')
-elif target=$(git rev-parse -q --verify "refs/remotes/origin/$ref^{commit}"); then :
-elif target=$(git rev-parse -q --verify "refs/tags/$ref^{commit}"); then :
-elif git fetch -q origin "$ref" 2>>"$OUT/run.log" && target=$(git rev-parse -q --verify "FETCH_HEAD^{commit}"); then :
-else
-    target=$(git rev-parse -q --verify "$ref^{commit}" 2>/dev/null)
-fi
-[ -n "$target" ] || fail $EX_REF "ref '${ref:-default branch}' not found in $safe_url"
-if [ -n "$ref" ] && git rev-parse -q --verify "refs/remotes/origin/$ref" >/dev/null; then
-    git checkout -q -B "$ref" "$target" 2>>"$OUT/run.log" || fail $EX_REF "cannot check out $ref"
-else
-    git checkout -q --detach "$target" 2>>"$OUT/run.log" || fail $EX_REF "cannot check out ${ref:-$target}"
-fi
-git clean -qfdx
-commit_before=$(git rev-parse HEAD)
-log "checked out ${ref:-default branch} at $commit_before"
-
-# -- 5. run Codex ---------------------------------------------------------------------------
+# -- 3. run Codex ------------------------------------------------------------------------------
 codex_version=$(codex --version 2>/dev/null | awk '{print $NF}')
 # The container is the sandbox (read-only root, no capabilities, only this job's
 # folders): Codex's own bubblewrap sandbox cannot run under Docker's seccomp profile.
@@ -212,19 +277,31 @@ fi
 subcommand=()
 [ "${CODEX_MODE:-exec}" = review ] && subcommand=(review)
 
+# The prompt is data: it goes in on stdin ("-" after "--"), so no prompt can be read
+# as an option ("--version"), a subcommand ("review") or be cut by the command line.
+prompt_file=$(mktemp)
+printf '%s' "$PROMPT" >"$prompt_file"
 log "running codex ${CODEX_MODE:-exec} ($codex_version)"
-rm -f "$OUT/last-message.md"
-# stdin from /dev/null: an open stdin makes `codex exec` wait for more prompt.
-codex exec "${args[@]}" "${subcommand[@]}" "$PROMPT" </dev/null \
-    > >(tee "$OUT/events.jsonl") 2> >(tee -a "$OUT/run.log" >&2)
-codex_status=$?
-wait
-commit_after=$(git rev-parse HEAD 2>/dev/null)
+rm -f "$OUT/last-message.md" "$OUT/branch.bundle"
+codex exec "${args[@]}" "${subcommand[@]}" -- - <"$prompt_file" >"$OUT/events.jsonl" 2>>"$OUT/run.log" &
+agent=$!
+codex_status=0
+while true; do
+    wait "$agent"
+    codex_status=$?
+    kill -0 "$agent" 2>/dev/null || break # a trapped signal ended the wait, not the agent
+done
+rm -f "$prompt_file"
+stop_leftovers
+save_work
 
+if [ -n "$stopping" ]; then
+    fail $EX_STOPPED "stopped (timeout) while codex ran; its work so far is saved"
+fi
 if [ "$codex_status" -ne 0 ]; then
     detail=$(jq -r 'select(.type == "error" or .type == "turn.failed")
         | (.message // .error.message // empty)' "$OUT/events.jsonl" 2>/dev/null | tail -n 1)
-    fail $EX_CODEX "codex exited with code $codex_status${detail:+: $detail}"
+    fail $EX_CODEX "codex exited with code $codex_status${detail:+: ${detail:0:500}}"
 fi
 reason="codex finished"
 finish 0

@@ -7,6 +7,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.support.git_server import GitServer, make_repo
 from tests.support.helpers import DaemonProcess, behave_image
 
 
@@ -20,6 +21,23 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def behave(docker_client: docker.DockerClient) -> str:
     return behave_image()
+
+
+@pytest.fixture(scope="session")
+def repo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local repository the daemon can fetch without a network (file:// is allowed in
+    the daemon tests' config)."""
+    return f"file://{make_repo(tmp_path_factory.mktemp('upstream') / 'widgets.git')}"
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    """A git daemon on 127.0.0.1 serving demo.git (git:// URLs)."""
+    base = tmp_path_factory.mktemp("git")
+    make_repo(base / "demo.git")
+    server = GitServer(base).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -44,6 +62,8 @@ def daemon_config(behave: str) -> dict[str, Any]:
         "backoff_max": 0.5,
         "rescan_seconds": 5,
         "concurrency": 2,
+        "allowed_protocols": ["file", "https"],
+        "stop_grace": 2,
     }
 
 

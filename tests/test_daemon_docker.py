@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -25,8 +26,14 @@ from tests.support.helpers import (
 )
 
 pytestmark = pytest.mark.docker
-URL = "https://example.invalid/acme/widgets.git"
+URL = ""  # a local repository, set for every test by use_local_repo
 StartDaemon = Callable[..., DaemonProcess]
+
+
+@pytest.fixture(autouse=True)
+def use_local_repo(repo_url: str) -> None:
+    global URL
+    URL = repo_url
 
 
 def job(inbox: Path, name: str, prompt: str, **fields: Any) -> Path:
@@ -56,6 +63,19 @@ def test_success_keeps_worker_fields_and_removes_container(
         10,
         "container removed",
     )
+
+
+def out_dir(root: Path, job_file: Path) -> Path:
+    return root / "out" / job_file.name.removesuffix(".yaml")
+
+
+def running_file(root: Path, name: str) -> Path | None:
+    """``name`` in the out/ folder of the (one) job in running/, once it exists."""
+    for path in (root / "running").glob("*.yaml"):
+        candidate = out_dir(root, path) / name
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def yaml_bytes_kept(path: Path, prompt: str) -> bool:
@@ -100,8 +120,14 @@ def test_one_job_at_a_time_per_login_dir(work_root: Path, start_daemon: StartDae
         job(inbox, name, "login-mark 0.5", repo_dir=name.removesuffix(".yaml"))
     for name in ("a.yaml", "b.yaml", "c.yaml"):
         assert wait_finished(work_root, name)[0] == "done"
-    marks = (work_root / ".codex-bot" / "marks").read_text().split()
-    assert marks == ["start", "end"] * 3  # the shared login was never used twice at once
+    spans = []
+    for name in ("a.yaml", "b.yaml", "c.yaml"):
+        out = out_dir(work_root, wait_finished(work_root, name)[1])
+        lines = [line.split() for line in (out / "marks").read_text().splitlines()]
+        spans.append((int(lines[0][1]), int(lines[1][1])))
+    spans.sort()
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end <= start  # the shared login was never used twice at once
     assert (work_root / ".codex-bot").stat().st_mode & 0o777 == 0o700
 
 
@@ -185,8 +211,7 @@ def test_daemon_killed_mid_run_adopts_the_container(
 ) -> None:
     daemon = start_daemon()
     job(work_root / "inbox", "long.yaml", "count-and-sleep 4", repo_dir="long")
-    starts = work_root / "repos" / "long" / "starts"
-    wait_for(starts.exists, 30, "container started")
+    starts = wait_for(lambda: running_file(work_root, "starts"), 30, "container started")
     daemon.kill()
     assert finished_jobs(work_root)["running"]
     restarted = start_daemon()
@@ -198,18 +223,23 @@ def test_daemon_killed_mid_run_adopts_the_container(
     assert exit_record(work_root, path)["attempts"] == 1
 
 
-def test_jobs_on_one_clone_run_one_after_another(
+def test_jobs_on_one_repository_run_at_the_same_time_on_their_own_workspaces(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
-    start_daemon(concurrency=3)
+    start_daemon(concurrency=2)
     inbox = work_root / "inbox"
     for name in ("one.yaml", "two.yaml"):
-        job(inbox, name, "count-and-sleep 1", repo_dir="shared")
-    job(inbox, "other.yaml", "count-and-sleep 1", repo_dir="other")
-    for name in ("one.yaml", "two.yaml", "other.yaml"):
-        assert wait_finished(work_root, name)[0] == "done"
-    marks = [line.split() for line in (work_root / "repos/shared/starts").read_text().splitlines()]
-    assert [kind for kind, _ in marks] == ["start", "end", "start", "end"]  # never overlapping
+        job(inbox, name, "count-and-sleep 2", repo_dir="shared")
+    spans, branches = [], set()
+    for name in ("one.yaml", "two.yaml"):
+        folder, path = wait_finished(work_root, name)
+        assert folder == "done"
+        marks = (out_dir(work_root, path) / "starts").read_text().split()
+        spans.append((int(marks[1]), int(marks[3])))
+        branches.add(exit_record(work_root, path)["branch"])
+    (_, first_end), (second_start, _) = sorted(spans)
+    assert second_start < first_end  # they overlapped
+    assert len(branches) == 2
 
 
 def test_two_daemons_on_one_inbox_run_each_job_once(
@@ -224,8 +254,8 @@ def test_two_daemons_on_one_inbox_run_each_job_once(
     wait_for(lambda: len(finished_jobs(work_root)["done"]) == len(names), 120, "all jobs done")
     assert finished_jobs(work_root)["failed"] == []
     for name in names:
-        starts = (work_root / "repos" / name.removesuffix(".yaml") / "starts").read_text()
-        assert starts.count("start") == 1
+        _, path = wait_finished(work_root, name)
+        assert (out_dir(work_root, path) / "starts").read_text().count("start") == 1
 
 
 def test_engine_down_at_first(work_root: Path, start_daemon: StartDaemon, tmp_path: Path) -> None:
@@ -248,8 +278,7 @@ def test_engine_lost_mid_job_is_waited_for_and_the_container_adopted(
     with unix_proxy(proxy_path, Path("/var/run/docker.sock")):
         daemon = start_daemon(docker_host=f"unix://{proxy_path}")
         job(work_root / "inbox", "steady.yaml", "count-and-sleep 3", repo_dir="steady")
-        starts = work_root / "repos" / "steady" / "starts"
-        wait_for(starts.exists, 30, "container started")
+        starts = wait_for(lambda: running_file(work_root, "starts"), 30, "container started")
     wait_for(lambda: "waiting for the Engine" in daemon.log(), 30, "daemon noticing")
     with unix_proxy(proxy_path, Path("/var/run/docker.sock")):
         folder, path = wait_finished(work_root, "steady.yaml", timeout=60)
@@ -277,10 +306,18 @@ def test_job_container_is_hardened(
     assert host["PidsLimit"] == 64
     assert host["Memory"] == 512 * 1024**2
     assert host["NetworkMode"] == "none"
-    mounts = {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}
+    job_id = container.labels["watcherd.job"]
+    mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in container.attrs["Mounts"]}
+    cache = next(target for target in mounts if target.startswith("/cache/"))
     assert mounts == {
-        "/work/widgets": str(work_root / "repos" / "widgets"),
-        "/work/out": str(work_root / "out" / container.labels["watcherd.job"]),
+        "/work/widgets": (str(work_root / "workspaces" / job_id), True),
+        "/work/out": (str(work_root / "out" / job_id), True),
+        "/home/codex/.codex": (str(work_root / "homes" / job_id), True),
+        cache: (str(work_root / cache.removeprefix("/")), False),  # the cache: read-only
+    }
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-file": "2", "max-size": "10485760"},
     }
     assert "/var/run/docker.sock" not in str(container.attrs)
     assert container.name == f"watcherd-{container.labels['watcherd.job']}"

@@ -14,6 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.support.git_server import GitServer
 from tests.support.helpers import DaemonProcess, exit_record, wait_finished, write_job
 
 pytestmark = pytest.mark.docker
@@ -99,11 +100,16 @@ def test_hostile_corpus(
     start_daemon: Callable[..., DaemonProcess],
     docker_client: docker.DockerClient,
     tmp_path: Path,
+    git_server: GitServer,
 ) -> None:
     assert len(CORPUS) >= 40
     outside = tmp_path / "outside-secret.txt"
     outside.write_text("not for jobs")
-    daemon = start_daemon(allowed_repos=["https://example.invalid/*", "https://h/*"])
+    valid_url = git_server.url("demo.git")
+    daemon = start_daemon(
+        allowed_repos=["https://example.invalid/*", "https://h/*", valid_url],
+        allowed_protocols=["https", "git"],
+    )
     since = int(time.time())
     inbox = work_root / "inbox"
     for name, (data, _) in CORPUS.items():
@@ -131,7 +137,7 @@ def test_hostile_corpus(
     assert outside.read_text() == "not for jobs"
     assert "hunter2" not in daemon.log()
 
-    write_job(inbox, "valid.yaml", repo_url="https://example.invalid/acme/w.git", prompt="succeed")
+    write_job(inbox, "valid.yaml", repo_url=valid_url, prompt="succeed")
     assert wait_finished(work_root, "valid.yaml", timeout=60)[0] == "done"
     assert daemon.alive()
     creates = docker_client.events(

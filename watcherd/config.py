@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,10 +58,24 @@ class Config:
     allowed_protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     log_format: str = "text"
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Per-job bounds and results (README "Workspaces and results").
+    disk_budget: int = 10 * 1024**3  # workspace + out/<id> + agent home; a job may ask for less
+    log_max_size: int = 10 * 1024**2  # the container's own log, kept by Docker
+    stop_grace: float = 30.0  # after a timeout: SIGTERM, time to save the agent's work, SIGKILL
+    git_author: str = "watcherd <watcherd@localhost>"  # commits the worker makes for the agent
+    keep_workspaces: int = 20  # finished jobs' workspaces kept for inspection, newest first
+    workspace_retention: float = 24 * 3600.0  # ... and for at most this long
+    fetch_timeout: float = 600.0  # one update of a repository cache
 
     @property
     def bot_auth_dir(self) -> Path:
         return self.root / ".codex-bot"
+
+    @property
+    def git_identity(self) -> tuple[str, str]:
+        """(name, email) from ``git_author``, ``Name <email>``."""
+        name, _, email = self.git_author.partition("<")
+        return name.strip(), email.rstrip().removesuffix(">").strip()
 
     @property
     def effective_auth_dirs(self) -> tuple[Path, ...]:
@@ -188,6 +203,12 @@ _CONVERTERS: dict[str, Any] = {
     "backoff_initial": parse_duration,
     "backoff_max": parse_duration,
     "memory_limit": parse_size,
+    "disk_budget": parse_size,
+    "log_max_size": parse_size,
+    "stop_grace": parse_duration,
+    "keep_workspaces": _as_int,
+    "workspace_retention": parse_duration,
+    "fetch_timeout": parse_duration,
     "auth_dirs": _as_path_tuple,
     "ca_certs": _as_path_tuple,
     "allowed_repos": _as_str_tuple,
@@ -212,6 +233,10 @@ def _check(config: Config, source: str) -> None:
         problems.append("auth_mode api_key needs api_key_file")
     if config.log_format not in ("text", "json"):
         problems.append("log_format must be text or json")
+    if not _GIT_AUTHOR.match(config.git_author):
+        problems.append("git_author must look like 'Name <email>'")
+    if config.keep_workspaces < 0:
+        problems.append("keep_workspaces must not be negative")
     if config.job_user is not None and not _is_uid_gid(config.job_user):
         problems.append("job_user must be 'uid:gid' with numbers")
     refused = sorted(set(config.allowed_protocols) - set(KNOWN_PROTOCOLS))
@@ -222,6 +247,9 @@ def _check(config: Config, source: str) -> None:
         )
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+_GIT_AUTHOR = re.compile(r"^[^<>\n]+ <[^<>\s]+>$")
 
 
 def _is_uid_gid(value: str) -> bool:

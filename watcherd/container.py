@@ -15,6 +15,7 @@ from pathlib import Path
 
 from watcherd.config import Config
 from watcherd.job import JobSpec
+from watcherd.workspace import Workspace
 
 CONTAINER_PREFIX = "watcherd-"
 JOB_LABEL = "watcherd.job"
@@ -42,6 +43,7 @@ class ContainerSpec:
     mem_limit: int
     nano_cpus: int
     pids_limit: int
+    log_max_size: int
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     read_only: bool = True
     cap_drop: tuple[str, ...] = ("ALL",)
@@ -67,22 +69,32 @@ def build_spec(
     config: Config,
     job: JobSpec,
     job_id: str,
+    attempt: int,
     user: str,
     out_dir: Path,
-    repo_dir: Path,
-    auth_dir: Path | None,
+    workspace: Workspace,
+    home: Path,
+    branch: str,
     api_key: str | None,
 ) -> ContainerSpec:
+    author, email = config.git_identity
     environment = {
         **config.extra_env,
         **job.env,
         "REPO_URL": job.repo_url,
         "PROMPT": job.prompt,
         "REPO_DIR": job.repo_dir,
+        "JOB_BRANCH": branch,
         "CODEX_MODE": job.mode,
         "HOME": IMAGE_HOME,
         "GIT_ALLOW_PROTOCOL": ":".join(config.allowed_protocols),
+        # So that a plain `git commit` by the agent works, and the worker's own too.
+        "GIT_AUTHOR_NAME": author,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": author,
+        "GIT_COMMITTER_EMAIL": email,
         "WATCHERD_JOB_ID": job_id,
+        "WATCHERD_ATTEMPT": str(attempt),
     }
     if job.repo_ref:
         environment["REPO_REF"] = job.repo_ref
@@ -93,20 +105,19 @@ def build_spec(
     if api_key:
         environment["CODEX_API_KEY"] = api_key
 
-    mounts = [
-        Mount(repo_dir, f"/work/{job.repo_dir}"),
+    mounts = (
+        Mount(workspace.path, f"/work/{job.repo_dir}"),
         Mount(out_dir, "/work/out"),
-    ]
+        Mount(workspace.cache_objects, workspace.cache_target, read_only=True),
+        Mount(home, f"{IMAGE_HOME}/.codex"),
+    )
     # HOME is a tmpfs so git and codex can write their config under a read-only root;
-    # the auth dir (when logins are used) is mounted over its .codex folder.
+    # the job's own agent home is mounted over its .codex folder.
     uid, _, gid = user.partition(":")
     tmpfs = {
         "/tmp": "rw,nosuid,nodev,mode=1777,size=1g",
         IMAGE_HOME: f"rw,nosuid,nodev,uid={uid},gid={gid},size=512m",
     }
-    if auth_dir is not None:
-        mounts.append(Mount(auth_dir, f"{IMAGE_HOME}/.codex"))
-
     memory = min(job.memory or config.memory_limit, config.memory_limit)
     cpus = min(job.cpus or config.cpus, config.cpus)
     return ContainerSpec(
@@ -114,11 +125,12 @@ def build_spec(
         image=config.image,
         user=user,
         environment=environment,
-        mounts=tuple(mounts),
+        mounts=mounts,
         labels={JOB_LABEL: job_id, ROOT_LABEL: str(config.root)},
         network_mode=config.network_mode,
         mem_limit=memory,
         nano_cpus=int(cpus * 1e9),
         pids_limit=config.pids_limit,
+        log_max_size=config.log_max_size,
         tmpfs=tmpfs,
     )

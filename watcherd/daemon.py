@@ -147,10 +147,8 @@ class Server:
             if spec is None:
                 continue
             if job.job_id in containers:
-                recorded = self.spool.read_state(job.job_id).get("auth_dir")
-                lease = self._scheduler.acquire(
-                    spec.repo_dir, force=True, auth_dir=_path_or_none(recorded)
-                )
+                recorded = self.spool.read_state(job.job_id).auth_dir
+                lease = self._scheduler.acquire(force=True, auth_dir=_path_or_none(recorded))
                 assert lease is not None
                 log.info("recovering job %s: its container exists", job.job_id)
                 self._launch(job, spec, lease)
@@ -178,43 +176,28 @@ class Server:
                 self._try_claim(entry)
 
     def _start_pending(self) -> None:
-        waiting = []
-        for job, spec in self._pending:
-            lease = self._scheduler.acquire(spec.repo_dir)
+        while self._pending:
+            lease = self._scheduler.acquire()
             if lease is None:
-                waiting.append((job, spec))
-            else:
-                self._launch(job, spec, lease)
-        self._pending = waiting
+                return
+            job, spec = self._pending.pop(0)
+            self._launch(job, spec, lease)
 
     def _try_claim(self, entry: InboxEntry) -> None:
-        peeked = self.spool.peek(entry.name)
-        if peeked is None:
-            return
-        try:
-            repo_dir = parse_job(peeked, self.config).repo_dir
-        except InvalidJob:
-            repo_dir = None  # claimed below only to fail it, with the reason
-        lease = self._scheduler.acquire(repo_dir) if repo_dir else None
-        if repo_dir and lease is None:
-            return  # its clone or login is busy: it waits in the inbox, for us or another daemon
+        lease = self._scheduler.acquire()
+        if lease is None:
+            return  # no slot or no free login: it waits in the inbox, for us or another daemon
         job = self.spool.claim(entry.name)
         self._settle.forget(entry.name)
         if job is None:
-            if lease is not None and repo_dir:
-                self._scheduler.release(repo_dir, lease)
+            self._scheduler.release(lease)
             return
         log.info("claimed %s as job %s", entry.name, job.job_id)
-        spec = self._parse_or_fail(job)  # the claimed bytes decide, not the peeked ones
-        if lease is not None and repo_dir and (spec is None or spec.repo_dir != repo_dir):
-            self._scheduler.release(repo_dir, lease)  # the file changed after the peek
-            lease = None
+        spec = self._parse_or_fail(job)
         if spec is None:
+            self._scheduler.release(lease)
             return
-        if lease is None:
-            self._pending.append((job, spec))  # starts when its clone is free
-        else:
-            self._launch(job, spec, lease)
+        self._launch(job, spec, lease)
 
     def _parse_or_fail(self, job: Claimed) -> JobSpec | None:
         try:
@@ -238,8 +221,8 @@ class Server:
 
     def _launch(self, job: Claimed, spec: JobSpec, lease: Lease) -> None:
         if lease.auth_dir is not None:
-            state = self.spool.read_state(job.job_id)
-            state["auth_dir"] = str(lease.auth_dir)
+            state = self.spool.read_state(job.job_id, job.source_name)
+            state.auth_dir = str(lease.auth_dir)
             self.spool.write_state(job.job_id, state)
         thread = threading.Thread(
             target=self._run_job, args=(job, spec, lease), name=f"job-{job.job_id}", daemon=True
@@ -254,9 +237,9 @@ class Server:
         except Interrupted:
             job.release()
         except Exception:
-            # The job stays in running/ and is retried by the next start: better than
-            # guessing its outcome.
-            log.exception("job %s: unexpected error; left in running/", job.job_id)
+            # JobLife.run turns errors into a failed job; this is finish() itself failing
+            # (the disk, say): the job stays in running/ for the next start to finish.
+            log.exception("job %s: could not be finished; left in running/", job.job_id)
             job.release()
         finally:
             self._wake.set()
@@ -267,7 +250,7 @@ class Server:
             for active in finished:
                 del self._active[active.job.job_id]
         for active in finished:
-            self._scheduler.release(active.spec.repo_dir, active.lease)
+            self._scheduler.release(active.lease)
 
 
 def _path_or_none(value: object) -> Path | None:

@@ -10,6 +10,8 @@ import ctypes
 import errno
 import os
 import secrets
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 _AT_FDCWD = -100
@@ -65,3 +67,47 @@ def write_atomic(
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder a job wrote, whatever it did to the permissions inside; never
+    follows a link. Missing is fine."""
+
+    def unlock_and_retry(function: object, failed: str, exc_info: object) -> None:
+        parent = os.path.dirname(failed)
+        try:
+            os.chmod(parent, 0o700)  # a job may have left folders it cannot write (0500)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, 0o700)
+                shutil.rmtree(failed)
+            else:
+                os.unlink(failed)
+        except FileNotFoundError:
+            pass
+
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+        return
+    shutil.rmtree(path, onerror=unlock_and_retry)
+
+
+@dataclass(frozen=True)
+class User:
+    """The uid:gid a command runs as (the job's user, for files the job will own)."""
+
+    uid: int
+    gid: int
+
+    @classmethod
+    def parse(cls, value: str) -> User:
+        uid, _, gid = value.partition(":")
+        return cls(int(uid), int(gid))
+
+    @property
+    def is_current(self) -> bool:
+        return os.geteuid() == self.uid and os.getegid() == self.gid
+
+    def __str__(self) -> str:
+        return f"{self.uid}:{self.gid}"

@@ -23,12 +23,25 @@ MODES = ("exec", "review")
 
 # Variables the worker image reads or that would let a job escape its contract.
 RESERVED_ENV = frozenset(
-    {"REPO_URL", "PROMPT", "REPO_DIR", "REPO_REF", "HOME", "PATH", "USER", "SHELL", "TMPDIR"}
+    {
+        "REPO_URL",
+        "PROMPT",
+        "REPO_DIR",
+        "REPO_REF",
+        "JOB_BRANCH",
+        "HOME",
+        "PATH",
+        "USER",
+        "SHELL",
+        "TMPDIR",
+    }
 )
 RESERVED_ENV_PREFIXES = ("CODEX_", "LD_", "GIT_", "WATCHERD_", "SSL_", "OPENAI_")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/@+-]{0,199}$")
+_BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,99}$")
+RESULT_BRANCH_PREFIX = "watcherd/"  # the daemon's own branch names; no job may take one
 
 
 class InvalidJob(ValueError):
@@ -49,6 +62,8 @@ class JobSpec:
     memory: int | None = None
     cpus: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    branch: str | None = None  # the result branch; default watcherd/<job id>
+    disk: int | None = None  # disk budget in bytes, at most the daemon's
 
     @property
     def max_attempts(self) -> int:
@@ -58,7 +73,7 @@ class JobSpec:
 KEYS = frozenset(
     {
         "repo_url", "prompt", "repo_ref", "repo_dir", "mode", "flags", "model",
-        "timeout", "env", "retries", "memory", "cpus",
+        "timeout", "env", "retries", "memory", "cpus", "branch", "disk",
     }
 )  # fmt: skip
 
@@ -173,6 +188,28 @@ def _check_repo_dir(value: Any, config: Config) -> str:
     return name
 
 
+def _check_branch(value: Any, config: Config) -> str:
+    name = _string(value)
+    parts = name.split("/")
+    if (
+        not _BRANCH.match(name)
+        or ".." in name
+        or any(not part or part.startswith(".") or part.endswith(".lock") for part in parts)
+        or name.endswith(".")
+    ):
+        raise ValueError(f"{name!r} is not a branch name (letters, digits, '.', '_', '-', '/')")
+    if name.startswith(RESULT_BRANCH_PREFIX):
+        raise ValueError(f"{name!r}: branches under {RESULT_BRANCH_PREFIX} are the daemon's own")
+    return name
+
+
+def _check_disk(value: Any, config: Config) -> int:
+    size = parse_size(value)
+    if size > config.disk_budget:
+        raise ValueError(f"{size} bytes is more than the daemon's budget of {config.disk_budget}")
+    return size
+
+
 def _check_mode(value: Any, config: Config) -> str:
     if value not in MODES:
         raise ValueError(f"expected one of {', '.join(MODES)}, got {value!r}")
@@ -255,4 +292,6 @@ _CHECKS = {
     "memory": _check_memory,
     "cpus": _check_cpus,
     "env": _check_env,
+    "branch": _check_branch,
+    "disk": _check_disk,
 }

@@ -1,24 +1,41 @@
-"""The life of one claimed job: start (or adopt) its container, wait, collect, finish.
+"""The life of one claimed job: prepare, start (or adopt) its container, wait, collect, finish.
 
-Runs in a worker thread. Reads top to bottom like the job's life; every path
-ends in ``finish`` (exit.json written, job file moved) except a shutdown, which
-leaves the job in running/ for the next start to adopt.
+Runs in a worker thread. Reads top to bottom like the job's life; every path ends in
+``finish`` (exit.json written, job file moved), even an unexpected error, except a
+shutdown, which leaves the job in running/ for the next start to adopt.
+
+Every attempt starts clean: fresh out/<id>/, a fresh workspace from the repository
+cache, a fresh agent home. After the container exits nothing it left is trusted: out/<id>/
+is made safe before it is read, the agent's commits come in as a bundle that fsck checks,
+and the patch is computed by the daemon.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from watcherd.agenthome import AgentHomes
 from watcherd.config import Config
 from watcherd.container import build_spec, job_user
+from watcherd.diskuse import tree_bytes
+from watcherd.fsutil import User, remove_tree
 from watcherd.job import JobSpec
-from watcherd.results import JobState, Outcome, read_worker_record, utc_now, write_exit_json
+from watcherd.outputs import make_safe
+from watcherd.repocache import RepoCache, RepoError, Results, Stopped, cache_key
+from watcherd.results import (
+    JobState,
+    Outcome,
+    SavedWork,
+    read_worker_record,
+    utc_now,
+    write_exit_json,
+)
 from watcherd.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
 from watcherd.runner import (
     EngineUnavailable,
@@ -27,11 +44,14 @@ from watcherd.runner import (
     RunnerError,
     TransientRunnerError,
 )
-from watcherd.spool import Claimed, Spool
+from watcherd.spool import Claimed, RunState, Spool
+from watcherd.workspace import Workspaces
 
 log = logging.getLogger("watcherd.job")
 
 WAIT_SLICE_SECONDS = 1.0  # how often a waiting job looks up for a shutdown
+DISK_CHECK_MIN_SECONDS = 1.0
+DISK_CHECK_DUTY = 50  # measuring may take at most 1/50 of the time between two measurements
 
 
 @dataclass(frozen=True)
@@ -43,11 +63,24 @@ class Lease:
 
 
 class PermanentFailure(Exception):
-    """The container cannot be started at all (image missing, config refused)."""
+    """This job cannot run: the container cannot be created, the ref does not exist, ..."""
 
 
 class Interrupted(Exception):
     """The daemon is stopping; the job stays in running/ and its container keeps going."""
+
+
+class Ending(enum.Enum):
+    EXITED = "exited"
+    TIMED_OUT = "timed out"
+    OVER_BUDGET = "over its disk budget"
+
+
+@dataclass(frozen=True)
+class ContainerEnd:
+    how: Ending
+    exit_code: int | None
+    disk_used: int = 0
 
 
 class JobLife:
@@ -59,14 +92,19 @@ class JobLife:
         self.runner = runner
         self.stop_event = stop_event
         self.backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self.cache = RepoCache(config.root, config.allowed_protocols, config.fetch_timeout)
+        self.workspaces = Workspaces(
+            config.root, config.keep_workspaces, config.workspace_retention,
+            config.allowed_protocols,
+        )  # fmt: skip
+        self.homes = AgentHomes(config.root)
+        self._pruning = threading.Lock()
 
     # -- the whole life ----------------------------------------------------------------
 
     def run(self, job: Claimed, spec: JobSpec, lease: Lease) -> Outcome | None:
         """Run to an outcome and finish the job; None if interrupted by shutdown."""
-        state = self.spool.read_state(job.job_id)
-        state.setdefault("source_name", job.source_name)
-        state.setdefault("attempts", 0)
+        state = self.spool.read_state(job.job_id, job.source_name)
         self.spool.write_state(job.job_id, state)
         try:
             outcome = self._attempts(job, spec, lease, state)
@@ -74,16 +112,17 @@ class JobLife:
             log.info("job %s left running for the next start (shutdown)", job.job_id)
             job.release()
             return None
+        except Exception as exc:  # a bug must not strand the job in running/
+            log.exception("job %s: unexpected error", job.job_id)
+            outcome = self._outcome(JobState.FAILED, f"internal error: {exc!r}", state)
         self.finish(job, outcome)
         return outcome
 
-    def _attempts(
-        self, job: Claimed, spec: JobSpec, lease: Lease, state: dict[str, Any]
-    ) -> Outcome:
+    def _attempts(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
         while True:
             retrying = self.backoff.retrying(
                 retry_on=TransientFailure,
-                give_up=lambda: state["attempts"] >= spec.max_attempts,
+                give_up=lambda: state.attempts >= spec.max_attempts,
                 stop_event=self.stop_event,
             )
             try:
@@ -93,20 +132,10 @@ class JobLife:
             except TransientFailure as exc:
                 if self.stop_event.is_set():
                     raise Interrupted from exc
-                return Outcome(
-                    JobState.FAILED,
-                    f"gave up after {state['attempts']} attempt(s): {exc}",
-                    attempts=state["attempts"],
-                    exit_code=state.get("exit_code"),
-                    started_at=state.get("started_at"),
-                )
+                reason = f"gave up after {state.attempts} attempt(s): {exc}"
+                return self._outcome(JobState.FAILED, reason, state)
             except PermanentFailure as exc:
-                return Outcome(
-                    JobState.FAILED,
-                    f"could not start the container: {exc}",
-                    attempts=state["attempts"],
-                    started_at=state.get("started_at"),
-                )
+                return self._outcome(JobState.FAILED, str(exc), state)
             except EngineUnavailable as exc:
                 log.warning("job %s: %s; waiting for the Engine", job.job_id, exc)
                 self._wait_for_engine()  # then go round: adopt the container or start it
@@ -119,47 +148,57 @@ class JobLife:
 
     # -- one attempt -------------------------------------------------------------------
 
-    def _attempt(self, job: Claimed, spec: JobSpec, lease: Lease, state: dict[str, Any]) -> Outcome:
+    def _attempt(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
         handle = self.runner.find(job.job_id)
         if handle is None:
-            if state["attempts"] >= spec.max_attempts:
-                return Outcome(
-                    JobState.FAILED,
-                    f"no attempts left ({state['attempts']} of {spec.max_attempts} used) "
-                    "and no container to collect",
-                    attempts=state["attempts"],
+            if state.attempts >= spec.max_attempts:
+                reason = (
+                    f"no attempts left ({state.attempts} of {spec.max_attempts} used) "
+                    "and no container to collect"
                 )
+                return self._outcome(JobState.FAILED, reason, state)
             handle = self._start(job, spec, lease, state)
         else:
             log.info("job %s: adopting its container %s", job.job_id, handle[:12])
             if self.runner.inspect(handle).status == "created":
                 self.runner.resume(handle)
-        return self._wait(job, spec, handle, state)
+        end = self._wait(job, spec, handle, state)
+        return self._collect(job, spec, lease, handle, end, state)
 
-    def _start(self, job: Claimed, spec: JobSpec, lease: Lease, state: dict[str, Any]) -> str:
-        out_dir = self.spool.layout.out_dir(job.job_id)
-        repo_dir = self.spool.layout.repos / spec.repo_dir
+    def _start(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> str:
         user = job_user(self.config)  # stats the work root: once per start
-        self._prepare_dirs(user, out_dir, repo_dir, lease.auth_dir)
-        container = build_spec(
-            config=self.config,
-            job=spec,
-            job_id=job.job_id,
-            user=user,
-            out_dir=out_dir,
-            repo_dir=repo_dir,
-            auth_dir=lease.auth_dir,
-            api_key=lease.api_key,
+        owner = User.parse(user)
+        # Counted before anything runs: a crash later must not hand the job a free attempt.
+        state.attempts += 1
+        state.started_at = utc_now()
+        self.spool.write_state(job.job_id, state)
+        out_dir = self._fresh_out_dir(job.job_id, owner)
+        branch = result_branch(job.job_id, spec)
+        try:
+            commit = self.cache.update(spec.repo_url, spec.repo_ref, self.stop_event)
+            workspace = self.workspaces.create(
+                job.job_id, cache_key(spec.repo_url), commit, branch, owner
+            )
+        except Stopped as exc:
+            raise Interrupted from exc
+        except RepoError as exc:
+            if exc.transient:
+                raise TransientFailure(str(exc)) from exc
+            raise PermanentFailure(str(exc)) from exc
+        home = self.homes.create(
+            job.job_id, owner, source=self._agent_config_dir(lease), login=bool(lease.auth_dir)
         )
-        # Counted before the container exists: a crash right after create must not
-        # hand the job a free attempt.
-        state["attempts"] += 1
-        state["started_at"] = utc_now()
-        state["deadline"] = time.time() + spec.timeout
+        container = build_spec(
+            config=self.config, job=spec, job_id=job.job_id, attempt=state.attempts,
+            user=user, out_dir=out_dir, workspace=workspace, home=home, branch=branch,
+            api_key=lease.api_key,
+        )  # fmt: skip
+        state.commit_before = commit
+        state.deadline = time.time() + spec.timeout
         self.spool.write_state(job.job_id, state)
         log.info(
-            "job %s: attempt %d of %d, starting %s",
-            job.job_id, state["attempts"], spec.max_attempts, container.name,
+            "job %s: attempt %d of %d, starting %s on %s at %s",
+            job.job_id, state.attempts, spec.max_attempts, container.name, branch, commit[:12],
         )  # fmt: skip
         try:
             return self.runner.start(container)
@@ -174,51 +213,124 @@ class JobLife:
         except TransientRunnerError as exc:
             raise TransientFailure(str(exc)) from exc
         except RunnerError as exc:
-            raise PermanentFailure(str(exc)) from exc
+            raise PermanentFailure(f"could not start the container: {exc}") from exc
 
-    def _wait(self, job: Claimed, spec: JobSpec, handle: str, state: dict[str, Any]) -> Outcome:
-        deadline = float(state.get("deadline") or time.time() + spec.timeout)
+    def _fresh_out_dir(self, job_id: str, owner: User) -> Path:
+        """out/<id>/ as the job's user, emptied: an attempt never reads an earlier one's."""
+        out_dir = self.spool.layout.out_dir(job_id)
+        remove_tree(out_dir)
+        out_dir.mkdir(mode=0o755, parents=True)
+        if os.geteuid() == 0:
+            os.chown(out_dir, owner.uid, owner.gid)
+        return out_dir
+
+    def _agent_config_dir(self, lease: Lease) -> Path | None:
+        """The operator's Codex dir: the leased login, else the bot dir (config.toml only)."""
+        folder = lease.auth_dir or self.config.effective_auth_dirs[0]
+        return folder if folder.is_dir() else None
+
+    def _wait(self, job: Claimed, spec: JobSpec, handle: str, state: RunState) -> ContainerEnd:
+        deadline = state.deadline or time.time() + spec.timeout
+        budget = spec.disk or self.config.disk_budget
+        watched = [
+            self.workspaces.path(job.job_id),
+            self.spool.layout.out_dir(job.job_id),
+            self.homes.path(job.job_id),
+        ]
+        next_disk_check = 0.0
         while True:
             if self.stop_event.is_set():
                 raise Interrupted
             remaining = deadline - time.time()
             if remaining <= 0:
-                return self._time_out(job, spec, handle, state)
+                log.warning("job %s: timed out after %.0fs, stopping it", job.job_id, spec.timeout)
+                self.runner.stop(handle, self.config.stop_grace)
+                return ContainerEnd(Ending.TIMED_OUT, self.runner.wait(handle, 30.0))
+            if time.monotonic() >= next_disk_check:
+                began = time.monotonic()
+                used = tree_bytes(watched, budget)
+                if used > budget:
+                    log.warning("job %s: over its disk budget, killing it", job.job_id)
+                    self.runner.kill(handle)
+                    return ContainerEnd(Ending.OVER_BUDGET, self.runner.wait(handle, 30.0), used)
+                took = time.monotonic() - began
+                next_disk_check = began + max(DISK_CHECK_MIN_SECONDS, took * DISK_CHECK_DUTY)
             code = self.runner.wait(handle, min(remaining, WAIT_SLICE_SECONDS))
             if code is not None:
-                return self._collect(job, handle, code, state)
+                return ContainerEnd(Ending.EXITED, code)
 
-    def _time_out(self, job: Claimed, spec: JobSpec, handle: str, state: dict[str, Any]) -> Outcome:
-        log.warning("job %s: timed out after %.0fs, killing it", job.job_id, spec.timeout)
-        self.runner.kill(handle)
-        code = self.runner.wait(handle, 30.0)
-        return Outcome(
-            JobState.TIMEOUT,
-            f"timed out after {spec.timeout:.0f}s; the container was killed",
-            attempts=state["attempts"],
-            exit_code=code,
-            started_at=state.get("started_at"),
-        )
-
-    def _collect(self, job: Claimed, handle: str, code: int, state: dict[str, Any]) -> Outcome:
+    def _collect(
+        self, job: Claimed, spec: JobSpec, lease: Lease, handle: str, end: ContainerEnd,
+        state: RunState,
+    ) -> Outcome:  # fmt: skip
+        """The container has exited: make its outputs safe, save its work, judge it."""
         container = self.runner.inspect(handle)
-        worker_reason = _worker_reason(self.spool.layout.out_dir(job.job_id))
-        state["exit_code"] = code
-        common: dict[str, Any] = {
-            "attempts": state["attempts"],
-            "exit_code": code,
-            "started_at": state.get("started_at"),
-        }
-        if code == 0:
-            return Outcome(JobState.DONE, worker_reason or "finished", **common)
-        if container.oom_killed:
-            return Outcome(JobState.FAILED, "killed: the container ran out of memory", **common)
-        if code in TRANSIENT_EXIT_CODES:
-            # The next attempt reuses the name, so this container must go first.
-            self.runner.remove(handle)
+        out_dir = self.spool.layout.out_dir(job.job_id)
+        self.homes.collect(job.job_id, lease.auth_dir, out_dir)
+        removed = tuple(make_safe(out_dir))
+        worker_reason = _worker_reason(out_dir)
+        state.exit_code = end.exit_code
+        code = end.exit_code
+        if end.how is Ending.EXITED and code in TRANSIENT_EXIT_CODES and not container.oom_killed:
+            self.runner.remove(handle)  # the next attempt reuses the name
             raise TransientFailure(worker_reason or f"worker exited with transient code {code}")
-        reason = worker_reason or _describe_exit(code, self.runner.logs_tail(handle, 5))
-        return Outcome(JobState.FAILED, reason, **common)
+        saved, save_problem = self._save_work(job, spec, state, out_dir)
+        outcome = self._outcome(JobState.FAILED, "", state, saved=saved, removed=removed)
+        if end.how is Ending.TIMED_OUT:
+            return outcome.judged(JobState.TIMEOUT, f"timed out after {spec.timeout:.0f}s; "
+                           "the container was stopped")  # fmt: skip
+        if end.how is Ending.OVER_BUDGET:
+            budget = spec.disk or self.config.disk_budget
+            return outcome.judged(JobState.FAILED, f"disk budget exceeded: {end.disk_used} "
+                           f"bytes used of {budget}; the container was killed")  # fmt: skip
+        if container.oom_killed:  # any process, even when the agent itself exited 0
+            return outcome.judged(JobState.FAILED, "out of memory: a process in the container "
+                           "was killed by the kernel's OOM killer")  # fmt: skip
+        if code != 0:
+            reason = worker_reason or _describe_exit(code, self.runner.logs_tail(handle, 5))
+            return outcome.judged(JobState.FAILED, reason)
+        if save_problem:
+            return outcome.judged(JobState.FAILED, save_problem)
+        return outcome.judged(JobState.DONE, worker_reason or "finished")
+
+    def _save_work(
+        self, job: Claimed, spec: JobSpec, state: RunState, out_dir: Path
+    ) -> tuple[SavedWork | None, str]:
+        """The worker's bundle into the job's branch in repos/<key>.git, and changes.patch.
+        Returns what was saved, or why nothing could be."""
+        if state.commit_before is None:
+            return None, "the job has no workspace record"
+        branch = result_branch(job.job_id, spec)
+        bundle = out_dir / "branch.bundle"
+        try:
+            results: Results = self.cache.take_results(
+                spec.repo_url, bundle if bundle.is_file() else None, branch, state.commit_before
+            )
+            patch = out_dir / "changes.patch"
+            self.cache.write_patch(spec.repo_url, state.commit_before, results.head, patch)
+            folder = out_dir.stat()
+            if os.geteuid() == 0:
+                os.chown(patch, folder.st_uid, folder.st_gid)
+        except RepoError as exc:
+            return None, str(exc)
+        bundle.unlink(missing_ok=True)  # its commits are in the results repository now
+        saved = SavedWork(
+            results_repo=str(self.cache.results_path(cache_key(spec.repo_url))),
+            branch=results.branch,
+            commit_before=state.commit_before,
+            commit_after=results.head,
+            commits=results.commits,
+        )
+        return saved, ""
+
+    def _outcome(
+        self, kind: JobState, reason: str, state: RunState, saved: SavedWork | None = None,
+        removed: tuple[str, ...] = (),
+    ) -> Outcome:  # fmt: skip
+        return Outcome(
+            kind, reason, attempts=state.attempts, exit_code=state.exit_code,
+            started_at=state.started_at, saved=saved, removed_from_out=removed,
+        )  # fmt: skip
 
     # -- the end -----------------------------------------------------------------------
 
@@ -226,6 +338,9 @@ class JobLife:
         """exit.json first, then the move, then the container: a crash between any two
         steps is repaired at the next start without running the job again."""
         out_dir = self.spool.layout.out_dir(job.job_id)
+        removed = make_safe(out_dir) if out_dir.is_dir() else []
+        if removed:
+            outcome = outcome.with_removed(tuple(removed))
         write_exit_json(out_dir, job.job_id, job.source_name, outcome)
         self.spool.finish(job, ok=outcome.state.ok)
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
@@ -237,19 +352,23 @@ class JobLife:
             log.warning("job %s: container not removed yet (%s); removed at next start",
                         job.job_id, exc)  # fmt: skip
         self.spool.drop_state(job.job_id)
+        self.homes.remove(job.job_id)
+        self.workspaces.seal(job.job_id)
+        self._prune_workspaces()
 
-    def _prepare_dirs(
-        self, user: str, out_dir: Path, repo_dir: Path, auth_dir: Path | None
-    ) -> None:
-        """Create the job's folders owned by the job user, so a non-root container can
-        write them and the host user owns what it leaves."""
-        uid, gid = (int(part) for part in user.split(":"))
-        for folder, mode in ((out_dir, 0o755), (repo_dir, 0o755), (auth_dir, 0o700)):
-            if folder is None:
-                continue
-            folder.mkdir(mode=mode, parents=True, exist_ok=True)
-            if os.geteuid() == 0:
-                os.chown(folder, uid, gid)
+    def _prune_workspaces(self) -> None:
+        if not self._pruning.acquire(blocking=False):
+            return  # another job thread is at it
+        try:
+            self.workspaces.prune(self.spool.running_ids())
+        except OSError as exc:
+            log.warning("pruning workspaces: %s", exc)
+        finally:
+            self._pruning.release()
+
+
+def result_branch(job_id: str, spec: JobSpec) -> str:
+    return spec.branch or f"watcherd/{job_id}"
 
 
 def _worker_reason(out_dir: Path) -> str:
@@ -258,7 +377,9 @@ def _worker_reason(out_dir: Path) -> str:
     return str(reason)[:2000] if reason else ""
 
 
-def _describe_exit(code: int, logs: str) -> str:
+def _describe_exit(code: int | None, logs: str) -> str:
+    if code is None:
+        return "the container's exit code is unknown"
     if code > 128:
         return f"worker killed by signal {code - 128}"
     tail = logs.strip().splitlines()[-1:] if logs.strip() else []

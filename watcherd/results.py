@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from dataclasses import dataclass
@@ -25,6 +26,17 @@ class JobState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class SavedWork:
+    """Where the agent's work went: its branch in repos/<key>.git, and the commits on it."""
+
+    results_repo: str
+    branch: str
+    commit_before: str
+    commit_after: str
+    commits: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Outcome:
     state: JobState
     reason: str
@@ -32,6 +44,14 @@ class Outcome:
     exit_code: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    saved: SavedWork | None = None
+    removed_from_out: tuple[str, ...] = ()  # what the agent left there that had to go
+
+    def judged(self, state: JobState, reason: str) -> Outcome:
+        return dataclasses.replace(self, state=state, reason=reason)
+
+    def with_removed(self, removed: tuple[str, ...]) -> Outcome:
+        return dataclasses.replace(self, removed_from_out=(*self.removed_from_out, *removed))
 
 
 def utc_now() -> str:
@@ -46,6 +66,8 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
     record = read_worker_record(out_dir)
     if "state" in record:
         record["worker_state"] = record.pop("state")
+    for field in dataclasses.fields(SavedWork):  # only the daemon's word on where work went
+        record.pop(field.name, None)
     record.update(
         {
             "job_id": job_id,
@@ -56,8 +78,12 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
             "exit_code": outcome.exit_code,
             "started_at": outcome.started_at or record.get("started_at"),
             "finished_at": outcome.finished_at or utc_now(),
+            "removed_from_out": list(outcome.removed_from_out),
         }
     )
+    if outcome.saved is not None:
+        record.update(dataclasses.asdict(outcome.saved))
+        record["commits"] = list(outcome.saved.commits)
     # Owned like its folder (the job's user), so the host user owns all of out/<id>.
     folder = out_dir.stat()
     write_atomic(

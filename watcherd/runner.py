@@ -51,6 +51,7 @@ class Runner(Protocol):
     def resume(self, handle: str) -> None: ...
     def wait(self, handle: str, timeout: float) -> int | None: ...
     def kill(self, handle: str) -> None: ...
+    def stop(self, handle: str, grace: float) -> None: ...
     def remove(self, handle: str) -> None: ...
     def inspect(self, handle: str) -> ContainerState: ...
     def find(self, job_id: str) -> str | None: ...
@@ -125,6 +126,11 @@ class DockerRunner:
                 memswap_limit=spec.mem_limit,
                 nano_cpus=spec.nano_cpus,
                 pids_limit=spec.pids_limit,
+                # Bounded: what a job prints must not fill the Engine's disk.
+                log_config=docker.types.LogConfig(
+                    type="json-file",
+                    config={"max-size": str(spec.log_max_size), "max-file": "2"},
+                ),
                 read_only=spec.read_only,
                 cap_drop=list(spec.cap_drop),
                 security_opt=list(spec.security_opt),
@@ -163,6 +169,16 @@ class DockerRunner:
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # not running any more: fine
                 raise _translate(exc) from exc
+        except _DOCKER_ERRORS as exc:
+            raise _translate(exc) from exc
+
+    def stop(self, handle: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (the worker saves the agent's work
+        in between)."""
+        try:
+            self.client.api.stop(handle, timeout=int(grace))
+        except docker.errors.NotFound:
+            pass
         except _DOCKER_ERRORS as exc:
             raise _translate(exc) from exc
 

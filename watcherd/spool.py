@@ -9,6 +9,7 @@ daemon (or this one after a crash) can tell an orphan from a job in progress.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -78,6 +79,26 @@ class Layout:
 
     def out_dir(self, job_id: str) -> Path:
         return self.out / job_id
+
+
+@dataclass
+class RunState:
+    """What the daemon keeps on disk about a job while it runs (state/<id>.json)."""
+
+    source_name: str
+    attempts: int = 0
+    started_at: str | None = None
+    deadline: float | None = None  # time.time() when the running attempt times out
+    exit_code: int | None = None
+    auth_dir: str | None = None  # the login leased to it
+    commit_before: str | None = None  # where its workspace started
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source_name: str) -> RunState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("source_name", source_name)
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -222,7 +243,7 @@ class Spool:
                 os.close(fd)
                 continue
             job_id = path.name.removesuffix(".yaml")
-            source = str(self.read_state(job_id).get("source_name", path.name))
+            source = self.read_state(job_id, path.name).source_name
             data = _read_limited(fd)
             yield Claimed(job_id=job_id, path=path, fd=fd, data=data, source_name=source)
 
@@ -240,15 +261,16 @@ class Spool:
 
     # -- daemon bookkeeping ------------------------------------------------------------
 
-    def read_state(self, job_id: str) -> dict[str, Any]:
+    def read_state(self, job_id: str, source_name: str = "") -> RunState:
         try:
             loaded = json.loads((self.layout.state / f"{job_id}.json").read_text())
         except (FileNotFoundError, ValueError):
-            return {}
-        return loaded if isinstance(loaded, dict) else {}
+            loaded = {}
+        return RunState.from_json(loaded if isinstance(loaded, dict) else {}, source_name)
 
-    def write_state(self, job_id: str, state: dict[str, Any]) -> None:
-        write_atomic(self.layout.state / f"{job_id}.json", json.dumps(state).encode(), 0o600)
+    def write_state(self, job_id: str, state: RunState) -> None:
+        data = json.dumps(dataclasses.asdict(state)).encode()
+        write_atomic(self.layout.state / f"{job_id}.json", data, 0o600)
 
     def drop_state(self, job_id: str) -> None:
         (self.layout.state / f"{job_id}.json").unlink(missing_ok=True)

@@ -1,10 +1,11 @@
 #!/bin/bash
 # PROMPT picks the behaviour: succeed | fail | hang | crash | sleep N | transient-once |
-# count-and-sleep N | login-mark N | env | whoami
+# count-and-sleep N | login-mark N | env | whoami | wedge | fill MB | oom-child | shout MB
 set -u
 out=/work/out
 repo="/work/${REPO_DIR:-repo}"
 echo "behave: ${PROMPT}" >"$out/run.log"
+now() { date +%s%N; }
 # shellcheck disable=SC2086 # PROMPT is words here
 set -- ${PROMPT}
 case "$1" in
@@ -17,21 +18,30 @@ case "$1" in
     crash) kill -9 $$ ;;
     sleep) sleep "$2"; exit 0 ;;
     transient-once)
-        if [ -e "$out/.attempted" ]; then exit 0; fi
-        : >"$out/.attempted"
+        [ "${WATCHERD_ATTEMPT:-1}" -gt 1 ] && exit 0
         printf '{"reason": "network failure while cloning (will be retried)"}\n' >"$out/exit.json"
         exit 75 ;;
     count-and-sleep)
-        echo "start $(date +%s%N)" >>"$repo/starts"
+        echo "start $(now)" >>"$out/starts"
         sleep "$2"
-        echo "end $(date +%s%N)" >>"$repo/starts"
+        echo "end $(now)" >>"$out/starts"
         exit 0 ;;
     login-mark)
-        echo start >>"$HOME/.codex/marks"
+        echo "start $(now) $(cat "$HOME/.codex/auth.json" 2>/dev/null)" >>"$out/marks"
         sleep "$2"
-        echo end >>"$HOME/.codex/marks"
+        echo "end $(now)" >>"$out/marks"
         exit 0 ;;
     env) env | sort >"$out/env.txt"; exit 0 ;;
-    whoami) { id; touch "$repo/created-by-job"; } >"$out/id.txt"; exit 0 ;;
+    whoami) { id; ls -la "$repo"; ls -la "$HOME/.codex"; } >"$out/id.txt" 2>&1; exit 0 ;;
+    wedge) # what a hostile agent could leave behind if it outlived the worker
+        mkdir -p "$out/exit.json/x"
+        ln -sf /etc/passwd "$out/summary.md"
+        ln -sf /etc/shadow "$out/run.log.link"
+        mkfifo "$out/events.jsonl"
+        mkdir -p "$out/sub/.git" && printf '[core]\n\tfsmonitor = touch /tmp/pwned\n' >"$out/sub/.git/config"
+        exit 0 ;;
+    fill) dd if=/dev/zero of="$repo/big.bin" bs=1M count="$2" 2>/dev/null; sleep 30; exit 0 ;;
+    oom-child) { head -c 2000m /dev/zero | tail; } 2>/dev/null; exit 0 ;;
+    shout) head -c "$2"m /dev/zero | tr '\0' 'x'; exit 0 ;;
     *) echo "behave: unknown behaviour $1" >&2; exit 2 ;;
 esac

@@ -1,0 +1,61 @@
+"""Making out/<id>/ safe to read, once its container has exited.
+
+The agent runs as the same user as the worker that writes out/<id>/, so it can leave
+anything there. Before the daemon or a person reads it, everything that is not a regular
+file or a folder goes (symlinks, fifos, sockets), so does whatever sits where one of the
+known files belongs without being a regular file (a folder named exit.json), and so does
+any ``.git``, so that git run there never reads a config the agent wrote. Nothing is
+followed. What was removed is listed in exit.json.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from watcherd.fsutil import remove_tree
+
+KNOWN_FILES = (
+    "exit.json", "summary.md", "run.log", "events.jsonl", "last-message.md",
+    "changes.patch", "branch.bundle",
+)  # fmt: skip
+
+
+def make_safe(out_dir: Path) -> list[str]:
+    """Remove what must not be there; return it, as paths relative to ``out_dir``."""
+    removed: list[str] = []
+    for name in KNOWN_FILES:
+        path = out_dir / name
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):
+            remove_tree(path)
+            removed.append(f"{name} ({_kind(mode)})")
+    for dirpath, dirnames, filenames in os.walk(out_dir, followlinks=False):
+        for name in (*dirnames, *filenames):
+            entry = os.path.join(dirpath, name)
+            try:
+                mode = os.lstat(entry).st_mode
+            except FileNotFoundError:
+                continue
+            if name == ".git" or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                remove_tree(Path(entry))
+                removed.append(f"{os.path.relpath(entry, out_dir)} ({_kind(mode)})")
+        dirnames[:] = [d for d in dirnames if os.path.isdir(os.path.join(dirpath, d))]
+    return removed
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISREG, "file"),
+    ):
+        if test(mode):
+            return name
+    return "device"

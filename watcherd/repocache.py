@@ -1,0 +1,227 @@
+"""Repository caches and results: the git repositories the daemon owns and no job writes.
+
+    cache/<key>.git   bare mirror of one upstream repository. Fetched by the daemon under a
+                      lock on disk (flock), so several daemons on one root take turns; its
+                      objects are mounted read-only into that repository's jobs. Never
+                      pruned (gc.auto=0): workspaces and results borrow its objects.
+    repos/<key>.git   the jobs' results: one branch per job, taken in from the bundle the
+                      worker leaves, every object checked (fsck). It borrows the cache's
+                      objects and is never mounted into a job, so no job reads another's.
+
+``<key>`` is the repository's name and a hash of its URL: two URLs never share a cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from watcherd.git import GitError, git_env, run_git
+from watcherd.repourl import redact, repo_name
+
+LOCK_POLL_SECONDS = 0.05
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class RepoError(RuntimeError):
+    """The repository could not be fetched or the ref resolved; ``transient`` if worth
+    another attempt (the network)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class Stopped(RuntimeError):
+    """The daemon is stopping while this job waited for a cache lock."""
+
+
+@dataclass(frozen=True)
+class Results:
+    branch: str
+    head: str
+    commits: tuple[str, ...]  # commit_before..head, oldest first
+
+
+def cache_key(url: str) -> str:
+    name = _UNSAFE.sub("-", repo_name(url)).strip("-.")[:40] or "repo"
+    return f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:10]}"
+
+
+class RepoCache:
+    def __init__(self, root: Path, allowed_protocols: Sequence[str], fetch_timeout: float):
+        self.root = root
+        self.allowed_protocols = tuple(allowed_protocols)
+        self.fetch_timeout = fetch_timeout
+
+    def cache_path(self, key: str) -> Path:
+        return self.root / "cache" / f"{key}.git"
+
+    def results_path(self, key: str) -> Path:
+        return self.root / "repos" / f"{key}.git"
+
+    # -- the cache -----------------------------------------------------------------------
+
+    def update(self, url: str, ref: str | None, stop: threading.Event) -> str:
+        """Fetch ``url`` into its cache and return the commit ``ref`` names (the remote's
+        default branch when None)."""
+        key = cache_key(url)
+        path = self.cache_path(key)
+        with self._locked(key, stop):
+            if not (path / "HEAD").is_file():
+                self._create_bare(path, alternates=None)
+            self._fetch(
+                path,
+                url,
+                ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
+                 "+HEAD:refs/upstream/HEAD"],
+                prune=True,
+            )  # fmt: skip
+            commit = self._resolve(path, ref)
+            if commit is None and ref is not None:
+                # Not a branch or tag the remote advertises: a commit id or another ref.
+                with contextlib.suppress(RepoError):
+                    self._fetch(path, url, [f"+{ref}:refs/upstream/wanted"], prune=False)
+                    commit = self._resolve_one(path, "refs/upstream/wanted")
+                    if commit is not None:
+                        self._git(path, "update-ref", f"refs/upstream/pins/{commit}", commit)
+        if commit is None:
+            raise RepoError(f"ref '{ref or 'default branch'}' not found in {redact(url)}")
+        return commit
+
+    def _fetch(self, path: Path, url: str, refspecs: list[str], prune: bool) -> None:
+        args = ["fetch", "--quiet", "--force", "--no-write-fetch-head"]
+        if prune:
+            args.append("--prune")
+        try:
+            self._git(path, *args, "--", url, *refspecs, timeout=self.fetch_timeout)
+        except GitError as exc:
+            if exc.transient:
+                raise RepoError(
+                    f"network failure while fetching {redact(url)} (will be retried)",
+                    transient=True,
+                ) from exc
+            raise RepoError(f"could not fetch {redact(url)}: {redact(exc.last_line())}") from exc
+
+    def _resolve(self, path: Path, ref: str | None) -> str | None:
+        if ref is None:
+            return self._resolve_one(path, "refs/upstream/HEAD")
+        for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
+            commit = self._resolve_one(path, candidate)
+            if commit is not None:
+                return commit
+        return None
+
+    def _resolve_one(self, path: Path, name: str) -> str | None:
+        try:
+            out = self._git(path, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                            f"{name}^{{commit}}")  # fmt: skip
+        except GitError:
+            return None
+        return out.strip() or None
+
+    # -- results -------------------------------------------------------------------------
+
+    def take_results(
+        self, url: str, bundle: Path | None, branch: str, commit_before: str
+    ) -> Results:
+        """The job's branch from the worker's bundle into repos/<key>.git, every object
+        checked; the bundle is data here, never a repository git would run anything from.
+        Without a bundle (nothing committed) the branch is made at ``commit_before``."""
+        key = cache_key(url)
+        path = self.results_path(key)
+        with self._locked(f"{key}.results", None):
+            if not (path / "HEAD").is_file():
+                # Relative, so the root can move: repos/<key>.git/objects → cache/<key>.git/objects
+                self._create_bare(path, alternates=f"../../../cache/{key}.git/objects")
+        try:
+            if bundle is None:
+                self._git(path, "update-ref", f"refs/heads/{branch}", commit_before)
+            else:
+                self._git(
+                    path, "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags",
+                    "--no-write-fetch-head", "--", str(bundle),
+                    f"+refs/heads/{branch}:refs/heads/{branch}",
+                    protocols=("file",),
+                )  # fmt: skip
+            head = self._git(path, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
+            listed = self._git(path, "rev-list", "--reverse", f"{commit_before}..{head.strip()}")
+        except GitError as exc:
+            raise RepoError(f"the job's commits could not be saved: {exc.last_line()}") from exc
+        return Results(branch, head.strip(), tuple(listed.split()))
+
+    def write_patch(self, url: str, commit_before: str, head: str, target: Path) -> None:
+        """``git diff`` from the job's start to its branch, as a file: computed here, from
+        objects fsck checked, so the agent cannot make the patch differ from the branch."""
+        path = self.results_path(cache_key(url))
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            self._git(path, "diff", "--binary", "--full-index", "--no-ext-diff",
+                      "--no-textconv", f"--output={tmp}", commit_before, head, "--")  # fmt: skip
+            os.replace(tmp, target)
+        except GitError as exc:
+            tmp.unlink(missing_ok=True)
+            raise RepoError(f"changes.patch could not be written: {exc.last_line()}") from exc
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _create_bare(self, path: Path, alternates: str | None) -> None:
+        """Made beside its final name and renamed in: a crash never leaves half a repo."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.new")
+        shutil.rmtree(tmp, ignore_errors=True)
+        # 0644 files whatever the daemon's umask: the job's uid reads the cache's objects.
+        self._git(None, "init", "--quiet", "--bare", "--template=", "--shared=0644", str(tmp))
+        for key, value in (
+            ("gc.auto", "0"),  # never prune: workspaces and results borrow these objects
+            ("core.logAllRefUpdates", "always"),  # a reused branch: (branch) keeps old tips
+            ("receive.fsckObjects", "true"),
+        ):
+            self._git(tmp, "config", key, value)
+        if alternates is not None:
+            info = tmp / "objects" / "info"
+            info.mkdir(parents=True, exist_ok=True)
+            (info / "alternates").write_text(alternates + "\n")
+        os.rename(tmp, path)
+
+    def _git(
+        self, path: Path | None, *args: str, timeout: float = 120.0,
+        protocols: Sequence[str] | None = None,
+    ) -> str:  # fmt: skip
+        env = git_env(protocols or self.allowed_protocols, GIT_CONFIG_NOSYSTEM="1")
+        prefix = ["--git-dir", str(path)] if path is not None else []
+        return run_git([*prefix, *args], env=env, timeout=timeout)
+
+    @contextlib.contextmanager
+    def _locked(self, name: str, stop: threading.Event | None) -> Iterator[None]:
+        """An flock on cache/<name>.lock: held across daemons on one root, released when
+        the process dies. Polled, so a stopping daemon does not hang on it."""
+        lock = self.root / "cache" / f"{name}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                        raise
+                if stop is None:
+                    time.sleep(LOCK_POLL_SECONDS)
+                elif stop.wait(LOCK_POLL_SECONDS):
+                    raise Stopped(f"stopping while waiting for {lock}")
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,126 @@
+"""Per-job workspaces: a fresh work tree for every attempt, handed to no other job.
+
+    workspaces/<id>/   the job's checkout, owned by the job's user. Its .git borrows the
+                       cache's objects through the relative alternates path
+                       ../../../../cache/<key>.git/objects, which resolves on the host
+                       (workspaces/<id>/.git/objects is four levels below the root) and in
+                       the container alike: there the workspace is /work/<repo_dir> and the
+                       cache's objects are mounted read-only at /cache/<key>.git/objects.
+                       So a workspace costs a checkout, not a copy of the history.
+
+After its job a workspace is sealed. When the daemon is root it is handed to nobody
+(65534): git then refuses to work in it for any other user ("dubious ownership"), so
+nothing the agent planted (hooks, core.fsmonitor, a bare repository in a subfolder) runs
+when someone looks at it on the host. Without root it cannot be handed over, so it is
+removed at once. Sealed workspaces are kept for inspection: the newest ``keep``, for at
+most ``retention`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from watcherd.fsutil import User, remove_tree
+from watcherd.git import GitError, git_env, run_git
+from watcherd.repocache import RepoError
+
+log = logging.getLogger("watcherd.workspace")
+
+CONTAINER_CACHE = "/cache"  # four levels above a workspace's objects, like the root on the host
+NOBODY = User(65534, 65534)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    path: Path
+    cache_objects: Path  # on the host
+    cache_target: str  # where the container sees them, read-only
+
+
+class Workspaces:
+    def __init__(
+        self, root: Path, keep: int, retention: float, allowed_protocols: Sequence[str]
+    ) -> None:
+        self.folder = root / "workspaces"
+        self.cache_root = root / "cache"
+        self.keep = keep
+        self.retention = retention
+        self.allowed_protocols = tuple(allowed_protocols)
+
+    def path(self, job_id: str) -> Path:
+        return self.folder / job_id
+
+    def describe(self, job_id: str, key: str) -> Workspace:
+        """The workspace of a job that has one (a container being adopted)."""
+        return Workspace(
+            path=self.path(job_id),
+            cache_objects=self.cache_root / f"{key}.git" / "objects",
+            cache_target=f"{CONTAINER_CACHE}/{key}.git/objects",
+        )
+
+    def create(self, job_id: str, key: str, commit: str, branch: str, user: User) -> Workspace:
+        """A fresh work tree at ``commit`` on ``branch``, then handed to the job's user.
+        Whatever an earlier attempt left is removed first: every attempt starts clean."""
+        workspace = self.describe(job_id, key)
+        path = workspace.path
+        remove_tree(path)
+        self.folder.mkdir(mode=0o755, exist_ok=True)
+        path.mkdir(mode=0o700)
+        env = git_env(
+            self.allowed_protocols,
+            GIT_CONFIG_NOSYSTEM="1",
+            GIT_CONFIG_GLOBAL="/dev/null",
+            HOME=str(path),
+        )
+        try:
+            run_git(["init", "--quiet", "--template=", "-b", branch, str(path)], env=env)
+            alternates = path / ".git" / "objects" / "info" / "alternates"
+            alternates.parent.mkdir(exist_ok=True)
+            alternates.write_text(f"../../../../cache/{key}.git/objects\n")
+            run_git(["checkout", "--quiet", "-B", branch, commit], cwd=path, env=env)
+        except GitError as exc:
+            raise RepoError(f"could not make the workspace: {exc.last_line()}") from exc
+        if os.geteuid() == 0 and not user.is_current:
+            _chown_tree(path, user)
+        return workspace
+
+    def seal(self, job_id: str) -> None:
+        """After the job: nobody's, or gone (see the module's doc)."""
+        path = self.path(job_id)
+        if not path.exists():
+            return
+        if os.geteuid() != 0:
+            remove_tree(path)
+            return
+        _chown_tree(path, NOBODY)
+        now = time.time()
+        os.utime(path, (now, now))  # the seal time orders pruning
+
+    def prune(self, running: Collection[str]) -> None:
+        """Remove sealed workspaces beyond the newest ``keep`` or older than ``retention``."""
+        try:
+            entries = [e for e in os.scandir(self.folder) if e.name not in running]
+        except FileNotFoundError:
+            return
+        by_age = sorted(entries, key=lambda e: e.stat(follow_symlinks=False).st_mtime, reverse=True)
+        cutoff = time.time() - self.retention
+        for index, entry in enumerate(by_age):
+            if index >= self.keep or entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                log.debug("removing workspace %s", entry.path)
+                remove_tree(Path(entry.path))
+
+
+def _chown_tree(top: Path, owner: User) -> None:
+    """lchown everything below ``top``: links are changed, never followed."""
+    os.lchown(top, owner.uid, owner.gid)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        for name in (*dirnames, *filenames):
+            try:
+                os.lchown(os.path.join(dirpath, name), owner.uid, owner.gid)
+            except FileNotFoundError:
+                continue
