@@ -179,7 +179,8 @@ save_work() {
     [ -n "$commit_before" ] || return 0
     printf '[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n' >.git/config
     rm -rf .git/hooks .git/info/attributes
-    wgit add -A . >>"$OUT/run.log" 2>&1
+    # --ignore-errors: what git cannot add (an empty nested repository) must not cost the rest.
+    wgit add -A --ignore-errors . >>"$OUT/run.log" 2>&1 || log "warning: some files could not be added"
     if ! wgit diff --cached --quiet 2>/dev/null; then
         wgit commit -q --no-verify -m "watcherd: changes left by the agent" \
             -m "Job ${WATCHERD_JOB_ID:-?}: the agent's uncommitted changes when it finished." \

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +8,9 @@ import docker
 import pytest
 
 from tests.support.git_server import GitServer, make_repo
-from tests.support.helpers import DaemonProcess, behave_image
+from tests.support.helpers import DaemonProcess, StartDaemon, behave_image
+from tests.support.model_server import ScriptedModel, codex_config
+from watcherd.config import DEFAULT_IMAGE
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +81,41 @@ def start_daemon(work_root: Path, daemon_config: dict[str, Any]) -> Iterator[Any
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    server = ScriptedModel(steps=[]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def codex_daemon(
+    start_daemon: StartDaemon,
+    model: ScriptedModel,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+) -> Callable[..., DaemonProcess]:
+    """A daemon running the real worker image against the scripted model; ``logins``
+    login dirs (each one job at a time), each with a config.toml for the model."""
+    docker_client.images.get(DEFAULT_IMAGE)  # built by .ci/run (watcherd image build)
+
+    def start(logins: int = 1, **overrides: Any) -> DaemonProcess:
+        dirs = [tmp_path / f"auth{n}" for n in range(logins)]
+        for auth in dirs:
+            auth.mkdir(exist_ok=True)
+            (auth / "config.toml").write_text(codex_config(model.base_url))
+        config = {
+            "image": DEFAULT_IMAGE,
+            "auth_mode": "login",
+            "auth_dirs": [str(auth) for auth in dirs],
+            "network_mode": "host",
+            "allowed_protocols": ["git", "https"],
+            "extra_env": {"SCRIPTED_API_KEY": "test-key"},
+            "default_timeout": 120,
+            **overrides,
+        }
+        return start_daemon(**config)
+
+    return start

@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import docker
 import pytest
 
 from tests.support.helpers import (
-    DaemonProcess,
+    StartDaemon,
     exit_record,
     finished_jobs,
     wait_finished,
@@ -27,7 +26,6 @@ from tests.support.helpers import (
 
 pytestmark = pytest.mark.docker
 URL = ""  # a local repository, set for every test by use_local_repo
-StartDaemon = Callable[..., DaemonProcess]
 
 
 @pytest.fixture(autouse=True)
@@ -401,3 +399,73 @@ def test_json_logs(work_root: Path, start_daemon: StartDaemon) -> None:
     records = [json.loads(line) for line in daemon.log().splitlines()]
     assert any("claimed logged.yaml" in r["message"] for r in records)
     assert {"time", "level", "logger", "message"} <= set(records[0])
+
+
+def test_a_worker_that_wedges_its_outputs_still_ends_with_a_regular_exit_json(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    daemon = start_daemon()
+    job(work_root / "inbox", "wedge.yaml", "wedge")
+    folder, path = wait_finished(work_root, "wedge.yaml")
+    out = out_dir(work_root, path)
+    record = exit_record(work_root, path)
+    assert (folder, record["state"]) == ("done", "done")
+    removed = " ".join(record["removed_from_out"])
+    for what in ("exit.json (directory)", "summary.md (symlink)", "events.jsonl (fifo)",
+                 "run.log.link (symlink)", "sub/.git (directory)"):  # fmt: skip
+        assert what in removed, (what, removed)
+    assert (out / "exit.json").is_file() and not (out / "exit.json").is_symlink()
+    assert not (out / "summary.md").exists()
+    assert finished_jobs(work_root)["running"] == []
+    assert daemon.alive()
+
+
+def test_container_logs_are_capped(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient
+) -> None:
+    start_daemon(log_max_size="1m")
+    job(work_root / "inbox", "loud.yaml", "shout 30", timeout=20)
+    container = wait_for(
+        lambda: docker_client.containers.list(filters={"label": f"watcherd.root={work_root}"}),
+        30, "container running",
+    )[0]  # fmt: skip
+    log_path = Path(container.attrs["LogPath"])
+    logs = [log_path, log_path.with_name(log_path.name + ".1")]
+    # 30 MB were printed; Docker keeps at most two files of 1 MB (plus JSON framing).
+    wait_for(lambda: log_path.with_name(log_path.name + ".1").exists(), 30, "a log rotation")
+    time.sleep(1)  # let the rest of the 30 MB arrive; the cap must hold at the end too
+    assert sum(p.stat().st_size for p in logs if p.exists()) < 3 * 1024**2
+    container.kill()
+
+
+def test_an_oom_kill_of_any_process_fails_the_job_even_when_the_worker_exits_0(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    start_daemon(memory_limit="64m")
+    job(work_root / "inbox", "oom.yaml", "oom-child", retries=0)
+    folder, path = wait_finished(work_root, "oom.yaml")
+    record = exit_record(work_root, path)
+    assert (folder, record["state"], record["exit_code"]) == ("failed", "failed", 0)
+    assert "out of memory" in record["reason"]
+
+
+def test_a_refreshed_login_is_written_back_and_a_foreign_one_is_not(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    login = work_root / ".codex-bot"
+    login.mkdir(mode=0o700)
+    original = {"tokens": {"access_token": "old", "refresh_token": "old", "account_id": "acct-1"}}
+    (login / "auth.json").write_text(json.dumps(original))
+    daemon = start_daemon(auth_mode="login")
+    job(work_root / "inbox", "rotate.yaml", "rotate-login")
+    assert wait_finished(work_root, "rotate.yaml")[0] == "done"
+    rotated = json.loads((login / "auth.json").read_text())
+    assert rotated["tokens"]["refresh_token"] == "rotated"
+    assert rotated["tokens"]["account_id"] == "acct-1"
+    assert (login / "auth.json").stat().st_mode & 0o777 == 0o600
+
+    job(work_root / "inbox", "poison.yaml", "poison-login")
+    assert wait_finished(work_root, "poison.yaml")[0] == "done"
+    assert json.loads((login / "auth.json").read_text()) == rotated
+    assert "a different account" in daemon.log()
+    assert not list((work_root / "homes").iterdir())  # no copy of the login left behind

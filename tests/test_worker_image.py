@@ -5,55 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
 
 from tests.support.git_server import GitServer
-from tests.support.helpers import DaemonProcess, exit_record, wait_finished, write_job
+from tests.support.helpers import DaemonProcess, StartDaemon, exit_record, wait_finished, write_job
 from tests.support.model_server import ScriptedModel, Step, codex_config
 from watcherd.config import DEFAULT_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.codex]
-StartDaemon = Callable[..., DaemonProcess]
-
-
-@pytest.fixture
-def model() -> Iterator[ScriptedModel]:
-    server = ScriptedModel(steps=[]).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def codex_daemon(
-    start_daemon: StartDaemon,
-    model: ScriptedModel,
-    tmp_path: Path,
-    docker_client: docker.DockerClient,
-) -> Callable[..., DaemonProcess]:
-    docker_client.images.get(DEFAULT_IMAGE)  # built by .ci/run (watcherd image build)
-    auth = tmp_path / "auth"
-    auth.mkdir()
-    (auth / "config.toml").write_text(codex_config(model.base_url))
-
-    def start(**overrides: Any) -> DaemonProcess:
-        config = {
-            "image": DEFAULT_IMAGE,
-            "auth_mode": "login",
-            "auth_dirs": [str(auth)],
-            "network_mode": "host",
-            "allowed_protocols": ["git", "https"],
-            "extra_env": {"SCRIPTED_API_KEY": "test-key"},
-            "default_timeout": 120,
-            **overrides,
-        }
-        return start_daemon(**config)
-
-    return start
 
 
 def owners(folder: Path) -> set[tuple[int, int]]:

@@ -26,7 +26,7 @@ from watcherd.container import build_spec, job_user
 from watcherd.diskuse import tree_bytes
 from watcherd.fsutil import User, remove_tree
 from watcherd.job import JobSpec
-from watcherd.outputs import make_safe
+from watcherd.outputs import keep_only_known, make_safe
 from watcherd.repocache import RepoCache, RepoError, Results, Stopped, cache_key
 from watcherd.results import (
     JobState,
@@ -266,6 +266,11 @@ class JobLife:
         """The container has exited: make its outputs safe, save its work, judge it."""
         container = self.runner.inspect(handle)
         out_dir = self.spool.layout.out_dir(job.job_id)
+        if end.how is Ending.OVER_BUDGET:  # give the space back; keep only the known files
+            remove_tree(self.workspaces.path(job.job_id))
+            self.homes.remove(job.job_id)
+            make_safe(out_dir)
+            keep_only_known(out_dir)
         self.homes.collect(job.job_id, lease.auth_dir, out_dir)
         removed = tuple(make_safe(out_dir))
         worker_reason = _worker_reason(out_dir)
@@ -336,12 +341,16 @@ class JobLife:
 
     def finish(self, job: Claimed, outcome: Outcome) -> None:
         """exit.json first, then the move, then the container: a crash between any two
-        steps is repaired at the next start without running the job again."""
+        steps is repaired at the next start without running the job again. The agent home
+        (a copy of the login) and the workspace are dealt with before the move, so that
+        nothing of a job that looks finished is still open."""
         out_dir = self.spool.layout.out_dir(job.job_id)
         removed = make_safe(out_dir) if out_dir.is_dir() else []
         if removed:
             outcome = outcome.with_removed(tuple(removed))
         write_exit_json(out_dir, job.job_id, job.source_name, outcome)
+        self.homes.remove(job.job_id)
+        self.workspaces.seal(job.job_id)
         self.spool.finish(job, ok=outcome.state.ok)
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
         try:
@@ -352,8 +361,6 @@ class JobLife:
             log.warning("job %s: container not removed yet (%s); removed at next start",
                         job.job_id, exc)  # fmt: skip
         self.spool.drop_state(job.job_id)
-        self.homes.remove(job.job_id)
-        self.workspaces.seal(job.job_id)
         self._prune_workspaces()
 
     def _prune_workspaces(self) -> None:

@@ -59,3 +59,14 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "device"
+
+
+def keep_only_known(out_dir: Path) -> list[str]:
+    """Remove everything but the known files (a job over its disk budget gives its space
+    back); return what went."""
+    removed = []
+    for entry in sorted(os.listdir(out_dir)):
+        if entry not in KNOWN_FILES:
+            remove_tree(out_dir / entry)
+            removed.append(f"{entry} (over the disk budget)")
+    return removed

@@ -132,3 +132,6 @@ class DaemonProcess:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
+
+
+StartDaemon = Callable[..., DaemonProcess]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,8 +33,12 @@ class Step:
 class ScriptedModel:
     steps: list[Step]
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # Instead of the next step in order: a step chosen from the request (for jobs that run
+    # at the same time, whose requests interleave).
+    respond: Callable[[dict[str, Any]], Step] | None = None
     lifetime: float = 600.0  # stops by itself even if a test forgets to
     _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _timer: threading.Timer | None = None
 
     @property
@@ -50,11 +55,14 @@ class ScriptedModel:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)))
-                model.requests.append(body)
-                if not self.path.endswith("/responses") or not model.steps:
+                with model._lock:
+                    model.requests.append(body)
+                    number = len(model.requests)
+                    step = model._next_step(body)
+                if not self.path.endswith("/responses") or step is None:
                     self.send_error(404)
                     return
-                events = model._events(model.steps.pop(0), body, len(model.requests))
+                events = model._events(step, body, number)
                 payload = "".join(
                     f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events
                 ).encode()
@@ -74,6 +82,11 @@ class ScriptedModel:
         self._timer.daemon = True
         self._timer.start()
         return self
+
+    def _next_step(self, request: dict[str, Any]) -> Step | None:
+        if self.respond is not None:
+            return self.respond(request)
+        return self.steps.pop(0) if self.steps else None
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -116,6 +129,22 @@ def _tool_call(command: str, request: dict[str, Any], call_id: str) -> dict[str,
         "name": name,
         "arguments": json.dumps(arguments),
     }
+
+
+def has_tool_output(request: dict[str, Any]) -> bool:
+    """The request carries the output of a tool call the model asked for."""
+    return "function_call_output" in json.dumps(request.get("input", ""))
+
+
+def prompt_of(request: dict[str, Any]) -> str:
+    """The user's text in a request (all of it, joined)."""
+    texts = []
+    for item in request.get("input", []):
+        if isinstance(item, dict) and item.get("role") == "user":
+            for part in item.get("content", []):
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def codex_config(base_url: str) -> str:

@@ -1,6 +1,7 @@
 #!/bin/bash
 # PROMPT picks the behaviour: succeed | fail | hang | crash | sleep N | transient-once |
-# count-and-sleep N | login-mark N | env | whoami | wedge | fill MB | oom-child | shout MB
+# count-and-sleep N | login-mark N | env | whoami | wedge | fill MB | oom-child | shout MB |
+# rotate-login | poison-login
 set -u
 out=/work/out
 repo="/work/${REPO_DIR:-repo}"
@@ -42,6 +43,14 @@ case "$1" in
         exit 0 ;;
     fill) dd if=/dev/zero of="$repo/big.bin" bs=1M count="$2" 2>/dev/null; sleep 30; exit 0 ;;
     oom-child) { head -c 2000m /dev/zero | tail; } 2>/dev/null; exit 0 ;;
-    shout) head -c "$2"m /dev/zero | tr '\0' 'x'; exit 0 ;;
+    shout) head -c "$2"m /dev/zero | tr '\0' 'x'; exec sleep infinity ;;
+    rotate-login) # a refresh as Codex does it: new tokens, same account
+        jq -c '.tokens.refresh_token = "rotated" | .tokens.access_token = "new"' \
+            "$HOME/.codex/auth.json" >"$HOME/.codex/auth.new" && mv "$HOME/.codex/auth.new" "$HOME/.codex/auth.json"
+        exit 0 ;;
+    poison-login) # someone else's account, for the jobs after this one
+        printf '{"tokens": {"access_token": "a", "refresh_token": "r", "account_id": "attacker"}}' \
+            >"$HOME/.codex/auth.json"
+        exit 0 ;;
     *) echo "behave: unknown behaviour $1" >&2; exit 2 ;;
 esac
