@@ -112,3 +112,31 @@ def test_policy_from_config() -> None:
     with pytest.raises(InvalidJob, match="not in allowed_repos"):
         parse("repo_url: https://evil.example/acme/x\nprompt: p\n", config)
     assert parse("repo_url: https://github.com/acme/x\nprompt: p\n", config).repo_dir == "x"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "repo_url: https://h/a/b\nprompt: p\nrepo_url: https://h/c/d\n",
+            "line 3: duplicate key 'repo_url' (first on line 1)",
+        ),
+        (
+            "repo_url: https://h/a/b\nprompt: p\nenv:\n  CI: '1'\n  CI: '2'\n",
+            "line 5: duplicate key 'CI' (first on line 4)",
+        ),
+        (
+            "repo_url: https://h/a/b\nprompt: p\nenv: {A: x, B: y, A: z}\n",
+            "line 3: duplicate key 'A' (first on line 3)",
+        ),
+        # Quoting does not make a key different.
+        (
+            "repo_url: https://h/a/b\n'prompt': p\n\"prompt\": q\n",
+            "line 3: duplicate key 'prompt' (first on line 2)",
+        ),
+    ],
+)
+def test_duplicate_keys_are_refused_with_their_lines(text: str, expected: str) -> None:
+    with pytest.raises(InvalidJob) as caught:
+        parse(text)
+    assert str(caught.value) == expected

@@ -13,6 +13,8 @@ import yaml
 
 from watcherd.repourl import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
 from watcherd.units import parse_duration, parse_size
+from watcherd.yamlsafe import DuplicateKeyError
+from watcherd.yamlsafe import load as load_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/watcherd/config.yaml")
 DEFAULT_IMAGE = "watcherd-codex:0.171.0"
@@ -102,9 +104,13 @@ def load_config(
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from exc
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:

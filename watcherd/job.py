@@ -17,6 +17,7 @@ import yaml
 from watcherd.config import Config
 from watcherd.repourl import RepoUrlError, check_repo_url, is_safe_segment, repo_name
 from watcherd.units import parse_duration, parse_size
+from watcherd.yamlsafe import DuplicateKeyError, UniqueKeyLoader
 
 MAX_JOB_BYTES = 64 * 1024
 MODES = ("exec", "review")
@@ -80,9 +81,10 @@ def parse_job(data: bytes, config: Config) -> JobSpec:
     return _spec_from_mapping(document, config)
 
 
-class _JobLoader(yaml.SafeLoader):
+class _JobLoader(UniqueKeyLoader):
     """Safe YAML without anchors and aliases: a job file has no use for them, and
-    refusing them rules out alias bombs whatever the parser does with them."""
+    refusing them rules out alias bombs whatever the parser does with them. Duplicate
+    keys are refused too (UniqueKeyLoader), at any depth."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -94,6 +96,8 @@ class _JobLoader(yaml.SafeLoader):
 def _load_yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_JobLoader)  # a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise InvalidJob(str(exc)) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
