@@ -44,6 +44,7 @@ def test_full_job() -> None:
         ("repo_url: https://h/r\nprompt: [a]\n", "prompt: expected a string, got list"),
         ("repo_url: https://h/r\nprompt: p\ntimeout: soon\n", "timeout: expected seconds"),
         ("repo_url: https://h/r\nprompt: p\ntimeout: 1000d\n", "timeout: 86400000s is more"),
+        ("repo_url: https://h/r\nprompt: p\ntimeout: .nan\n", "timeout: expected a finite"),
         ("repo_url: https://h/r\nprompt: p\nretries: -1\n", "retries: must be between"),
         ("repo_url: https://h/r\nprompt: p\nretries: true\n", "retries: expected a whole"),
         ("repo_url: https://h/r\nprompt: p\nmode: yolo\n", "mode: expected one of exec, review"),
