@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,16 @@ DEFAULT_CONFIG_PATH = Path("/etc/watcherd/config.yaml")
 DEFAULT_IMAGE = "watcherd-codex:0.171.0"
 NETWORK_MODES = ("bridge", "none", "host")
 AUTH_MODES = ("login", "api_key", "none")
+
+# Floors for the per-container caps. Docker reads a pids limit of 0 or -1 as "no limit",
+# which would remove the guard against fork bombs; and the pids cgroup counts threads, so
+# Codex's own runtime threads, git's helpers and the agent's shell need a few dozen.
+MIN_PIDS_LIMIT = 64
+# Docker refuses less than 6 MiB, but git and Codex are killed for memory well below
+# 64 MiB: a lower cap would only make every job fail late and obscurely.
+MIN_MEMORY_LIMIT = 64 * 1024**2
+# Docker's own minimum (NanoCPUs >= 1e7); below it every container start is refused.
+MIN_CPUS = 0.01
 
 
 class ConfigError(ValueError):
@@ -149,15 +160,34 @@ def _as_path(value: Any) -> Path:
 
 
 def _as_int(value: Any) -> int:
+    """A whole number, or a string of one (environment variables are strings). 2.7 and
+    "2.7" are refused: truncating them would quietly run with a number nobody wrote."""
     if isinstance(value, bool):
         raise ValueError("expected a whole number, got a boolean")
-    return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)  # surrounding whitespace is fine, a decimal point is not
+        except ValueError:
+            pass
+    raise ValueError(f"expected a whole number, got {value!r}")
 
 
 def _as_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
-    return float(value)
+    if not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):  # NaN passes every comparison with a limit
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
 
 
 def _as_str_tuple(value: Any) -> tuple[str, ...]:
@@ -203,13 +233,7 @@ _CONVERTERS: dict[str, Any] = {
 
 
 def _check(config: Config, source: str) -> None:
-    problems = []
-    if config.concurrency < 1:
-        problems.append("concurrency must be at least 1")
-    if not 0 <= config.retries <= config.max_retries:
-        problems.append(f"retries must be between 0 and max_retries ({config.max_retries})")
-    if config.settle_seconds < 0:
-        problems.append("settle_seconds must not be negative")
+    problems = _range_problems(config)
     if config.network_mode not in NETWORK_MODES:
         problems.append(f"network_mode must be one of {', '.join(NETWORK_MODES)}")
     if config.auth_mode not in AUTH_MODES:
@@ -228,6 +252,43 @@ def _check(config: Config, source: str) -> None:
         )
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _range_problems(config: Config) -> list[str]:
+    """Every number within its range, each problem naming its key. The converters already
+    made the durations (rescan_seconds, backoff_*, *_timeout) more than zero."""
+    problems = []
+    if config.concurrency < 1:
+        problems.append(f"concurrency must be at least 1, got {config.concurrency}")
+    if config.pids_limit < MIN_PIDS_LIMIT:
+        problems.append(f"pids_limit must be at least {MIN_PIDS_LIMIT}, got {config.pids_limit}")
+    if config.cpus < MIN_CPUS:
+        problems.append(f"cpus must be at least {MIN_CPUS}, got {config.cpus:g}")
+    if config.memory_limit < MIN_MEMORY_LIMIT:
+        problems.append(
+            f"memory_limit must be at least 64m ({MIN_MEMORY_LIMIT} bytes), "
+            f"got {config.memory_limit} bytes"
+        )
+    if config.settle_seconds < 0:
+        problems.append(f"settle_seconds must not be negative, got {config.settle_seconds:g}")
+    if config.max_retries < 0:
+        problems.append(f"max_retries must not be negative, got {config.max_retries}")
+    elif not 0 <= config.retries <= config.max_retries:
+        problems.append(
+            f"retries must be between 0 and max_retries ({config.max_retries}), "
+            f"got {config.retries}"
+        )
+    if config.backoff_initial > config.backoff_max:
+        problems.append(
+            f"backoff_initial ({config.backoff_initial:g}s) must not be more than "
+            f"backoff_max ({config.backoff_max:g}s)"
+        )
+    if config.default_timeout > config.max_timeout:
+        problems.append(
+            f"default_timeout ({config.default_timeout:g}s) must not be more than "
+            f"max_timeout ({config.max_timeout:g}s)"
+        )
+    return problems
 
 
 def _is_uid_gid(value: str) -> bool:
