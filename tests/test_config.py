@@ -125,3 +125,32 @@ def test_bad_numbers_from_the_environment_are_refused(tmp_path: Path, variable: 
 def test_the_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "systemd" / "config.example.yaml"
     assert load_config(example, environ={}).allowed_repos == ("https://github.com/acme/*",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("extra_env: {PATH: /tmp}", "PATH is reserved and cannot be set by the config"),
+        ("extra_env: {LD_PRELOAD: x.so}", "LD_PRELOAD is reserved"),
+        ("extra_env: {HOME: /root}", "HOME is reserved"),
+        ("extra_env: {GIT_SSH_COMMAND: sh}", "GIT_SSH_COMMAND is reserved"),
+        ("extra_env: {CODEX_API_KEY: k}", "CODEX_API_KEY is reserved"),
+        ("extra_env: {OPENAI_API_KEY: k}", "OPENAI_API_KEY is reserved"),
+        ("extra_env: {REPO_URL: x}", "REPO_URL is reserved"),
+        ("extra_env: {'A-B': x}", "'A-B' is not a valid variable name"),
+        ("extra_env: {1: x}", "1 is not a valid variable name"),
+        ("extra_env: [A]", "expected a mapping of NAME: value, got list"),
+        ("extra_env: {A: [x]}", "A: expected a string or number, got list"),
+    ],
+)
+def test_extra_env_follows_the_jobs_env_rules(tmp_path: Path, text: str, expected: str) -> None:
+    path = write_config(tmp_path, text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert f"setting 'extra_env': {expected}" in str(caught.value)
+
+
+def test_extra_env_takes_ordinary_names(tmp_path: Path) -> None:
+    # The end-to-end tests pass a key for their scripted model this way.
+    path = write_config(tmp_path, "extra_env: {SCRIPTED_API_KEY: k, CI: 1}\n")
+    assert load_config(path, environ={}).extra_env == {"SCRIPTED_API_KEY": "k", "CI": "1"}

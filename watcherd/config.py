@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from watcherd.envnames import check_env
 from watcherd.repourl import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
 from watcherd.units import parse_duration, parse_size
 from watcherd.yamlsafe import DuplicateKeyError
@@ -203,9 +204,8 @@ def _as_path_tuple(value: Any) -> tuple[Path, ...]:
 
 
 def _as_env(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ValueError("expected a mapping of variable names to values")
-    return {k: str(v) for k, v in value.items()}
+    # The same names are reserved as in a job's env: extra_env reaches every job container.
+    return check_env(value, setter="the config")
 
 
 _CONVERTERS: dict[str, Any] = {

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from watcherd.config import Config
+from watcherd.envnames import check_env
 from watcherd.repourl import RepoUrlError, check_repo_url, is_safe_segment, repo_name
 from watcherd.units import parse_duration, parse_size
 from watcherd.yamlsafe import DuplicateKeyError, UniqueKeyLoader
@@ -22,12 +23,6 @@ from watcherd.yamlsafe import DuplicateKeyError, UniqueKeyLoader
 MAX_JOB_BYTES = 64 * 1024
 MODES = ("exec", "review")
 
-# Variables the worker image reads or that would let a job escape its contract.
-RESERVED_ENV = frozenset(
-    {"REPO_URL", "PROMPT", "REPO_DIR", "REPO_REF", "HOME", "PATH", "USER", "SHELL", "TMPDIR"}
-)
-RESERVED_ENV_PREFIXES = ("CODEX_", "LD_", "GIT_", "WATCHERD_", "SSL_", "OPENAI_")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/@+-]{0,199}$")
 
@@ -232,18 +227,7 @@ def _check_cpus(value: Any, config: Config) -> float:
 
 
 def _check_env(value: Any, config: Config) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping of NAME: value, got {_kind(value)}")
-    env: dict[str, str] = {}
-    for name, item in value.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid variable name")
-        if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
-            raise ValueError(f"{name} is reserved and cannot be set by a job")
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise ValueError(f"{name}: expected a string or number, got {_kind(item)}")
-        env[name] = str(item)
-    return env
+    return check_env(value, setter="a job")
 
 
 _CHECKS = {
