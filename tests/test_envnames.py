@@ -24,7 +24,7 @@ def test_ordinary_names(name: str) -> None:
     assert check_env({name: 1}, setter="a job") == {name: "1"}
 
 
-@pytest.mark.parametrize("name", ["1X", "A-B", "A B", "", "É"])
+@pytest.mark.parametrize("name", ["1X", "A-B", "A B", "", "É", "A\n"])
 def test_invalid_names(name: str) -> None:
     with pytest.raises(ValueError, match="is not a valid variable name"):
         check_env({name: "x"}, setter="a job")

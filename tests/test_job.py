@@ -54,6 +54,11 @@ def test_full_job() -> None:
         ("repo_url: https://h/r\nprompt: p\nenv: {GIT_SSH: x}\n", "GIT_SSH is reserved"),
         ("repo_url: https://h/r\nprompt: p\nenv: {CODEX_API_KEY: x}\n", "reserved"),
         ("repo_url: https://h/r\nprompt: p\nenv: {'1X': x}\n", "not a valid variable name"),
+        # A trailing newline once slipped past the name checks ("$" matches before it).
+        ('repo_url: https://h/r\nprompt: p\nenv: {"A\\n": x}\n', "not a valid variable name"),
+        ('repo_url: https://h/r\nprompt: p\nrepo_dir: "w\\n"\n', "repo_dir: 'w\\n' must be"),
+        ('repo_url: https://h/r\nprompt: p\nrepo_ref: "main\\n"\n', "repo_ref: 'main\\n' is not"),
+        ('repo_url: https://h/r\nprompt: p\nmodel: "gpt-5\\n"\n', "model: 'gpt-5\\n' is not"),
         ("repo_url: https://h/r\nprompt: p\nrepo_dir: ../etc\n", "repo_dir: '../etc' must be"),
         ("repo_url: https://h/r\nprompt: p\nrepo_dir: .git\n", "repo_dir"),
         ("repo_url: https://h/r\nprompt: p\nrepo_ref: --upload-pack=x\n", "repo_ref"),

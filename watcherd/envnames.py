@@ -26,7 +26,8 @@ def check_env(value: Any, setter: str) -> dict[str, str]:
         raise ValueError(f"expected a mapping of NAME: value, got {_kind(value)}")
     env: dict[str, str] = {}
     for name, item in value.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
+        # fullmatch, not match: "$" alone also matches before a trailing newline.
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid variable name")
         if is_reserved(name):
             raise ValueError(f"{name} is reserved and cannot be set by {setter}")

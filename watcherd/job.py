@@ -157,7 +157,7 @@ def _check_prompt(value: Any, config: Config) -> str:
 
 def _check_repo_ref(value: Any, config: Config) -> str:
     ref = _string(value)
-    if not _REF.match(ref) or ".." in ref:
+    if not _REF.fullmatch(ref) or ".." in ref:
         raise ValueError(f"{ref!r} is not a branch, tag or commit name")
     return ref
 
@@ -191,7 +191,7 @@ def _check_flags(value: Any, config: Config) -> tuple[str, ...]:
 
 def _check_model(value: Any, config: Config) -> str:
     model = _string(value)
-    if not _MODEL.match(model):
+    if not _MODEL.fullmatch(model):
         raise ValueError(f"{model!r} is not a model name")
     return model
 
