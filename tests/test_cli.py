@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -59,3 +62,65 @@ def test_bad_config_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[st
     config.write_text("concurrency: 0\ncolour: red\n")
     assert main(["--config", str(config), "status"]) == 2
     assert "unknown setting(s): colour" in capsys.readouterr().err
+
+
+def test_submit_a_missing_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nonexistent.yaml"
+    assert main(["--root", str(tmp_path), "submit", str(missing)]) == 1
+    assert capsys.readouterr().err == f"watcherd: {missing}: no such file\n"
+
+
+def test_submit_a_directory_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "jobs.yaml"
+    folder.mkdir()
+    assert main(["--root", str(tmp_path), "submit", str(folder)]) == 1
+    assert capsys.readouterr().err == f"watcherd: {folder}: is a directory, not a job file\n"
+
+
+def test_submit_an_unreadable_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("prompt: x\n")
+    secret.chmod(0)
+    if os.geteuid() == 0:  # root reads it anyway: make open() answer as it would for a user
+
+        def refuse(self: Path, *args: object, **kwargs: object) -> NoReturn:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "open", refuse)
+    assert main(["--root", str(tmp_path), "submit", str(secret)]) == 1
+    assert capsys.readouterr().err == f"watcherd: {secret}: permission denied\n"
+    assert not (tmp_path / "inbox").exists()
+
+
+def test_submit_reads_no_more_than_a_job_may_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--root", str(tmp_path), "submit", "/dev/zero"]) == 1
+    assert "limited to 65536" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../x.yaml", "a/b.yaml", ".hidden.yaml", ""])
+def test_submit_refuses_names_that_are_not_plain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    args = ["--root", str(tmp_path), "submit", "--repo-url", "https://h/a/b", "--prompt", "p"]
+    assert main([*args, "--name", name]) == 1
+    assert "give a plain file name" in capsys.readouterr().err
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_submit_gives_a_dot_file_a_name_the_daemon_claims(tmp_path: Path) -> None:
+    job = tmp_path / ".fix.yaml"
+    job.write_text("repo_url: https://h/a/b\nprompt: p\n")
+    assert main(["--root", str(tmp_path), "submit", str(job)]) == 0
+    assert [p.name for p in (tmp_path / "inbox").iterdir()] == ["fix.yaml"]
+
+
+def test_validate_a_missing_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nonexistent.yaml"
+    assert main(["--root", str(tmp_path), "validate", str(missing)]) == 1
+    assert capsys.readouterr().err == f"{missing}: no such file\n"
