@@ -124,3 +124,47 @@ def test_validate_a_missing_file_says_so(
     missing = tmp_path / "nonexistent.yaml"
     assert main(["--root", str(tmp_path), "validate", str(missing)]) == 1
     assert capsys.readouterr().err == f"{missing}: no such file\n"
+
+
+FAILED_ID = "20261126T210000Z-fix-1a2b3c"
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        f"../done/{FAILED_ID}",
+        "../../outside",
+        f"/tmp/{FAILED_ID}",
+        f"./{FAILED_ID}",
+        f".{FAILED_ID}",
+        f"{FAILED_ID}.yaml",
+        f"{FAILED_ID}/",
+        "",
+        "nope",
+    ],
+)
+def test_retry_takes_an_id_never_a_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], job_id: str
+) -> None:
+    root = tmp_path / "root"
+    for folder in ("failed", "done"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / f"{FAILED_ID}.yaml").write_text("x")
+    (tmp_path / "outside.yaml").write_text("x")
+    assert main(["--root", str(root), "retry", job_id]) == 1
+    assert "retry takes a failed job's id, such as" in capsys.readouterr().err
+    assert (root / "done" / f"{FAILED_ID}.yaml").exists()
+    assert (tmp_path / "outside.yaml").exists()
+    assert not (root / "inbox").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize(("folder", "state"), [("done", "done"), ("running", "running")])
+def test_retry_refuses_a_job_that_did_not_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str, state: str
+) -> None:
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / f"{FAILED_ID}.yaml").write_text("x")
+    assert main(["--root", str(tmp_path), "retry", FAILED_ID]) == 1
+    assert capsys.readouterr().err == f"watcherd: job {FAILED_ID} is {state}, not failed\n"
+    assert (tmp_path / folder / f"{FAILED_ID}.yaml").exists()
+    assert not any((tmp_path / "inbox").iterdir())

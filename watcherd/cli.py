@@ -17,7 +17,7 @@ from watcherd.config import Config, ConfigError, load_config
 from watcherd.filters import is_job_name
 from watcherd.fsutil import fsync_dir, rename_noreplace
 from watcherd.job import MAX_JOB_BYTES, InvalidJob, parse_job
-from watcherd.spool import Layout, Spool
+from watcherd.spool import JOB_ID_EXAMPLE, Layout, NotRetryable, Spool, is_job_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,12 +264,23 @@ def _validate(config: Config, args: argparse.Namespace) -> int:
 
 
 def _retry(config: Config, args: argparse.Namespace) -> int:
+    # Checked here before anything is created under the root; requeue checks again.
+    if not is_job_id(args.job_id):
+        print(
+            f"watcherd: retry takes a failed job's id, such as {JOB_ID_EXAMPLE}, "
+            f"not a path or file name: {args.job_id!r}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         layout = Layout(config.root)
         layout.ensure()
         target = Spool(layout).requeue(args.job_id)
-    except FileNotFoundError as exc:
+    except NotRetryable as exc:
         print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"watcherd: {exc.filename or config.root}: {_os_problem(exc)}", file=sys.stderr)
         return 1
     print(target)
     return 0
