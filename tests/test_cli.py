@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
+import watcherd
 from watcherd.cli import main
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "inbox.example").glob("*.yaml"))
@@ -168,3 +171,20 @@ def test_retry_refuses_a_job_that_did_not_fail(
     assert capsys.readouterr().err == f"watcherd: job {FAILED_ID} is {state}, not failed\n"
     assert (tmp_path / folder / f"{FAILED_ID}.yaml").exists()
     assert not any((tmp_path / "inbox").iterdir())
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"watcherd {watcherd.__version__}\n"
+
+
+def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
+    package_parent = Path(watcherd.__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-m", "watcherd", "--version"],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(package_parent)},
+    )  # fmt: skip
+    assert (run.returncode, run.stdout) == (0, f"watcherd {watcherd.__version__}\n")

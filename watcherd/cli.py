@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from watcherd import __version__
 from watcherd.config import Config, ConfigError, load_config
 from watcherd.filters import is_job_name
 from watcherd.fsutil import fsync_dir, rename_noreplace
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="watcherd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"watcherd {__version__}")
     parser.add_argument(
         "--config", type=Path, help="config file (default /etc/watcherd/config.yaml)"
     )
