@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+import watcherd
 from watcherd.cli import main
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "inbox.example").glob("*.yaml"))
@@ -59,3 +65,126 @@ def test_bad_config_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[st
     config.write_text("concurrency: 0\ncolour: red\n")
     assert main(["--config", str(config), "status"]) == 2
     assert "unknown setting(s): colour" in capsys.readouterr().err
+
+
+def test_submit_a_missing_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nonexistent.yaml"
+    assert main(["--root", str(tmp_path), "submit", str(missing)]) == 1
+    assert capsys.readouterr().err == f"watcherd: {missing}: no such file\n"
+
+
+def test_submit_a_directory_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "jobs.yaml"
+    folder.mkdir()
+    assert main(["--root", str(tmp_path), "submit", str(folder)]) == 1
+    assert capsys.readouterr().err == f"watcherd: {folder}: is a directory, not a job file\n"
+
+
+def test_submit_an_unreadable_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("prompt: x\n")
+    secret.chmod(0)
+    if os.geteuid() == 0:  # root reads it anyway: make open() answer as it would for a user
+
+        def refuse(self: Path, *args: object, **kwargs: object) -> NoReturn:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "open", refuse)
+    assert main(["--root", str(tmp_path), "submit", str(secret)]) == 1
+    assert capsys.readouterr().err == f"watcherd: {secret}: permission denied\n"
+    assert not (tmp_path / "inbox").exists()
+
+
+def test_submit_reads_no_more_than_a_job_may_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--root", str(tmp_path), "submit", "/dev/zero"]) == 1
+    assert "limited to 65536" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../x.yaml", "a/b.yaml", ".hidden.yaml", ""])
+def test_submit_refuses_names_that_are_not_plain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    args = ["--root", str(tmp_path), "submit", "--repo-url", "https://h/a/b", "--prompt", "p"]
+    assert main([*args, "--name", name]) == 1
+    assert "give a plain file name" in capsys.readouterr().err
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_submit_gives_a_dot_file_a_name_the_daemon_claims(tmp_path: Path) -> None:
+    job = tmp_path / ".fix.yaml"
+    job.write_text("repo_url: https://h/a/b\nprompt: p\n")
+    assert main(["--root", str(tmp_path), "submit", str(job)]) == 0
+    assert [p.name for p in (tmp_path / "inbox").iterdir()] == ["fix.yaml"]
+
+
+def test_validate_a_missing_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nonexistent.yaml"
+    assert main(["--root", str(tmp_path), "validate", str(missing)]) == 1
+    assert capsys.readouterr().err == f"{missing}: no such file\n"
+
+
+FAILED_ID = "20261126T210000Z-fix-1a2b3c"
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        f"../done/{FAILED_ID}",
+        "../../outside",
+        f"/tmp/{FAILED_ID}",
+        f"./{FAILED_ID}",
+        f".{FAILED_ID}",
+        f"{FAILED_ID}.yaml",
+        f"{FAILED_ID}/",
+        "",
+        "nope",
+    ],
+)
+def test_retry_takes_an_id_never_a_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], job_id: str
+) -> None:
+    root = tmp_path / "root"
+    for folder in ("failed", "done"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / f"{FAILED_ID}.yaml").write_text("x")
+    (tmp_path / "outside.yaml").write_text("x")
+    assert main(["--root", str(root), "retry", job_id]) == 1
+    assert "retry takes a failed job's id, such as" in capsys.readouterr().err
+    assert (root / "done" / f"{FAILED_ID}.yaml").exists()
+    assert (tmp_path / "outside.yaml").exists()
+    assert not (root / "inbox").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize(("folder", "state"), [("done", "done"), ("running", "running")])
+def test_retry_refuses_a_job_that_did_not_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str, state: str
+) -> None:
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / f"{FAILED_ID}.yaml").write_text("x")
+    assert main(["--root", str(tmp_path), "retry", FAILED_ID]) == 1
+    assert capsys.readouterr().err == f"watcherd: job {FAILED_ID} is {state}, not failed\n"
+    assert (tmp_path / folder / f"{FAILED_ID}.yaml").exists()
+    assert not any((tmp_path / "inbox").iterdir())
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"watcherd {watcherd.__version__}\n"
+
+
+def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
+    package_parent = Path(watcherd.__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-m", "watcherd", "--version"],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(package_parent)},
+    )  # fmt: skip
+    assert (run.returncode, run.stdout) == (0, f"watcherd {watcherd.__version__}\n")

@@ -44,6 +44,7 @@ def test_full_job() -> None:
         ("repo_url: https://h/r\nprompt: [a]\n", "prompt: expected a string, got list"),
         ("repo_url: https://h/r\nprompt: p\ntimeout: soon\n", "timeout: expected seconds"),
         ("repo_url: https://h/r\nprompt: p\ntimeout: 1000d\n", "timeout: 86400000s is more"),
+        ("repo_url: https://h/r\nprompt: p\ntimeout: .nan\n", "timeout: expected a finite"),
         ("repo_url: https://h/r\nprompt: p\nretries: -1\n", "retries: must be between"),
         ("repo_url: https://h/r\nprompt: p\nretries: true\n", "retries: expected a whole"),
         ("repo_url: https://h/r\nprompt: p\nmode: yolo\n", "mode: expected one of exec, review"),
@@ -53,6 +54,11 @@ def test_full_job() -> None:
         ("repo_url: https://h/r\nprompt: p\nenv: {GIT_SSH: x}\n", "GIT_SSH is reserved"),
         ("repo_url: https://h/r\nprompt: p\nenv: {CODEX_API_KEY: x}\n", "reserved"),
         ("repo_url: https://h/r\nprompt: p\nenv: {'1X': x}\n", "not a valid variable name"),
+        # A trailing newline once slipped past the name checks ("$" matches before it).
+        ('repo_url: https://h/r\nprompt: p\nenv: {"A\\n": x}\n', "not a valid variable name"),
+        ('repo_url: https://h/r\nprompt: p\nrepo_dir: "w\\n"\n', "repo_dir: 'w\\n' must be"),
+        ('repo_url: https://h/r\nprompt: p\nrepo_ref: "main\\n"\n', "repo_ref: 'main\\n' is not"),
+        ('repo_url: https://h/r\nprompt: p\nmodel: "gpt-5\\n"\n', "model: 'gpt-5\\n' is not"),
         ("repo_url: https://h/r\nprompt: p\nrepo_dir: ../etc\n", "repo_dir: '../etc' must be"),
         ("repo_url: https://h/r\nprompt: p\nrepo_dir: .git\n", "repo_dir"),
         ("repo_url: https://h/r\nprompt: p\nrepo_ref: --upload-pack=x\n", "repo_ref"),
@@ -112,3 +118,31 @@ def test_policy_from_config() -> None:
     with pytest.raises(InvalidJob, match="not in allowed_repos"):
         parse("repo_url: https://evil.example/acme/x\nprompt: p\n", config)
     assert parse("repo_url: https://github.com/acme/x\nprompt: p\n", config).repo_dir == "x"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "repo_url: https://h/a/b\nprompt: p\nrepo_url: https://h/c/d\n",
+            "line 3: duplicate key 'repo_url' (first on line 1)",
+        ),
+        (
+            "repo_url: https://h/a/b\nprompt: p\nenv:\n  CI: '1'\n  CI: '2'\n",
+            "line 5: duplicate key 'CI' (first on line 4)",
+        ),
+        (
+            "repo_url: https://h/a/b\nprompt: p\nenv: {A: x, B: y, A: z}\n",
+            "line 3: duplicate key 'A' (first on line 3)",
+        ),
+        # Quoting does not make a key different.
+        (
+            "repo_url: https://h/a/b\n'prompt': p\n\"prompt\": q\n",
+            "line 3: duplicate key 'prompt' (first on line 2)",
+        ),
+    ],
+)
+def test_duplicate_keys_are_refused_with_their_lines(text: str, expected: str) -> None:
+    with pytest.raises(InvalidJob) as caught:
+        parse(text)
+    assert str(caught.value) == expected

@@ -6,6 +6,7 @@ from watcherd.repourl import (
     RepoUrlError,
     check_repo_url,
     has_credentials,
+    is_safe_segment,
     redact,
     repo_name,
     url_protocol,
@@ -41,3 +42,13 @@ def test_names_and_credentials() -> None:
 def test_never_protocols_even_if_configured() -> None:
     with pytest.raises(RepoUrlError):
         check_repo_url("fd::3", ("*",), ("https", "fd"))
+
+
+@pytest.mark.parametrize("name", ["w", "my_repo.v2", "a-b"])
+def test_safe_segments(name: str) -> None:
+    assert is_safe_segment(name)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", ".git", "-rf", "a/b", "w\n", "a b", "x" * 101])
+def test_unsafe_segments(name: str) -> None:
+    assert not is_safe_segment(name)

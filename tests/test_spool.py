@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watcherd.fsutil import rename_noreplace
-from watcherd.spool import Layout, Spool, new_job_id
+from watcherd.spool import Layout, NotRetryable, Spool, is_job_id, new_job_id
 
 
 def make_spool(root: Path) -> Spool:
@@ -153,6 +153,52 @@ def test_threads_racing_claim_each_file_once(
 @given(st.text(min_size=0, max_size=200))
 def test_job_ids_are_safe(name: str) -> None:
     job_id = new_job_id(name)
+    assert is_job_id(job_id)  # so retry takes every id the daemon gives
     assert job_id.replace("-", "").replace(".", "").replace("_", "").isalnum()
     assert not job_id.startswith(("-", "."))
     assert len(job_id) <= 70
+
+
+FAILED_ID = "20261126T210000Z-fix-1a2b3c"
+
+
+def test_requeue_puts_a_failed_job_back_under_a_new_name(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    (spool.layout.failed / f"{FAILED_ID}.yaml").write_bytes(b"prompt: x\n")
+    target = spool.requeue(FAILED_ID)
+    assert target.parent == spool.layout.inbox
+    assert target.name.startswith("fix-retry-") and target.read_bytes() == b"prompt: x\n"
+    assert not (spool.layout.failed / f"{FAILED_ID}.yaml").exists()
+    with pytest.raises(NotRetryable, match=f"no failed job {FAILED_ID} in "):
+        spool.requeue(FAILED_ID)  # once only
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [f"../done/{FAILED_ID}", "../../outside", str(Path("/tmp") / FAILED_ID), f".{FAILED_ID}",
+     f"{FAILED_ID}/..", f"{FAILED_ID}.yaml", "", "..", "nope"],
+)  # fmt: skip
+def test_requeue_takes_an_id_never_a_path(tmp_path: Path, job_id: str) -> None:
+    spool = make_spool(tmp_path / "root")
+    (spool.layout.done / f"{FAILED_ID}.yaml").write_text("x")
+    (tmp_path / "outside.yaml").write_text("x")
+    with pytest.raises(NotRetryable, match="is not a job id"):
+        spool.requeue(job_id)
+    assert list(spool.layout.inbox.iterdir()) == []
+
+
+@pytest.mark.parametrize("state", ["done", "running"])
+def test_requeue_refuses_a_job_that_did_not_fail(tmp_path: Path, state: str) -> None:
+    spool = make_spool(tmp_path)
+    (tmp_path / state / f"{FAILED_ID}.yaml").write_text("x")
+    with pytest.raises(NotRetryable, match=f"job {FAILED_ID} is {state}, not failed"):
+        spool.requeue(FAILED_ID)
+    assert (tmp_path / state / f"{FAILED_ID}.yaml").exists()
+
+
+def test_requeue_refuses_what_was_never_a_job_file(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    os.symlink("/etc/passwd", spool.layout.failed / f"{FAILED_ID}.yaml")
+    with pytest.raises(NotRetryable, match="is a symlink, not a job file"):
+        spool.requeue(FAILED_ID)
+    assert list(spool.layout.inbox.iterdir()) == []

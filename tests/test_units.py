@@ -13,7 +13,9 @@ def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["soon", -1, 0, True, None, "1y"])
+@pytest.mark.parametrize(
+    "value", ["soon", -1, 0, True, None, "1y", float("inf"), float("nan"), "9" * 400]
+)
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(value)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from watcherd import __version__
 from watcherd.config import Config, ConfigError, load_config
 from watcherd.filters import is_job_name
 from watcherd.fsutil import fsync_dir, rename_noreplace
-from watcherd.job import InvalidJob, parse_job
-from watcherd.spool import Layout, Spool
+from watcherd.job import MAX_JOB_BYTES, InvalidJob, parse_job
+from watcherd.spool import JOB_ID_EXAMPLE, Layout, NotRetryable, Spool, is_job_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="watcherd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"watcherd {__version__}")
     parser.add_argument(
         "--config", type=Path, help="config file (default /etc/watcherd/config.yaml)"
     )
@@ -129,9 +131,21 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _submit(config: Config, args: argparse.Namespace) -> int:
+    if args.name is not None and not _is_plain_name(args.name):
+        print(
+            f"watcherd: --name {args.name!r}: give a plain file name, without '/' and not "
+            "starting with '.' (the daemon never claims those)",
+            file=sys.stderr,
+        )
+        return 1
     if args.file:
-        data = args.file.read_bytes()
-        name = args.name or args.file.name
+        try:
+            data = _read_job_file(args.file)
+        except OSError as exc:
+            print(f"watcherd: {args.file}: {_os_problem(exc)}", file=sys.stderr)
+            return 1
+        # A dot-name would sit in the inbox unclaimed, as if still being written.
+        name = args.name or args.file.name.lstrip(".") or "job.yaml"
     else:
         fields = {
             key: getattr(args, key)
@@ -148,10 +162,36 @@ def _submit(config: Config, args: argparse.Namespace) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     inbox = Layout(config.root).inbox
-    inbox.mkdir(parents=True, exist_ok=True)
-    target = submit_bytes(inbox, name, data)
+    try:
+        inbox.mkdir(parents=True, exist_ok=True)
+        target = submit_bytes(inbox, name, data)
+    except OSError as exc:
+        print(f"watcherd: cannot write into {inbox}: {_os_problem(exc)}", file=sys.stderr)
+        return 1
     print(target)
     return 0
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+
+
+def _read_job_file(path: Path) -> bytes:
+    """A job file's bytes, at most one more than a job may have: enough for parse_job to
+    say it is too big without reading all of a huge file."""
+    with path.open("rb") as handle:
+        return handle.read(MAX_JOB_BYTES + 1)
+
+
+def _os_problem(exc: OSError) -> str:
+    """'no such file' rather than "[Errno 2] No such file or directory: '...'"."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a job file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or str(exc)).lower()
 
 
 def submit_bytes(inbox: Path, name: str, data: bytes) -> Path:
@@ -210,11 +250,15 @@ def _validate(config: Config, args: argparse.Namespace) -> int:
     bad = 0
     for path in args.files:
         try:
-            if path.is_symlink() or not path.is_file():
+            # As the daemon sees it: it never follows a link nor opens a fifo.
+            if path.is_symlink() or (path.exists() and not path.is_file()):
                 raise InvalidJob("not a regular file")
-            parse_job(path.read_bytes(), config)
-        except (InvalidJob, OSError) as exc:
+            parse_job(_read_job_file(path), config)
+        except InvalidJob as exc:
             print(f"{path}: {exc}", file=sys.stderr)
+            bad += 1
+        except OSError as exc:
+            print(f"{path}: {_os_problem(exc)}", file=sys.stderr)
             bad += 1
         else:
             print(f"{path}: ok")
@@ -222,12 +266,23 @@ def _validate(config: Config, args: argparse.Namespace) -> int:
 
 
 def _retry(config: Config, args: argparse.Namespace) -> int:
+    # Checked here before anything is created under the root; requeue checks again.
+    if not is_job_id(args.job_id):
+        print(
+            f"watcherd: retry takes a failed job's id, such as {JOB_ID_EXAMPLE}, "
+            f"not a path or file name: {args.job_id!r}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         layout = Layout(config.root)
         layout.ensure()
         target = Spool(layout).requeue(args.job_id)
-    except FileNotFoundError as exc:
+    except NotRetryable as exc:
         print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"watcherd: {exc.filename or config.root}: {_os_problem(exc)}", file=sys.stderr)
         return 1
     print(target)
     return 0

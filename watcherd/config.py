@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -12,13 +13,28 @@ from typing import Any
 
 import yaml
 
+from watcherd.envnames import check_env
 from watcherd.repourl import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
 from watcherd.units import parse_duration, parse_size
+from watcherd.yamlsafe import DuplicateKeyError
+from watcherd.yamlsafe import load as load_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/watcherd/config.yaml")
 DEFAULT_IMAGE = "watcherd-codex:0.171.0"
 NETWORK_MODES = ("bridge", "none", "host")
 AUTH_MODES = ("login", "api_key", "none")
+
+# Floors for the per-container caps. Docker reads a pids limit of 0 or -1 as "no limit",
+# which would remove the guard against fork bombs; and the pids cgroup counts threads, so
+# Codex's own runtime threads, git's helpers and the agent's shell need a few dozen.
+MIN_PIDS_LIMIT = 64
+# Docker refuses less than 6 MiB, but git and Codex are killed for memory well below
+# 64 MiB: a lower cap would only make every job fail late and obscurely.
+MIN_MEMORY_LIMIT = 64 * 1024**2
+MIN_DISK_BUDGET = 16 * 1024**2  # a checkout of a small repository and the outputs
+MIN_LOG_MAX_SIZE = 64 * 1024  # the worker's own lines about a job
+# Docker's own minimum (NanoCPUs >= 1e7); below it every container start is refused.
+MIN_CPUS = 0.01
 
 
 class ConfigError(ValueError):
@@ -117,9 +133,13 @@ def load_config(
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from exc
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -158,15 +178,34 @@ def _as_path(value: Any) -> Path:
 
 
 def _as_int(value: Any) -> int:
+    """A whole number, or a string of one (environment variables are strings). 2.7 and
+    "2.7" are refused: truncating them would quietly run with a number nobody wrote."""
     if isinstance(value, bool):
         raise ValueError("expected a whole number, got a boolean")
-    return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)  # surrounding whitespace is fine, a decimal point is not
+        except ValueError:
+            pass
+    raise ValueError(f"expected a whole number, got {value!r}")
 
 
 def _as_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
-    return float(value)
+    if not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):  # NaN passes every comparison with a limit
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
 
 
 def _as_str_tuple(value: Any) -> tuple[str, ...]:
@@ -182,9 +221,8 @@ def _as_path_tuple(value: Any) -> tuple[Path, ...]:
 
 
 def _as_env(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ValueError("expected a mapping of variable names to values")
-    return {k: str(v) for k, v in value.items()}
+    # The same names are reserved as in a job's env: extra_env reaches every job container.
+    return check_env(value, setter="the config")
 
 
 _CONVERTERS: dict[str, Any] = {
@@ -218,13 +256,7 @@ _CONVERTERS: dict[str, Any] = {
 
 
 def _check(config: Config, source: str) -> None:
-    problems = []
-    if config.concurrency < 1:
-        problems.append("concurrency must be at least 1")
-    if not 0 <= config.retries <= config.max_retries:
-        problems.append(f"retries must be between 0 and max_retries ({config.max_retries})")
-    if config.settle_seconds < 0:
-        problems.append("settle_seconds must not be negative")
+    problems = _range_problems(config)
     if config.network_mode not in NETWORK_MODES:
         problems.append(f"network_mode must be one of {', '.join(NETWORK_MODES)}")
     if config.auth_mode not in AUTH_MODES:
@@ -247,6 +279,47 @@ def _check(config: Config, source: str) -> None:
         )
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _range_problems(config: Config) -> list[str]:
+    """Every number within its range, each problem naming its key. The converters already
+    made the durations (rescan_seconds, backoff_*, *_timeout) more than zero."""
+    problems = []
+    if config.concurrency < 1:
+        problems.append(f"concurrency must be at least 1, got {config.concurrency}")
+    if config.pids_limit < MIN_PIDS_LIMIT:
+        problems.append(f"pids_limit must be at least {MIN_PIDS_LIMIT}, got {config.pids_limit}")
+    if config.cpus < MIN_CPUS:
+        problems.append(f"cpus must be at least {MIN_CPUS}, got {config.cpus:g}")
+    if config.memory_limit < MIN_MEMORY_LIMIT:
+        problems.append(
+            f"memory_limit must be at least 64m ({MIN_MEMORY_LIMIT} bytes), "
+            f"got {config.memory_limit} bytes"
+        )
+    if config.settle_seconds < 0:
+        problems.append(f"settle_seconds must not be negative, got {config.settle_seconds:g}")
+    if config.disk_budget < MIN_DISK_BUDGET:
+        problems.append(f"disk_budget must be at least 16m, got {config.disk_budget} bytes")
+    if config.log_max_size < MIN_LOG_MAX_SIZE:
+        problems.append(f"log_max_size must be at least 64k, got {config.log_max_size} bytes")
+    if config.max_retries < 0:
+        problems.append(f"max_retries must not be negative, got {config.max_retries}")
+    elif not 0 <= config.retries <= config.max_retries:
+        problems.append(
+            f"retries must be between 0 and max_retries ({config.max_retries}), "
+            f"got {config.retries}"
+        )
+    if config.backoff_initial > config.backoff_max:
+        problems.append(
+            f"backoff_initial ({config.backoff_initial:g}s) must not be more than "
+            f"backoff_max ({config.backoff_max:g}s)"
+        )
+    if config.default_timeout > config.max_timeout:
+        problems.append(
+            f"default_timeout ({config.default_timeout:g}s) must not be more than "
+            f"max_timeout ({config.max_timeout:g}s)"
+        )
+    return problems
 
 
 _GIT_AUTHOR = re.compile(r"^[^<>\n]+ <[^<>\s]+>$")

@@ -20,7 +20,15 @@ from watcherd.container import IMAGE_HOME, job_user
 
 log = logging.getLogger("watcherd.image")
 
-REPO_IMAGE_DIR = Path(__file__).resolve().parent.parent / "image"
+# The worker image's build context: inside the package when installed from a wheel (the
+# wheel maps image/ to watcherd/image_context, see pyproject.toml), else the top-level
+# image/ folder of a checkout or an editable install.
+_PACKAGED_IMAGE_DIR = Path(__file__).resolve().parent / "image_context"
+REPO_IMAGE_DIR = (
+    _PACKAGED_IMAGE_DIR
+    if _PACKAGED_IMAGE_DIR.is_dir()
+    else Path(__file__).resolve().parent.parent / "image"
+)
 
 
 class ImageError(RuntimeError):

@@ -15,29 +15,14 @@ from typing import Any
 import yaml
 
 from watcherd.config import Config
+from watcherd.envnames import check_env
 from watcherd.repourl import RepoUrlError, check_repo_url, is_safe_segment, repo_name
 from watcherd.units import parse_duration, parse_size
+from watcherd.yamlsafe import DuplicateKeyError, UniqueKeyLoader
 
 MAX_JOB_BYTES = 64 * 1024
 MODES = ("exec", "review")
 
-# Variables the worker image reads or that would let a job escape its contract.
-RESERVED_ENV = frozenset(
-    {
-        "REPO_URL",
-        "PROMPT",
-        "REPO_DIR",
-        "REPO_REF",
-        "JOB_BRANCH",
-        "HOME",
-        "PATH",
-        "USER",
-        "SHELL",
-        "TMPDIR",
-    }
-)
-RESERVED_ENV_PREFIXES = ("CODEX_", "LD_", "GIT_", "WATCHERD_", "SSL_", "OPENAI_")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/@+-]{0,199}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,99}$")
@@ -95,9 +80,10 @@ def parse_job(data: bytes, config: Config) -> JobSpec:
     return _spec_from_mapping(document, config)
 
 
-class _JobLoader(yaml.SafeLoader):
+class _JobLoader(UniqueKeyLoader):
     """Safe YAML without anchors and aliases: a job file has no use for them, and
-    refusing them rules out alias bombs whatever the parser does with them."""
+    refusing them rules out alias bombs whatever the parser does with them. Duplicate
+    keys are refused too (UniqueKeyLoader), at any depth."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -109,6 +95,8 @@ class _JobLoader(yaml.SafeLoader):
 def _load_yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_JobLoader)  # a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise InvalidJob(str(exc)) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -173,7 +161,7 @@ def _check_prompt(value: Any, config: Config) -> str:
 
 def _check_repo_ref(value: Any, config: Config) -> str:
     ref = _string(value)
-    if not _REF.match(ref) or ".." in ref:
+    if not _REF.fullmatch(ref) or ".." in ref:
         raise ValueError(f"{ref!r} is not a branch, tag or commit name")
     return ref
 
@@ -192,7 +180,7 @@ def _check_branch(value: Any, config: Config) -> str:
     name = _string(value)
     parts = name.split("/")
     if (
-        not _BRANCH.match(name)
+        not _BRANCH.fullmatch(name)
         or ".." in name
         or any(not part or part.startswith(".") or part.endswith(".lock") for part in parts)
         or name.endswith(".")
@@ -229,7 +217,7 @@ def _check_flags(value: Any, config: Config) -> tuple[str, ...]:
 
 def _check_model(value: Any, config: Config) -> str:
     model = _string(value)
-    if not _MODEL.match(model):
+    if not _MODEL.fullmatch(model):
         raise ValueError(f"{model!r} is not a model name")
     return model
 
@@ -265,18 +253,7 @@ def _check_cpus(value: Any, config: Config) -> float:
 
 
 def _check_env(value: Any, config: Config) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping of NAME: value, got {_kind(value)}")
-    env: dict[str, str] = {}
-    for name, item in value.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid variable name")
-        if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
-            raise ValueError(f"{name} is reserved and cannot be set by a job")
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise ValueError(f"{name}: expected a string or number, got {_kind(item)}")
-        env[name] = str(item)
-    return env
+    return check_env(value, setter="a job")
 
 
 _CHECKS = {

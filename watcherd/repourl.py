@@ -90,7 +90,7 @@ def repo_name(url: str) -> str:
 
 def is_safe_segment(name: str) -> bool:
     """One path segment of ``[A-Za-z0-9._-]``, not ``.``/``..``, not starting with ``-``/``.``."""
-    return bool(_SAFE_SEGMENT.match(name)) and len(name) <= 100
+    return bool(_SAFE_SEGMENT.fullmatch(name)) and len(name) <= 100
 
 
 def without_credentials(url: str) -> str:

@@ -29,6 +29,10 @@ from watcherd.job import MAX_JOB_BYTES
 from watcherd.settle import Signature
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# What new_job_id makes, matched whole: it starts with a digit and has no '/', so a string
+# that passes is one file name in one folder, never a path.
+_JOB_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9._-]{1,40}-[0-9a-f]{6}")
+JOB_ID_EXAMPLE = "20261126T210000Z-fix-1a2b3c"
 
 
 def new_job_id(file_name: str, now: datetime | None = None) -> str:
@@ -37,6 +41,15 @@ def new_job_id(file_name: str, now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     stem = _UNSAFE.sub("-", job_stem(file_name)).strip("-.")[:40].strip("-.") or "job"
     return f"{stamp}-{stem}-{secrets.token_hex(3)}"
+
+
+def is_job_id(text: str) -> bool:
+    """A job id as new_job_id makes them (``20261126T210000Z-fix-1a2b3c``)."""
+    return _JOB_ID.fullmatch(text) is not None
+
+
+class NotRetryable(ValueError):
+    """requeue() was given something other than a failed job's id; ``str()`` says why."""
 
 
 @dataclass(frozen=True)
@@ -278,15 +291,39 @@ class Spool:
     # -- retry -------------------------------------------------------------------------
 
     def requeue(self, job_id: str) -> Path:
-        """failed/<id>.yaml back into the inbox as a new job (it gets a new id when claimed)."""
+        """failed/<id>.yaml back into the inbox as a new job (it gets a new id when claimed).
+
+        Takes a failed job's id and nothing else: a path such as ``../done/<id>`` would
+        otherwise move any YAML file the caller can name into the inbox. Anything else
+        raises NotRetryable saying why.
+        """
+        if not is_job_id(job_id):
+            raise NotRetryable(f"{job_id!r} is not a job id (one like {JOB_ID_EXAMPLE})")
         source = self.layout.failed / f"{job_id}.yaml"
-        if not source.is_file() or source.is_symlink():
-            raise FileNotFoundError(f"no failed job {job_id!r} in {self.layout.failed}")
-        stem = job_id.split("-", 1)[1].rsplit("-", 1)[0] if job_id.count("-") >= 2 else job_id
+        try:
+            mode = os.lstat(source).st_mode
+        except FileNotFoundError:
+            raise NotRetryable(self._not_failed(job_id)) from None
+        if not stat.S_ISREG(mode):
+            # A symlink, directory or fifo dropped into the inbox: never a job to run.
+            raise NotRetryable(f"job {job_id} is a {_kind(mode)}, not a job file")
+        stem = job_id.split("-", 1)[1].rsplit("-", 1)[0]
         target = self.layout.inbox / f"{stem}-retry-{secrets.token_hex(3)}.yaml"
-        rename_noreplace(source, target)
+        try:
+            rename_noreplace(source, target)
+        except FileNotFoundError:
+            if os.path.lexists(source):
+                raise  # no inbox folder
+            # Retried by someone else just now.
+            raise NotRetryable(self._not_failed(job_id)) from None
         self._sync(self.layout.failed, self.layout.inbox)
         return target
+
+    def _not_failed(self, job_id: str) -> str:
+        for folder, state in ((self.layout.running, "running"), (self.layout.done, "done")):
+            if os.path.lexists(folder / f"{job_id}.yaml"):
+                return f"job {job_id} is {state}, not failed"
+        return f"no failed job {job_id} in {self.layout.failed}"
 
     @staticmethod
     def _sync(*folders: Path) -> None:

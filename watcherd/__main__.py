@@ -1,0 +1,8 @@
+"""``python -m watcherd ...``: the same as the ``watcherd`` command."""
+
+import sys
+
+from watcherd.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
