@@ -39,7 +39,7 @@ class AgentHomes:
         """A new home, with what the job may have of ``source`` (the operator's Codex dir)."""
         home = self.path(job_id)
         remove_tree(home)
-        self.folder.mkdir(mode=0o700, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         home.mkdir(mode=0o700)
         as_root = os.geteuid() == 0
         if as_root:

@@ -69,7 +69,7 @@ class Workspaces:
         workspace = self.describe(job_id, key)
         path = workspace.path
         remove_tree(path)
-        self.folder.mkdir(mode=0o755, exist_ok=True)
+        self.folder.mkdir(mode=0o755, parents=True, exist_ok=True)
         path.mkdir(mode=0o700)
         env = git_env(
             self.allowed_protocols,
