@@ -63,6 +63,7 @@ class RepoCache:
         self.root = root
         self.allowed_protocols = tuple(allowed_protocols)
         self.fetch_timeout = fetch_timeout
+        self._fetch_began: dict[str, float] = {}  # key -> when its last good fetch began
 
     def cache_path(self, key: str) -> Path:
         return self.root / "cache" / f"{key}.git"
@@ -77,16 +78,22 @@ class RepoCache:
         default branch when None)."""
         key = cache_key(url)
         path = self.cache_path(key)
+        asked = time.monotonic()
         with self._locked(key, stop):
             if not (path / "HEAD").is_file():
                 self._create_bare(path, alternates=None)
-            self._fetch(
-                path,
-                url,
-                ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
-                 "+HEAD:refs/upstream/HEAD"],
-                prune=True,
-            )  # fmt: skip
+            # Jobs that waited for the lock while another fetched this repository take
+            # that fetch: it began after they asked, so it is as fresh as theirs would be.
+            if self._fetch_began.get(key, -1.0) < asked:
+                began = time.monotonic()
+                self._fetch(
+                    path,
+                    url,
+                    ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
+                     "+HEAD:refs/upstream/HEAD"],
+                    prune=True,
+                )  # fmt: skip
+                self._fetch_began[key] = began
             commit = self._resolve(path, ref)
             if commit is None and ref is not None:
                 # Not a branch or tag the remote advertises: a commit id or another ref.

@@ -98,6 +98,7 @@ class Workspaces:
             remove_tree(path)
             return
         _chown_tree(path, NOBODY)
+        os.chmod(path, 0o755)  # readable for inspection; git still refuses to run in it
         now = time.time()
         os.utime(path, (now, now))  # the seal time orders pruning
 
