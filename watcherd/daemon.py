@@ -1,7 +1,8 @@
 """The daemon: start-up (recover, then watch), the main loop, shutdown.
 
 Data flows one way: the watcher wakes the loop → the spool claims → a job
-thread runs it → the spool finishes it. Signals only set the stop event.
+thread runs it → the spool finishes it. Signals only set flags and wake the loop
+(watcherd/signals.py); the loop itself shuts down or reloads the config (SIGHUP).
 """
 
 from __future__ import annotations
@@ -10,20 +11,22 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from watcherd.auth import load_api_key, login_dirs
 from watcherd.config import Config
 from watcherd.job import InvalidJob, JobSpec, parse_job
 from watcherd.jobrun import Interrupted, JobLife, Lease
+from watcherd.reload import reload_config
 from watcherd.results import JobState, Outcome, write_exit_json
 from watcherd.retry import Backoff
 from watcherd.runner import DockerRunner, EngineUnavailable, Runner
 from watcherd.scheduler import Scheduler
 from watcherd.sdnotify import Notifier, QueueCounts
 from watcherd.settle import SettleTracker
+from watcherd.signals import SignalRelay
 from watcherd.spool import Claimed, InboxEntry, Layout, Spool
 from watcherd.watch import InboxWatcher
 
@@ -39,8 +42,15 @@ class _Active:
 
 
 class Server:
-    def __init__(self, config: Config, runner: Runner | None = None) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: Config,
+        runner: Runner | None = None,
+        reload: Callable[[], Config] | None = None,  # re-reads the config file (SIGHUP)
+    ) -> None:
+        self.config = config  # one frozen Config, swapped whole by a reload
+        self._load_config = reload
+        self._reload_requested = threading.Event()
         self._notifier = Notifier.from_environ()
         self._counts = QueueCounts()
         self.spool = Spool(Layout(config.root))
@@ -71,6 +81,11 @@ class Server:
         self.stop_event.set()
         self._wake.set()
 
+    def request_reload(self) -> None:
+        """Re-read the config at the main loop's next turn (SIGHUP)."""
+        self._reload_requested.set()
+        self._wake.set()
+
     def startup(self) -> bool:
         self.spool.layout.ensure()
         self._scheduler.auth_dirs = login_dirs(self.config)
@@ -90,6 +105,10 @@ class Server:
     def main_loop(self) -> None:
         next_rescan = 0.0
         while not self.stop_event.is_set():
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._reload()
+                next_rescan = 0.0  # rescan now, then every (new) rescan_seconds
             now = time.monotonic()
             self._reap()
             if self._watcher.ensure_alive() or now >= next_rescan:
@@ -120,12 +139,25 @@ class Server:
         log.info("stopped; jobs still in running/ are adopted at the next start")
 
     def _install_signal_handlers(self) -> None:
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
+        def stop(signum: signal.Signals) -> None:
+            log.info("received %s, shutting down", signum.name)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        def reload(signum: signal.Signals) -> None:
+            log.info("received %s, reloading the config", signum.name)
+            self.request_reload()
+
+        SignalRelay({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}).install()
+
+    def _reload(self) -> None:
+        self._notifier.reloading()
+        config = reload_config(self.config, self._load_config)
+        # Everything that kept a piece of the config gets the same new one.
+        self.config = config
+        self._life.config = config
+        self._scheduler.concurrency = config.concurrency
+        self._settle.settle_seconds = config.settle_seconds
+        self._notifier.ready(self._status())
 
     def _status(self) -> str:
         self._counts.inbox = len(self._settle)  # the last scan, less what was claimed since
