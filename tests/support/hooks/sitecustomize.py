@@ -3,6 +3,10 @@
 Python imports ``sitecustomize`` at start-up from the first folder on sys.path that has
 one; this folder is put on PYTHONPATH only by the tests that want these hooks:
 
+WATCHERD_TEST_MDWX=1
+    Apply systemd's MemoryDenyWriteExecute= filter (tests/support/mdwx.py) before the
+    program imports anything, as the unit does (tests/test_systemd_unit.py).
+
 WATCHERD_TEST_STALL_FILE=<path>
     While that file exists, ``Spool.scan_inbox`` (called on every turn of the daemon's
     main loop, on the main thread) blocks. Job threads, the inbox watcher and the
@@ -15,6 +19,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+
+if os.environ.get("WATCHERD_TEST_MDWX") == "1":
+    from tests.support import mdwx
+
+    mdwx.install()
 
 _STALL_FILE = os.environ.get("WATCHERD_TEST_STALL_FILE")
 
