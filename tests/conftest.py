@@ -73,8 +73,10 @@ def daemon_config(behave: str) -> dict[str, Any]:
 def start_daemon(work_root: Path, daemon_config: dict[str, Any]) -> Iterator[Any]:
     started: list[DaemonProcess] = []
 
-    def start(wait_ready: bool = True, **overrides: Any) -> DaemonProcess:
-        daemon = DaemonProcess(work_root, {**daemon_config, **overrides})
+    def start(
+        wait_ready: bool = True, env: dict[str, str] | None = None, **overrides: Any
+    ) -> DaemonProcess:
+        daemon = DaemonProcess(work_root, {**daemon_config, **overrides}, env=env)
         started.append(daemon)
         return daemon.start(wait_ready=wait_ready)
 

@@ -126,7 +126,14 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         except ImageError as exc:
             logging.getLogger("watcherd").error("%s", exc)
             return 1
-    Server(config).run()
+
+    def reload() -> Config:
+        # SIGHUP: the same file, environment and flags that `main` built `config` from.
+        return load_config(
+            args.config, root=str(args.root) if args.root else None, log_format=args.log_format
+        )
+
+    Server(config, reload=reload).run()
     return 0
 
 

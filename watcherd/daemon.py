@@ -1,30 +1,32 @@
 """The daemon: start-up (recover, then watch), the main loop, shutdown.
 
 Data flows one way: the watcher wakes the loop → the spool claims → a job
-thread runs it → the spool finishes it. Signals only set the stop event.
+thread runs it → the spool finishes it. Signals only set flags and wake the loop
+(watcherd/signals.py); the loop itself shuts down or reloads the config (SIGHUP).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from watcherd.auth import load_api_key, login_dirs
 from watcherd.config import Config
 from watcherd.job import InvalidJob, JobSpec, parse_job
 from watcherd.jobrun import Interrupted, JobLife, Lease
+from watcherd.reload import reload_config
 from watcherd.results import JobState, Outcome, write_exit_json
 from watcherd.retry import Backoff
 from watcherd.runner import DockerRunner, EngineUnavailable, Runner
 from watcherd.scheduler import Scheduler
+from watcherd.sdnotify import Notifier, QueueCounts
 from watcherd.settle import SettleTracker
+from watcherd.signals import SignalRelay
 from watcherd.spool import Claimed, InboxEntry, Layout, Spool
 from watcherd.watch import InboxWatcher
 
@@ -40,8 +42,17 @@ class _Active:
 
 
 class Server:
-    def __init__(self, config: Config, runner: Runner | None = None) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: Config,
+        runner: Runner | None = None,
+        reload: Callable[[], Config] | None = None,  # re-reads the config file (SIGHUP)
+    ) -> None:
+        self.config = config  # one frozen Config, swapped whole by a reload
+        self._load_config = reload
+        self._reload_requested = threading.Event()
+        self._notifier = Notifier.from_environ()
+        self._counts = QueueCounts()
         self.spool = Spool(Layout(config.root))
         self.runner: Runner = runner or DockerRunner(config.docker_host)
         self.stop_event = threading.Event()
@@ -70,6 +81,11 @@ class Server:
         self.stop_event.set()
         self._wake.set()
 
+    def request_reload(self) -> None:
+        """Re-read the config at the main loop's next turn (SIGHUP)."""
+        self._reload_requested.set()
+        self._wake.set()
+
     def startup(self) -> bool:
         self.spool.layout.ensure()
         self._scheduler.auth_dirs = login_dirs(self.config)
@@ -79,7 +95,7 @@ class Server:
         self._recover()
         self._watcher.start()
         self.ready.set()
-        _notify_systemd("READY=1")
+        self._notifier.ready(self._status())
         log.info(
             "ready: watching %s (image %s, concurrency %d)",
             self.spool.layout.inbox, self.config.image, self.config.concurrency,
@@ -89,21 +105,30 @@ class Server:
     def main_loop(self) -> None:
         next_rescan = 0.0
         while not self.stop_event.is_set():
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._reload()
+                next_rescan = 0.0  # rescan now, then every (new) rescan_seconds
             now = time.monotonic()
             self._reap()
             if self._watcher.ensure_alive() or now >= next_rescan:
                 next_rescan = now + self.config.rescan_seconds
             self._dispatch()
+            # The watchdog is fed here and nowhere else: a stalled loop stops the pings.
+            self._notifier.tick(self._status())
             deadline = self._settle.next_deadline(time.monotonic())
             timeout = next_rescan - time.monotonic()
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
+            ping_due = self._notifier.watchdog_due_in()
+            if ping_due is not None:
+                timeout = min(timeout, ping_due)
             self._wake.wait(max(timeout, 0.01))
             self._wake.clear()
 
     def shutdown(self) -> None:
         self.stop_event.set()
-        _notify_systemd("STOPPING=1")
+        self._notifier.stopping("stopping; running containers keep going")
         self._watcher.stop()
         for active in list(self._active.values()):
             active.thread.join()
@@ -114,16 +139,35 @@ class Server:
         log.info("stopped; jobs still in running/ are adopted at the next start")
 
     def _install_signal_handlers(self) -> None:
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
+        def stop(signum: signal.Signals) -> None:
+            log.info("received %s, shutting down", signum.name)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        def reload(signum: signal.Signals) -> None:
+            log.info("received %s, reloading the config", signum.name)
+            self.request_reload()
+
+        SignalRelay({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}).install()
+
+    def _reload(self) -> None:
+        self._notifier.reloading()
+        config = reload_config(self.config, self._load_config)
+        # Everything that kept a piece of the config gets the same new one.
+        self.config = config
+        self._life.config = config
+        self._scheduler.concurrency = config.concurrency
+        self._settle.settle_seconds = config.settle_seconds
+        self._notifier.ready(self._status())
+
+    def _status(self) -> str:
+        self._counts.inbox = len(self._settle)  # the last scan, less what was claimed since
+        self._counts.running = len(self._active) + len(self._pending)
+        return self._counts.status_text()
 
     def _wait_for_engine(self) -> bool:
         def report(exc: BaseException, delay: float) -> None:
             log.warning("waiting for the Docker Engine: %s (retry in %.1fs)", exc, delay)
+            self._notifier.status(f"waiting for the Docker Engine: {exc}")
 
         return Backoff(self.config.backoff_initial, self.config.backoff_max).wait_for(
             self.runner.ping, retry_on=EngineUnavailable, stop_event=self.stop_event,
@@ -205,6 +249,7 @@ class Server:
         except InvalidJob as exc:
             log.warning("job %s (%s) is invalid: %s", job.job_id, job.source_name, exc)
             self._life.finish(job, Outcome(JobState.INVALID, f"{job.source_name}: {exc}"))
+            self._counts.finished(ok=False)
             return None
 
     def _reject_special(self, entry: InboxEntry) -> None:
@@ -218,6 +263,7 @@ class Server:
         log.warning("job %s: %s", job_id, reason)
         outcome = Outcome(JobState.INVALID, reason)
         write_exit_json(self.spool.layout.out_dir(job_id), job_id, entry.name, outcome)
+        self._counts.finished(ok=False)
 
     def _launch(self, job: Claimed, spec: JobSpec, lease: Lease) -> None:
         if lease.auth_dir is not None:
@@ -233,7 +279,9 @@ class Server:
 
     def _run_job(self, job: Claimed, spec: JobSpec, lease: Lease) -> None:
         try:
-            self._life.run(job, spec, lease)
+            outcome = self._life.run(job, spec, lease)
+            if outcome is not None:  # None: interrupted by shutdown, left in running/
+                self._counts.finished(outcome.state.ok)
         except Interrupted:
             job.release()
         except Exception:
@@ -255,17 +303,3 @@ class Server:
 
 def _path_or_none(value: object) -> Path | None:
     return Path(value) if isinstance(value, str) else None
-
-
-def _notify_systemd(message: str) -> None:
-    """sd_notify for Type=notify units: READY once recovery is done."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(message.encode(), address)
-        except OSError as exc:
-            log.warning("could not notify systemd: %s", exc)

@@ -45,3 +45,7 @@ class SettleTracker:
 
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)
+
+    def __len__(self) -> int:
+        """Files the last scan saw and nobody claimed since: the inbox, as far as we know."""
+        return len(self._seen)

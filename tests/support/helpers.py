@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ import yaml
 
 T = TypeVar("T")
 TESTS = Path(__file__).resolve().parent.parent
+CHECKOUT = TESTS.parent
 BEHAVE_DIR = TESTS / "images" / "behave"
 
 
@@ -96,8 +97,11 @@ class DaemonProcess:
 
     _count = 0
 
-    def __init__(self, root: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self, root: Path, config: dict[str, Any], env: Mapping[str, str] | None = None
+    ) -> None:
         self.root = root
+        self.env = dict(env or {})  # on top of this process's environment
         DaemonProcess._count += 1
         name = f"watcherd-{DaemonProcess._count}"
         self.config_path = root.parent / f"{name}.yaml"
@@ -110,11 +114,19 @@ class DaemonProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "watcherd.cli", "--config", str(self.config_path), "run",
              "--no-build"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self._environ(),
         )  # fmt: skip
         if wait_ready:
             wait_for(lambda: "ready:" in self.log(), 60, "daemon ready")
         return self
+
+    def _environ(self) -> dict[str, str]:
+        environ = {**os.environ, **self.env}
+        # This checkout's watcherd, whichever one `pip install -e` points at.
+        environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(CHECKOUT), environ.get("PYTHONPATH")])
+        )
+        return environ
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
