@@ -19,7 +19,13 @@ from watcherd.config import Config, ConfigError
 from watcherd.reload import RELOADABLE, plan_reload, reload_config
 
 StartDaemon = Callable[..., DaemonProcess]
-URL = "https://example.invalid/acme/widgets.git"
+URL = ""  # a local repository, set for every test by use_local_repo
+
+
+@pytest.fixture(autouse=True)
+def use_local_repo(repo_url: str) -> None:
+    global URL
+    URL = repo_url
 
 
 # -- what a reload applies -------------------------------------------------------------

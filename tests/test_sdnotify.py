@@ -18,7 +18,13 @@ from tests.support.notify_socket import NotifySocket, unique_abstract_name
 from watcherd.sdnotify import Notifier, QueueCounts, watchdog_interval
 
 StartDaemon = Callable[..., DaemonProcess]
-URL = "https://example.invalid/acme/widgets.git"
+URL = ""  # a local repository, set for every test by use_local_repo
+
+
+@pytest.fixture(autouse=True)
+def use_local_repo(repo_url: str) -> None:
+    global URL
+    URL = repo_url
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ def seccomp_filters(pid: int | str) -> int:
 @needs_x86_64
 @pytest.mark.docker
 def test_daemon_runs_a_job_under_memory_deny_write_execute(
-    work_root: Path, start_daemon: StartDaemon
+    work_root: Path, start_daemon: StartDaemon, repo_url: str
 ) -> None:
     daemon = start_daemon(env={"PYTHONPATH": str(HOOKS), "WATCHERD_TEST_MDWX": "1"})
     assert daemon.proc is not None
@@ -194,7 +194,7 @@ def test_daemon_runs_a_job_under_memory_deny_write_execute(
     write_job(
         work_root / "inbox",
         "ok.yaml",
-        repo_url="https://example.invalid/acme/widgets.git",
+        repo_url=repo_url,
         prompt="succeed",
     )
     assert wait_finished(work_root, "ok.yaml")[0] == "done"
