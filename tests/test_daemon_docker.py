@@ -80,12 +80,27 @@ def yaml_bytes_kept(path: Path, prompt: str) -> bool:
     return f"prompt: {prompt}" in path.read_text()
 
 
+def test_an_agent_failure_is_not_retried_and_a_kill_from_outside_is(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    start_daemon()
+    job(work_root / "inbox", "bad.yaml", "fail")
+    folder, path = wait_finished(work_root, "bad.yaml")
+    record = exit_record(work_root, path)
+    assert (folder, record["state"], record["attempts"]) == ("failed", "failed", 1)
+    assert "worker exited with code 3" in record["reason"]
+    # Killed by a signal that was neither its timeout nor the OOM killer (an Engine
+    # restart, a docker stop): another attempt, within its retries.
+    job(work_root / "inbox", "killed.yaml", "crash", retries=1)
+    folder, path = wait_finished(work_root, "killed.yaml")
+    record = exit_record(work_root, path)
+    assert (folder, record["state"], record["attempts"]) == ("failed", "failed", 2)
+    assert "stopped from outside (worker killed by signal 9)" in record["reason"]
+
+
 @pytest.mark.parametrize(
     ("prompt", "state", "reason"),
-    [
-        ("fail", "failed", "worker exited with code 3"),
-        ("crash", "failed", "killed by signal 9"),
-    ],
+    [("fail", "failed", "worker exited with code 3")],
 )
 def test_failures_are_not_retried(
     work_root: Path, start_daemon: StartDaemon, prompt: str, state: str, reason: str

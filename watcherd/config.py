@@ -82,6 +82,7 @@ class Config:
     keep_workspaces: int = 20  # finished jobs' workspaces kept for inspection, newest first
     workspace_retention: float = 24 * 3600.0  # ... and for at most this long
     fetch_timeout: float = 600.0  # one update of a repository cache
+    min_free_disk: int = 256 * 1024**2  # below this free on the root, nothing is claimed
 
     @property
     def bot_auth_dir(self) -> Path:
@@ -208,6 +209,10 @@ def _as_float(value: Any) -> float:
     return number
 
 
+def _as_size_or_zero(value: Any) -> int:
+    return 0 if value in (0, "0") else parse_size(value)
+
+
 def _as_str_tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -247,6 +252,7 @@ _CONVERTERS: dict[str, Any] = {
     "keep_workspaces": _as_int,
     "workspace_retention": parse_duration,
     "fetch_timeout": parse_duration,
+    "min_free_disk": _as_size_or_zero,
     "auth_dirs": _as_path_tuple,
     "ca_certs": _as_path_tuple,
     "allowed_repos": _as_str_tuple,

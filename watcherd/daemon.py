@@ -7,30 +7,36 @@ thread runs it → the spool finishes it. Signals only set flags and wake the lo
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from watcherd.auth import load_api_key, login_dirs
 from watcherd.config import Config
+from watcherd.fsutil import free_bytes
+from watcherd.inbox import Inbox
 from watcherd.job import InvalidJob, JobSpec, parse_job
 from watcherd.jobrun import Interrupted, JobLife, Lease
 from watcherd.reload import reload_config
 from watcherd.results import JobState, Outcome, write_exit_json
 from watcherd.retry import Backoff
-from watcherd.runner import DockerRunner, EngineUnavailable, Runner
+from watcherd.runner import DockerRunner, EngineUnavailable, Runner, RunnerError
 from watcherd.scheduler import Scheduler
 from watcherd.sdnotify import Notifier, QueueCounts
-from watcherd.settle import SettleTracker
 from watcherd.signals import SignalRelay
 from watcherd.spool import Claimed, InboxEntry, Layout, Spool
 from watcherd.watch import InboxWatcher
 
 log = logging.getLogger("watcherd")
+
+WRITER_POLL_SECONDS = 0.1  # how often a job claimed while still being written is looked at
+STALE_STATE_SECONDS = 60.0  # a state file this old without a job is a crashed claim's
 
 
 @dataclass
@@ -58,13 +64,16 @@ class Server:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self._wake = threading.Event()
-        self._settle = SettleTracker(config.settle_seconds)
+        self._inbox = Inbox(config.settle_seconds, stat=self.spool.stat_inbox)
         self._watcher = InboxWatcher(self.spool.layout.inbox, self._wake)
         self._life = JobLife(config, self.spool, self.runner, self.stop_event)
         self._scheduler = Scheduler(concurrency=config.concurrency)
         self._active: dict[str, _Active] = {}
         self._pending: list[tuple[Claimed, JobSpec]] = []  # recovered, waiting for a slot
+        self._written_after_claim: list[Claimed] = []  # claimed while a writer had it open
         self._lock = threading.Lock()
+        self._trouble = _Episode("main loop")
+        self._disk_full = _Episode("disk")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -90,8 +99,10 @@ class Server:
         self.spool.layout.ensure()
         self._scheduler.auth_dirs = login_dirs(self.config)
         self._scheduler.api_key = load_api_key(self.config)
+        _ignore_lease_breaks()
         if not self._wait_for_engine():
             return False
+        self._warn_without_live_restore()
         self._recover()
         self._watcher.start()
         self.ready.set()
@@ -110,21 +121,44 @@ class Server:
                 self._reload()
                 next_rescan = 0.0  # rescan now, then every (new) rescan_seconds
             now = time.monotonic()
-            self._reap()
-            if self._watcher.ensure_alive() or now >= next_rescan:
-                next_rescan = now + self.config.rescan_seconds
-            self._dispatch()
+            pause = 0.0
+            try:
+                self._reap()
+                self._inbox.note(self._watcher.drain(), now)
+                if self._watcher.ensure_alive() or now >= next_rescan:
+                    next_rescan = now + self.config.rescan_seconds
+                    self._rescan(now)
+                self._dispatch()
+                self._trouble.over()
+            except OSError as exc:
+                # A full disk, a vanished folder: waited out, never a crash. Events may
+                # have been lost with the failed turn: rescan when it works again.
+                pause = self._trouble.backoff(exc)
+                next_rescan = 0.0
             # The watchdog is fed here and nowhere else: a stalled loop stops the pings.
             self._notifier.tick(self._status())
-            deadline = self._settle.next_deadline(time.monotonic())
-            timeout = next_rescan - time.monotonic()
-            if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
-            ping_due = self._notifier.watchdog_due_in()
-            if ping_due is not None:
-                timeout = min(timeout, ping_due)
-            self._wake.wait(max(timeout, 0.01))
+            self._wake.wait(max(self._sleep_for(next_rescan, pause), 0.01))
             self._wake.clear()
+
+    def _sleep_for(self, next_rescan: float, pause: float) -> float:
+        now = time.monotonic()
+        timeout = max(next_rescan - now, pause)
+        deadline = self._inbox.next_deadline(now)
+        if deadline is not None and not pause:
+            timeout = min(timeout, deadline - now)
+        if self._written_after_claim and not pause:
+            timeout = min(timeout, WRITER_POLL_SECONDS)
+        ping_due = self._notifier.watchdog_due_in()
+        if ping_due is not None:
+            timeout = min(timeout, ping_due)
+        return timeout
+
+    def _rescan(self, now: float) -> None:
+        """The safety net under the events, every rescan_seconds: the whole inbox again,
+        jobs in running/ that no live process owns (a daemon died), stale records."""
+        self._inbox.rescan(self.spool.scan_inbox(), now)
+        self._adopt_orphans(self.runner.jobs(str(self.config.root)))
+        self.spool.drop_stale_states(STALE_STATE_SECONDS)
 
     def shutdown(self) -> None:
         self.stop_event.set()
@@ -136,6 +170,9 @@ class Server:
         for job, _ in self._pending:
             job.release()
         self._pending.clear()
+        for job in self._written_after_claim:
+            job.release()
+        self._written_after_claim.clear()
         log.info("stopped; jobs still in running/ are adopted at the next start")
 
     def _install_signal_handlers(self) -> None:
@@ -156,11 +193,11 @@ class Server:
         self.config = config
         self._life.config = config
         self._scheduler.concurrency = config.concurrency
-        self._settle.settle_seconds = config.settle_seconds
+        self._inbox.settle_seconds = config.settle_seconds
         self._notifier.ready(self._status())
 
     def _status(self) -> str:
-        self._counts.inbox = len(self._settle)  # the last scan, less what was claimed since
+        self._counts.inbox = len(self._inbox)
         self._counts.running = len(self._active) + len(self._pending)
         return self._counts.status_text()
 
@@ -176,6 +213,17 @@ class Server:
 
     # -- recovery ----------------------------------------------------------------------
 
+    def _warn_without_live_restore(self) -> None:
+        try:
+            if not self.runner.live_restore():
+                log.warning(
+                    "the Docker Engine runs without live-restore: restarting it kills running "
+                    'jobs (they are run again, within their retries); add "live-restore": '
+                    "true to /etc/docker/daemon.json (README, Running jobs)"
+                )
+        except RunnerError as exc:
+            log.debug("could not ask the Engine about live-restore: %s", exc)
+
     def _recover(self) -> None:
         """Reconcile running/ with Docker before the first claim."""
         containers = self.runner.jobs(str(self.config.root))  # before listing running/
@@ -186,6 +234,12 @@ class Server:
                 if state.finished or state.status == "created":
                     log.info("removing leftover container of finished job %s", job_id)
                     self.runner.remove(handle)
+        self._adopt_orphans(containers)
+
+    def _adopt_orphans(self, containers: Mapping[str, str]) -> None:
+        """Jobs in running/ that no live process holds (their daemon died, or finishing
+        one failed) become ours: at start-up and at every rescan. ``containers`` is listed
+        before running/, so a job claimed meanwhile cannot look like an orphan."""
         for job in self.spool.orphans():
             spec = self._parse_or_fail(job)
             if spec is None:
@@ -194,30 +248,39 @@ class Server:
                 recorded = self.spool.read_state(job.job_id).auth_dir
                 lease = self._scheduler.acquire(force=True, auth_dir=_path_or_none(recorded))
                 assert lease is not None
-                log.info("recovering job %s: its container exists", job.job_id)
+                log.info("taking over job %s: its container exists", job.job_id)
                 self._launch(job, spec, lease)
             else:
-                log.info("recovering job %s: no container, queued to run again", job.job_id)
+                log.info("taking over job %s: no container, queued to run again", job.job_id)
                 self._pending.append((job, spec))
 
     # -- the main loop's work ----------------------------------------------------------
 
     def _dispatch(self) -> None:
         self._start_pending()
-        entries = self.spool.scan_inbox()
-        for entry in entries:
-            if not entry.is_regular:
-                self._reject_special(entry)
-        ready = set(
-            self._settle.observe(
-                ((e.name, e.signature) for e in entries if e.is_regular), time.monotonic()
-            )
-        )
-        for entry in entries:
+        self._start_written_after_claim()
+        for entry in self._inbox.take_specials():
+            self._reject_special(entry)
+        if not self._scheduler.has_slot() or self.stop_event.is_set():
+            return
+        if not self._disk_has_room():
+            return  # claiming now would only park jobs in running/: wait for space
+        now = time.monotonic()
+        for name in self._inbox.ready(now, limit=self._scheduler.free_slots()):
             if self.stop_event.is_set() or not self._scheduler.has_slot():
                 return
-            if entry.name in ready:
-                self._try_claim(entry)
+            self._try_claim(name, now)
+
+    def _disk_has_room(self) -> bool:
+        free = free_bytes(self.spool.layout.root)
+        if free >= self.config.min_free_disk:
+            self._disk_full.over()
+            return True
+        self._disk_full.backoff(
+            OSError(errno.ENOSPC, f"{free} bytes free under {self.spool.layout.root}, "
+                    f"less than min_free_disk; not claiming until there is room")
+        )  # fmt: skip
+        return False
 
     def _start_pending(self) -> None:
         while self._pending:
@@ -227,16 +290,42 @@ class Server:
             job, spec = self._pending.pop(0)
             self._launch(job, spec, lease)
 
-    def _try_claim(self, entry: InboxEntry) -> None:
+    def _try_claim(self, name: str, now: float) -> None:
+        if self.spool.has_writer(name):
+            self._inbox.being_written(name, now)  # its close-after-write event will come
+            return
         lease = self._scheduler.acquire()
         if lease is None:
             return  # no slot or no free login: it waits in the inbox, for us or another daemon
-        job = self.spool.claim(entry.name)
-        self._settle.forget(entry.name)
+        job = self.spool.claim(name)
+        self._inbox.forget(name)
         if job is None:
             self._scheduler.release(lease)
             return
-        log.info("claimed %s as job %s", entry.name, job.job_id)
+        log.info("claimed %s as job %s", name, job.job_id)
+        if job.has_writer():
+            # Opened for writing between the check and the claim: the job is ours, but its
+            # bytes are read once its writer is done, never half-written.
+            self._scheduler.release(lease)
+            self._written_after_claim.append(job)
+            return
+        self._start_claimed(job, lease)
+
+    def _start_written_after_claim(self) -> None:
+        waiting = []
+        for job in self._written_after_claim:
+            if job.has_writer():
+                waiting.append(job)
+                continue
+            lease = self._scheduler.acquire()
+            if lease is None:
+                waiting.append(job)
+                continue
+            job.reread()
+            self._start_claimed(job, lease)
+        self._written_after_claim = waiting
+
+    def _start_claimed(self, job: Claimed, lease: Lease) -> None:
         spec = self._parse_or_fail(job)
         if spec is None:
             self._scheduler.release(lease)
@@ -248,7 +337,11 @@ class Server:
             return parse_job(job.data, self.config)
         except InvalidJob as exc:
             log.warning("job %s (%s) is invalid: %s", job.job_id, job.source_name, exc)
-            self._life.finish(job, Outcome(JobState.INVALID, f"{job.source_name}: {exc}"))
+            try:
+                self._life.finish(job, Outcome(JobState.INVALID, f"{job.source_name}: {exc}"))
+            except OSError:
+                job.release()  # left in running/: the next rescan finishes it
+                raise
             self._counts.finished(ok=False)
             return None
 
@@ -299,6 +392,33 @@ class Server:
                 del self._active[active.job.job_id]
         for active in finished:
             self._scheduler.release(active.lease)
+
+
+class _Episode:
+    """A condition the daemon waits out (a full disk, a failing loop): logged once when
+    it starts and once when it is over, with a growing pause in between."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+
+    def backoff(self, exc: OSError) -> float:
+        if self.failures == 0:
+            log.error("%s: %s; waiting it out", self.what, exc)
+        self.failures += 1
+        return float(min(0.5 * 2 ** min(self.failures, 6), 30.0))
+
+    def over(self) -> None:
+        if self.failures:
+            log.info("%s: recovered after %d failed turn(s)", self.what, self.failures)
+            self.failures = 0
+
+
+def _ignore_lease_breaks() -> None:
+    """Spool.has_writer holds a read lease for a moment; a writer opening the file then
+    would send SIGIO, whose default action ends the process."""
+    with contextlib.suppress(ValueError):  # not the main thread (tests): nothing to do
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
 
 
 def _path_or_none(value: object) -> Path | None:

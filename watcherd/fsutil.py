@@ -69,6 +69,12 @@ def write_atomic(
     fsync_dir(path.parent)
 
 
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 def remove_tree(path: Path) -> None:
     """Remove a folder a job wrote, whatever it did to the permissions inside; never
     follows a link. Missing is fine."""

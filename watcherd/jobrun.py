@@ -12,11 +12,14 @@ and the patch is computed by the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from watcherd.agenthome import AgentHomes
 from watcherd.config import Config
 from watcherd.container import build_spec, job_user
 from watcherd.diskuse import tree_bytes
-from watcherd.fsutil import User, remove_tree
+from watcherd.fsutil import User, free_bytes, remove_tree
 from watcherd.job import JobSpec
 from watcherd.outputs import keep_only_known, make_safe
 from watcherd.repocache import RepoCache, RepoError, Results, Stopped, cache_key
@@ -49,6 +52,7 @@ from watcherd.workspace import Workspaces
 
 log = logging.getLogger("watcherd.job")
 
+STOPPED_EXIT_CODE = 124  # the worker, after SIGTERM: it saved the agent's work and stopped
 WAIT_SLICE_SECONDS = 1.0  # how often a waiting job looks up for a shutdown
 DISK_CHECK_MIN_SECONDS = 1.0
 DISK_CHECK_DUTY = 50  # measuring may take at most 1/50 of the time between two measurements
@@ -68,6 +72,16 @@ class PermanentFailure(Exception):
 
 class Interrupted(Exception):
     """The daemon is stopping; the job stays in running/ and its container keeps going."""
+
+
+class DiskFull(Exception):
+    """The root's filesystem is full: waited out, and it costs the job no attempt."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc)  # git's words, through RepoError
 
 
 class Ending(enum.Enum):
@@ -108,6 +122,7 @@ class JobLife:
         self.spool.write_state(job.job_id, state)
         try:
             outcome = self._attempts(job, spec, lease, state)
+            self._until_room(lambda: self.finish(job, outcome))
         except Interrupted:
             log.info("job %s left running for the next start (shutdown)", job.job_id)
             job.release()
@@ -115,8 +130,23 @@ class JobLife:
         except Exception as exc:  # a bug must not strand the job in running/
             log.exception("job %s: unexpected error", job.job_id)
             outcome = self._outcome(JobState.FAILED, f"internal error: {exc!r}", state)
-        self.finish(job, outcome)
+            self.finish(job, outcome)
         return outcome
+
+    def _until_room(self, action: Callable[[], object]) -> None:
+        """``action`` again and again while the disk is full, waiting in between."""
+        delay = self.backoff.initial
+        while True:
+            try:
+                action()
+                return
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                log.warning("disk full (%s); waiting %.0fs", exc, delay)
+            if self.stop_event.wait(delay):
+                raise Interrupted
+            delay = min(delay * 2, self.backoff.maximum)
 
     def _attempts(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
         while True:
@@ -139,6 +169,9 @@ class JobLife:
             except EngineUnavailable as exc:
                 log.warning("job %s: %s; waiting for the Engine", job.job_id, exc)
                 self._wait_for_engine()  # then go round: adopt the container or start it
+            except DiskFull as exc:
+                log.warning("job %s: %s; waiting for room, no attempt used", job.job_id, exc)
+                self._until_room(lambda: _require_room(self.config))
 
     def _wait_for_engine(self) -> None:
         if not self.backoff.wait_for(
@@ -149,8 +182,22 @@ class JobLife:
     # -- one attempt -------------------------------------------------------------------
 
     def _attempt(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
+        try:
+            return self._attempt_once(job, spec, lease, state)
+        except EngineUnavailable:
+            raise
+        except TransientRunnerError as exc:  # the Engine said 5xx, at any step
+            raise TransientFailure(str(exc)) from exc
+
+    def _attempt_once(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
         handle = self.runner.find(job.job_id)
         if handle is None:
+            if state.starting:
+                # A crash came between counting the attempt and making its container:
+                # nothing ran, so it does not count.
+                state.attempts -= 1
+                state.starting = False
+                log.info("job %s: its last attempt never started; not counted", job.job_id)
             if state.attempts >= spec.max_attempts:
                 reason = (
                     f"no attempts left ({state.attempts} of {spec.max_attempts} used) "
@@ -163,31 +210,52 @@ class JobLife:
             if self.runner.inspect(handle).status == "created":
                 self.runner.resume(handle)
         end = self._wait(job, spec, handle, state)
-        return self._collect(job, spec, lease, handle, end, state)
+        outcome: Outcome | None = None
+
+        def collect() -> None:
+            nonlocal outcome
+            outcome = self._collect(job, spec, lease, handle, end, state)
+
+        self._until_room(collect)  # the container waits, exited, until its work is saved
+        assert outcome is not None
+        return outcome
 
     def _start(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> str:
         user = job_user(self.config)  # stats the work root: once per start
         owner = User.parse(user)
-        # Counted before anything runs: a crash later must not hand the job a free attempt.
+        # Counted now and marked "starting" until its container exists: a crash before
+        # that gives the attempt back (_attempt_once); a failure to prepare uses it.
         state.attempts += 1
+        state.starting = True
         state.started_at = utc_now()
         self.spool.write_state(job.job_id, state)
-        out_dir = self._fresh_out_dir(job.job_id, owner)
         branch = result_branch(job.job_id, spec)
         try:
+            _require_room(self.config)
+            out_dir = self._fresh_out_dir(job.job_id, owner)
             commit = self.cache.update(spec.repo_url, spec.repo_ref, self.stop_event)
             workspace = self.workspaces.create(
                 job.job_id, cache_key(spec.repo_url), commit, branch, owner
             )
+            home = self.homes.create(
+                job.job_id, owner, source=self._agent_config_dir(lease),
+                login=bool(lease.auth_dir),
+            )  # fmt: skip
         except Stopped as exc:
             raise Interrupted from exc
-        except RepoError as exc:
-            if exc.transient:
+        except (OSError, RepoError) as exc:
+            state.starting = False
+            if is_disk_full(exc):
+                state.attempts -= 1  # nothing ran
+                with contextlib.suppress(OSError):
+                    self.spool.write_state(job.job_id, state)
+                raise DiskFull(str(exc)) from exc
+            self.spool.write_state(job.job_id, state)
+            if isinstance(exc, RepoError) and exc.transient:
                 raise TransientFailure(str(exc)) from exc
-            raise PermanentFailure(str(exc)) from exc
-        home = self.homes.create(
-            job.job_id, owner, source=self._agent_config_dir(lease), login=bool(lease.auth_dir)
-        )
+            if isinstance(exc, RepoError):
+                raise PermanentFailure(str(exc)) from exc
+            raise
         container = build_spec(
             config=self.config, job=spec, job_id=job.job_id, attempt=state.attempts,
             user=user, out_dir=out_dir, workspace=workspace, home=home, branch=branch,
@@ -201,7 +269,10 @@ class JobLife:
             job.job_id, state.attempts, spec.max_attempts, container.name, branch, commit[:12],
         )  # fmt: skip
         try:
-            return self.runner.start(container)
+            handle = self.runner.start(container)
+            state.starting = False
+            self.spool.write_state(job.job_id, state)
+            return handle
         except NameConflict as exc:
             found = self.runner.find(job.job_id)
             if found is None:
@@ -276,9 +347,17 @@ class JobLife:
         worker_reason = _worker_reason(out_dir)
         state.exit_code = end.exit_code
         code = end.exit_code
-        if end.how is Ending.EXITED and code in TRANSIENT_EXIT_CODES and not container.oom_killed:
-            self.runner.remove(handle)  # the next attempt reuses the name
-            raise TransientFailure(worker_reason or f"worker exited with transient code {code}")
+        if end.how is Ending.EXITED and not container.oom_killed:
+            transient = ""
+            if code in TRANSIENT_EXIT_CODES:
+                transient = worker_reason or f"worker exited with transient code {code}"
+            elif code is not None and (code > 128 or code == STOPPED_EXIT_CODE):
+                # Neither its timeout nor the OOM killer: an Engine restart, someone's
+                # `docker stop`. Another attempt may well succeed.
+                transient = f"the container was stopped from outside ({_describe_exit(code, '')})"
+            if transient:
+                self.runner.remove(handle)  # the next attempt reuses the name
+                raise TransientFailure(transient)
         saved, save_problem = self._save_work(job, spec, state, out_dir)
         outcome = self._outcome(JobState.FAILED, "", state, saved=saved, removed=removed)
         if end.how is Ending.TIMED_OUT:
@@ -372,6 +451,12 @@ class JobLife:
             log.warning("pruning workspaces: %s", exc)
         finally:
             self._pruning.release()
+
+
+def _require_room(config: Config) -> None:
+    free = free_bytes(config.root)
+    if free < config.min_free_disk:
+        raise OSError(errno.ENOSPC, f"{free} bytes free on the root, below min_free_disk")
 
 
 def result_branch(job_id: str, spec: JobSpec) -> str:

@@ -47,6 +47,7 @@ class ContainerState:
 
 class Runner(Protocol):
     def ping(self) -> None: ...
+    def live_restore(self) -> bool: ...
     def start(self, spec: ContainerSpec) -> str: ...
     def resume(self, handle: str) -> None: ...
     def wait(self, handle: str, timeout: float) -> int | None: ...
@@ -105,6 +106,10 @@ class DockerRunner:
 
     def ping(self) -> None:
         self._call(lambda: self.client.ping())
+
+    def live_restore(self) -> bool:
+        """Whether the Engine keeps containers running while it restarts."""
+        return bool(self._call(lambda: self.client.info()).get("LiveRestoreEnabled"))
 
     def start(self, spec: ContainerSpec) -> str:
         """Create and start. Docker refuses a second container with the same name:

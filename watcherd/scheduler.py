@@ -27,6 +27,13 @@ class Scheduler:
     def active(self) -> int:
         return self._active
 
+    def free_slots(self) -> int:
+        """How many jobs could start now."""
+        free = self.concurrency - self._active
+        if self.auth_dirs:
+            free = min(free, len(self.auth_dirs) - len(self._auth_in_use))
+        return max(free, 0)
+
     def has_slot(self) -> bool:
         """A new job could start now: below the limit, and a login free if logins are used."""
         if self._active >= self.concurrency:

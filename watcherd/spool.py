@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,9 +27,10 @@ from typing import Any
 from watcherd.filters import is_job_name, job_stem
 from watcherd.fsutil import fsync_dir, rename_noreplace, write_atomic
 from watcherd.job import MAX_JOB_BYTES
-from watcherd.settle import Signature
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+Signature = tuple[int, int, int]  # (inode, size, mtime_ns): a file that changed has another
 # What new_job_id makes, matched whole: it starts with a digit and has no '/', so a string
 # that passes is one file name in one folder, never a path.
 _JOB_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9._-]{1,40}-[0-9a-f]{6}")
@@ -105,6 +107,7 @@ class RunState:
     exit_code: int | None = None
     auth_dir: str | None = None  # the login leased to it
     commit_before: str | None = None  # where its workspace started
+    starting: bool = False  # the last attempt is counted but its container not made yet
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source_name: str) -> RunState:
@@ -133,6 +136,14 @@ class Claimed:
     data: bytes
     source_name: str
 
+    def has_writer(self) -> bool | None:
+        """A writer that still had the file open when it was claimed (see Spool.has_writer)."""
+        return _has_writer(self.fd) if self.fd >= 0 else None
+
+    def reread(self) -> None:
+        """The file's bytes again, once its writer is done."""
+        self.data = _read_limited(self.fd)
+
     def release(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -159,7 +170,7 @@ class Spool:
     # -- inbox -------------------------------------------------------------------------
 
     def scan_inbox(self) -> list[InboxEntry]:
-        """Job-named entries in the inbox, oldest first (mtime, then name). Never follows links."""
+        """Job-named entries in the inbox. Never follows links."""
         entries = []
         with os.scandir(self.layout.inbox) as listing:
             for entry in listing:
@@ -169,17 +180,26 @@ class Spool:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                entries.append(
-                    InboxEntry(
-                        name=entry.name,
-                        signature=(st.st_ino, st.st_size, st.st_mtime_ns),
-                        mtime_ns=st.st_mtime_ns,
-                        is_regular=stat.S_ISREG(st.st_mode),
-                        kind=_kind(st.st_mode),
-                    )
-                )
-        entries.sort(key=lambda e: (e.mtime_ns, e.name))
+                entries.append(_inbox_entry(entry.name, st))
         return entries
+
+    def stat_inbox(self, name: str) -> InboxEntry | None:
+        """One inbox entry (after an event about it), or None if it is gone."""
+        try:
+            return _inbox_entry(name, os.lstat(self.layout.inbox / name))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def has_writer(self, name: str) -> bool | None:
+        """Whether a process has the inbox file open for writing; None if the kernel
+        cannot tell us here (then only the settle rule protects the file)."""
+        fd = _open_regular(self.layout.inbox / name)
+        if fd is None:
+            return None
+        try:
+            return _has_writer(fd)
+        finally:
+            os.close(fd)
 
     def claim(self, name: str) -> Claimed | None:
         """Take a regular file out of the inbox into running/, or None if someone else did."""
@@ -211,9 +231,13 @@ class Spool:
             return None
         job_id = new_job_id(name)
         target = self.layout.running / f"{job_id}.yaml"
+        # The dropped name is on disk before the job is in running/: a crash between the
+        # two leaves a state file without a job (dropped later), never a job without it.
+        self.write_state(job_id, RunState(source_name=name))
         try:
             rename_noreplace(source, target)
         except FileNotFoundError:
+            self.drop_state(job_id)
             return None
         self._sync(self.layout.inbox, self.layout.running)
         return Claimed(job_id=job_id, path=target, fd=fd, data=_read_limited(fd), source_name=name)
@@ -288,6 +312,24 @@ class Spool:
     def drop_state(self, job_id: str) -> None:
         (self.layout.state / f"{job_id}.json").unlink(missing_ok=True)
 
+    def drop_stale_states(self, older_than: float) -> None:
+        """State files of finished jobs (a crash between the move and the drop), and of
+        claims that never happened (a crash between the state write and the rename)."""
+        now = time.time()
+        for path in self.layout.state.glob("*.json"):
+            job_id = path.name.removesuffix(".json")
+            if (self.layout.running / f"{job_id}.yaml").exists():
+                continue
+            finished = any(
+                (folder / f"{job_id}.yaml").exists()
+                for folder in (self.layout.done, self.layout.failed)
+            )
+            try:
+                if finished or now - path.stat().st_mtime > older_than:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+
     # -- retry -------------------------------------------------------------------------
 
     def requeue(self, job_id: str) -> Path:
@@ -343,6 +385,29 @@ def _open_regular(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _inbox_entry(name: str, st: os.stat_result) -> InboxEntry:
+    return InboxEntry(
+        name=name,
+        signature=(st.st_ino, st.st_size, st.st_mtime_ns),
+        mtime_ns=st.st_mtime_ns,
+        is_regular=stat.S_ISREG(st.st_mode),
+        kind=_kind(st.st_mode),
+    )
+
+
+def _has_writer(fd: int) -> bool | None:
+    """The kernel refuses a read lease while any process has the file open for writing:
+    an O(1) answer. Needs the file's owner or CAP_LEASE, and a local filesystem."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EBUSY):
+            return True
+        return None  # EACCES, EINVAL (NFS), ENOLCK: no answer here
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return False
 
 
 def _try_lock(fd: int) -> bool:

@@ -1,32 +1,57 @@
-"""Wake the main loop when the inbox changes. Events are hints; the folder is the truth.
+"""Wake the main loop when the inbox changes, with what changed. Events are hints; the
+folder is the truth.
 
-The watchdog handler only sets an Event: any work done in a handler that raises
-would silently kill the observer thread. The main loop rescans on a timer too,
-and restarts the observer if it died, because inotify drops events on overflow.
+The watchdog handler only records (name, hint) and sets an Event: any work done in a
+handler that raises would silently kill the observer thread. The main loop rescans on a
+timer too, and restarts the observer if it died, because inotify drops events on
+overflow.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from watcherd.inbox import Hint
+
 log = logging.getLogger("watcherd.watch")
 
 
-class _Wake(FileSystemEventHandler):
-    def __init__(self, wake: threading.Event) -> None:
+_HINTS = {
+    "created": Hint.CHANGED,
+    "modified": Hint.CHANGED,
+    "closed": Hint.WRITTEN,  # IN_CLOSE_WRITE: a writer is done with it
+    "deleted": Hint.GONE,
+}
+
+
+class _Record(FileSystemEventHandler):
+    def __init__(self, hints: deque[tuple[str, Hint]], wake: threading.Event) -> None:
+        self._hints = hints
         self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        # Opened/read events carry no news; everything else (close-write, moved in,
-        # created, deleted, modified) may.
-        if event.event_type not in ("opened", "closed_no_write"):
-            self._wake.set()
+        if event.is_directory:
+            return
+        if event.event_type == "moved":
+            self._hints.append((_name(event.src_path), Hint.GONE))
+            self._hints.append((_name(event.dest_path), Hint.MOVED_IN))
+        elif event.event_type in _HINTS:  # not opened / closed_no_write: no news
+            self._hints.append((_name(event.src_path), _HINTS[event.event_type]))
+        else:
+            return
+        self._wake.set()
+
+
+def _name(path: bytes | str) -> str:
+    return os.path.basename(os.fsdecode(path))
 
 
 class InboxWatcher:
@@ -34,11 +59,19 @@ class InboxWatcher:
         self._inbox = inbox
         self._wake = wake
         self._observer: Any = None
+        self._hints: deque[tuple[str, Hint]] = deque()
+
+    def drain(self) -> list[tuple[str, Hint]]:
+        """What happened since the last call, in order."""
+        drained = []
+        while self._hints:
+            drained.append(self._hints.popleft())
+        return drained
 
     def start(self) -> None:
         observer = Observer()
         observer.daemon = True
-        observer.schedule(_Wake(self._wake), str(self._inbox), recursive=False)
+        observer.schedule(_Record(self._hints, self._wake), str(self._inbox), recursive=False)
         observer.start()
         self._observer = observer
 
