@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watcherd.fsutil import rename_noreplace
-from watcherd.spool import Layout, NotRetryable, Spool, is_job_id, new_job_id
+from watcherd.spool import Layout, NotRetryable, RunState, Spool, is_job_id, new_job_id
 
 
 def make_spool(root: Path) -> Spool:
@@ -202,3 +203,23 @@ def test_requeue_refuses_what_was_never_a_job_file(tmp_path: Path) -> None:
     with pytest.raises(NotRetryable, match="is a symlink, not a job file"):
         spool.requeue(FAILED_ID)
     assert list(spool.layout.inbox.iterdir()) == []
+
+
+def test_stale_state_files_are_dropped_and_live_ones_kept(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.ensure()
+    spool = Spool(layout)
+    for job_id in ("running-job", "done-job", "never-claimed", "just-claimed"):
+        spool.write_state(job_id, RunState(source_name=f"{job_id}.yaml"))
+    (layout.running / "running-job.yaml").write_text("x")
+    (layout.done / "done-job.yaml").write_text("x")
+    half = layout.state / ".cut.json.1234abcd.tmp"
+    half.write_text("{")
+    old = time.time() - 120
+    for path in (layout.state / "never-claimed.json", layout.state / "running-job.json", half):
+        os.utime(path, (old, old))
+    spool.drop_stale_states(older_than=60)
+    assert sorted(p.name for p in layout.state.iterdir()) == [
+        "just-claimed.json",
+        "running-job.json",
+    ]

@@ -9,6 +9,7 @@ daemon (or this one after a crash) can tell an orphan from a job in progress.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -313,9 +314,14 @@ class Spool:
         (self.layout.state / f"{job_id}.json").unlink(missing_ok=True)
 
     def drop_stale_states(self, older_than: float) -> None:
-        """State files of finished jobs (a crash between the move and the drop), and of
-        claims that never happened (a crash between the state write and the rename)."""
+        """State files of finished jobs (a crash between the move and the drop), of
+        claims that never happened (a crash between the state write and the rename), and
+        half-written ones (a crash during the write)."""
         now = time.time()
+        for path in self.layout.state.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - path.stat().st_mtime > older_than:
+                    path.unlink()
         for path in self.layout.state.glob("*.json"):
             job_id = path.name.removesuffix(".json")
             if (self.layout.running / f"{job_id}.yaml").exists():

@@ -1,0 +1,185 @@
+"""Faults that must never need a restart: kill -9 in every window, a full disk, a dead
+daemon beside a live one, writers that pause mid-file. On a real Docker Engine with the
+stand-in image; slow (a minute or two in all): `pytest -m slow` runs just these.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.support.helpers import (
+    DaemonProcess,
+    StartDaemon,
+    exit_record,
+    finished_jobs,
+    wait_finished,
+    wait_for,
+    write_job,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+class ContainerStarts:
+    """Counts container starts per job id as they happen. Docker keeps only its last 256
+    events, so they cannot be counted afterwards."""
+
+    def __init__(self, client: docker.DockerClient, root: Path) -> None:
+        self.counts: Counter[str] = Counter()
+        self._stream = client.events(
+            decode=True,
+            filters={"type": "container", "event": "start", "label": f"watcherd.root={root}"},
+        )
+        threading.Thread(target=self._count, daemon=True).start()
+
+    def _count(self) -> None:
+        try:
+            for event in self._stream:
+                self.counts[event["Actor"]["Attributes"]["watcherd.job"]] += 1
+        except Exception:  # the stream is closed by close()
+            pass
+
+    def close(self) -> Counter[str]:
+        time.sleep(0.5)  # the last start events are in flight
+        self._stream.close()
+        return self.counts
+
+
+def test_kill_9_in_every_window_runs_every_job_exactly_once(
+    work_root: Path, start_daemon: StartDaemon, repo_url: str, docker_client: docker.DockerClient
+) -> None:
+    starts = ContainerStarts(docker_client, work_root)
+    names = [f"storm{i:02d}.yaml" for i in range(60)]
+    (work_root / "inbox").mkdir()
+    for name in names:
+        write_job(work_root / "inbox", name, repo_url=repo_url, prompt="succeed", retries=0)
+    rng = random.Random(7)
+    kills = 0
+    deadline = time.monotonic() + 240
+    while len(finished_jobs(work_root)["done"]) < len(names):
+        assert time.monotonic() < deadline, finished_jobs(work_root)
+        daemon = start_daemon(concurrency=2)
+        time.sleep(rng.uniform(0.05, 0.35))  # a kill at a random point of the daemon's work
+        daemon.kill()
+        kills += 1
+        if kills > 400:  # it must make progress between kills: finish calmly
+            break
+    start_daemon(concurrency=2)
+    wait_for(lambda: len(finished_jobs(work_root)["done"]) == len(names), 120, "all jobs done")
+
+    jobs = finished_jobs(work_root)
+    assert jobs["failed"] == [] and jobs["running"] == [] and jobs["inbox"] == []
+    dropped = sorted(
+        exit_record(work_root, work_root / "done" / n)["job_file"] for n in jobs["done"]
+    )
+    assert dropped == sorted(names)  # every job_file right
+    counts = starts.close()
+    assert len(counts) == len(names) and set(counts.values()) == {1}  # each ran exactly once
+    # Nothing left for finished jobs (the temp files of writes cut by kill -9 go once stale).
+    assert [p.name for p in (work_root / "state").iterdir() if not p.name.startswith(".")] == []
+    print(f"\n{kills} kill -9s over {len(names)} jobs")
+
+
+@pytest.fixture
+def small_root(tmp_path: Path) -> Any:
+    """A work root on its own 48 MB tmpfs, which the test can fill."""
+    root = tmp_path / "work"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(root)], check=True)
+    yield root
+    subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_a_full_disk_is_waited_out_and_every_job_filed_without_a_restart(
+    small_root: Path, daemon_config: dict[str, Any], repo_url: str,
+    docker_client: docker.DockerClient,
+) -> None:  # fmt: skip
+    config = {**daemon_config, "min_free_disk": "1m", "rescan_seconds": 1}
+    daemon = DaemonProcess(small_root, config).start()
+    try:
+        staging = small_root / "staging"
+        staging.mkdir()
+        names = [f"ok{i}.yaml" for i in range(4)] + [f"bad{i}.yaml" for i in range(3)]
+        for name in names:
+            body = {"repo_url": repo_url, "prompt": "succeed"} if name.startswith("ok") else {}
+            (staging / name).write_text(json.dumps(body) if body else "not: [valid\n")
+        filler = small_root / "filler"
+        with filler.open("wb") as handle:  # fill the filesystem to the last byte
+            try:
+                while True:
+                    handle.write(b"\0" * 1024 * 1024)
+            except OSError:
+                pass
+        for name in names:  # a rename needs no room: the jobs arrive on a full disk
+            (staging / name).rename(small_root / "inbox" / name)
+        time.sleep(3)  # several rescans and backoffs on a full disk
+        assert daemon.alive(), daemon.log()
+        assert finished_jobs(small_root)["running"] == []  # nothing parked for good
+        filler.unlink()
+        for name in names:
+            folder, path = wait_finished(small_root, name, timeout=60)
+            assert folder == ("done" if name.startswith("ok") else "failed"), name
+            assert exit_record(small_root, path)["job_file"] == name
+        assert daemon.alive()
+        assert "waiting it out" in daemon.log()
+    finally:
+        daemon.stop()
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"watcherd.root={small_root}"}
+        ):
+            container.remove(force=True)
+
+
+def test_a_surviving_daemon_takes_over_a_dead_ones_jobs(
+    work_root: Path, start_daemon: StartDaemon, repo_url: str, docker_client: docker.DockerClient
+) -> None:
+    starts = ContainerStarts(docker_client, work_root)
+    doomed = start_daemon(concurrency=4, rescan_seconds=60)
+    names = [f"orphan{i}.yaml" for i in range(4)]
+    for name in names:
+        write_job(work_root / "inbox", name, repo_url=repo_url, prompt="sleep 2", retries=0)
+    wait_for(lambda: len(finished_jobs(work_root)["running"]) == 4, 30, "all four claimed")
+    doomed.kill()  # for good
+    took_over_at = time.monotonic()
+    survivor = start_daemon(concurrency=4, rescan_seconds=2)
+    for name in names:
+        assert wait_finished(work_root, name, timeout=30)[0] == "done"
+    assert time.monotonic() - took_over_at < 15
+    assert "taking over job" in survivor.log()
+    assert set(starts.close().values()) == {1}  # adopted, not run again
+
+
+def test_writers_that_pause_mid_file_are_never_claimed_early(
+    work_root: Path, start_daemon: StartDaemon, repo_url: str
+) -> None:
+    start_daemon(concurrency=2, settle_seconds=0.1)
+    inbox = work_root / "inbox"
+    rng = random.Random(11)
+    names = [f"slow{i:03d}.yaml" for i in range(100)]
+
+    def write(name: str, pause: float) -> None:
+        # Valid only once complete: the prompt comes last, after the pause.
+        with (inbox / name).open("w") as handle:
+            handle.write(f"repo_url: {repo_url}\n")
+            handle.flush()
+            time.sleep(pause)
+            handle.write("prompt: succeed\n")
+
+    writers = [threading.Thread(target=write, args=(n, rng.uniform(0.3, 2.0))) for n in names]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    for name in names:
+        folder, path = wait_finished(work_root, name, timeout=120)
+        assert folder == "done", exit_record(work_root, path)["reason"]
