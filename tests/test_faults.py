@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -183,3 +185,90 @@ def test_writers_that_pause_mid_file_are_never_claimed_early(
     for name in names:
         folder, path = wait_finished(work_root, name, timeout=120)
         assert folder == "done", exit_record(work_root, path)["reason"]
+
+
+class PrivateEngine:
+    """A second dockerd, without live-restore, on its own bridge (a dockerd without one
+    would take the main Engine's docker0) and its own data root, which keeps the loaded
+    test image between runs. Stopped with SIGTERM as systemd would: containers die."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        # Short: containerd's socket lives here, and unix socket paths stop at 108 bytes.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="wdtest-", dir="/run"))
+        self.url = f"unix://{self.run_dir / 'docker.sock'}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=False,
+                       capture_output=True)  # fmt: skip
+        subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["dockerd", "--data-root", "/var/lib/watcherd-test-engine", "--exec-root",
+             str(self.run_dir), "--pidfile", str(self.run_dir / "dockerd.pid"),
+             "-H", self.url, f"--bridge={BRIDGE}", "--iptables=false", "--ip6tables=false"],
+            stdout=subprocess.DEVNULL, stderr=(self.base / "dockerd.log").open("ab"),
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for(lambda: _answers(self.url), 60, "the private Engine")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+    def close(self) -> None:
+        self.stop()
+        subprocess.run(["ip", "link", "del", BRIDGE], check=False, capture_output=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+BRIDGE = "wdtest0"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(docker.DockerClient(base_url=url).ping())
+    except docker.errors.DockerException:
+        return False
+
+
+@pytest.fixture
+def private_engine(tmp_path: Path, behave: str) -> Any:
+    engine = PrivateEngine(tmp_path / "engine")
+    engine.start()
+    client = docker.DockerClient(base_url=engine.url)
+    try:
+        client.images.get(behave)
+    except docker.errors.ImageNotFound:  # from the main Engine, once (the data root stays)
+        image = docker.from_env().images.get(behave)
+        client.images.load(b"".join(image.save(named=True)))
+    yield engine
+    for container in client.containers.list(all=True):
+        container.remove(force=True)
+    engine.close()
+
+
+def test_an_engine_stopped_mid_batch_fails_no_job_and_ends_none_twice(
+    work_root: Path, start_daemon: StartDaemon, repo_url: str, private_engine: PrivateEngine
+) -> None:
+    daemon = start_daemon(docker_host=private_engine.url, concurrency=2)
+    names = [f"batch{i}.yaml" for i in range(6)]
+    for name in names:
+        write_job(work_root / "inbox", name, repo_url=repo_url, prompt="sleep 3")
+    wait_for(lambda: len(finished_jobs(work_root)["running"]) == 2, 30, "two jobs running")
+    time.sleep(1)  # well inside their three seconds
+    private_engine.stop()  # without live-restore: its containers are killed
+    time.sleep(15)
+    private_engine.start()
+    for name in names:
+        folder, path = wait_finished(work_root, name, timeout=120)
+        assert folder == "done", exit_record(work_root, path)["reason"]
+    jobs = finished_jobs(work_root)
+    assert len(jobs["done"]) == len(names) and jobs["failed"] == []  # none ended twice
+    retried = [
+        n for n in jobs["done"] if exit_record(work_root, work_root / "done" / n)["attempts"] == 2
+    ]
+    assert retried  # the killed ones ran again
+    assert "without live-restore" in daemon.log()

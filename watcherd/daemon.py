@@ -130,9 +130,9 @@ class Server:
                     self._rescan(now)
                 self._dispatch()
                 self._trouble.over()
-            except OSError as exc:
-                # A full disk, a vanished folder: waited out, never a crash. Events may
-                # have been lost with the failed turn: rescan when it works again.
+            except (OSError, RunnerError) as exc:
+                # A full disk, a vanished folder, the Engine away: waited out, never a
+                # crash. Events may have been lost with the failed turn: rescan after.
                 pause = self._trouble.backoff(exc)
                 next_rescan = 0.0
             # The watchdog is fed here and nowhere else: a stalled loop stops the pings.
@@ -402,7 +402,7 @@ class _Episode:
         self.what = what
         self.failures = 0
 
-    def backoff(self, exc: OSError) -> float:
+    def backoff(self, exc: Exception) -> float:
         if self.failures == 0:
             log.error("%s: %s; waiting it out", self.what, exc)
         self.failures += 1
