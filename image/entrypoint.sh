@@ -95,6 +95,7 @@ token_usage() {
 wgit() {
     GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null \
         git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.pager=cat \
+        -c commit.gpgSign=false -c tag.gpgSign=false \
         -c safe.directory="$repo" -c advice.detachedHead=false "$@"
 }
 
@@ -178,7 +179,10 @@ save_work() {
     fi
     [ -n "$commit_before" ] || return 0
     printf '[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n' >.git/config
-    rm -rf .git/hooks .git/info/attributes
+    # Git also reads a config through .git/commondir and config.worktree, attributes from
+    # info/: gone, and git pinned to this .git (no discovery, no common dir elsewhere).
+    rm -rf .git/hooks .git/info .git/commondir .git/config.worktree
+    export GIT_DIR="$repo/.git" GIT_COMMON_DIR="$repo/.git" GIT_WORK_TREE="$repo"
     # --ignore-errors: what git cannot add (an empty nested repository) must not cost the rest.
     wgit add -A --ignore-errors . >>"$OUT/run.log" 2>&1 || log "warning: some files could not be added"
     if ! wgit diff --cached --quiet 2>/dev/null; then

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -75,4 +76,22 @@ def test_refresh_rules() -> None:
     assert login_refresh_problem(b"[]", login("r1")) == "no tokens"
     assert "refresh_token" in login_refresh_problem(
         json.dumps({"tokens": {"access_token": "a"}}).encode(), None
+    )
+
+
+def test_only_a_login_with_an_account_is_refreshed_and_only_by_the_same_subject() -> None:
+    api_key_login = json.dumps({"OPENAI_API_KEY": "sk-x", "tokens": None}).encode()
+    assert (
+        login_refresh_problem(login("r2"), api_key_login) == "the login had no account to refresh"
+    )
+
+    def with_subject(subject: str) -> bytes:
+        claims = base64.urlsafe_b64encode(json.dumps({"sub": subject}).encode()).decode()
+        record = json.loads(login("r2"))
+        record["tokens"]["id_token"] = f"h.{claims.rstrip('=')}.s"
+        return json.dumps(record).encode()
+
+    assert login_refresh_problem(with_subject("user-1"), with_subject("user-1")) == ""
+    assert login_refresh_problem(with_subject("attacker"), with_subject("user-1")) == (
+        "a different account"
     )

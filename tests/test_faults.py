@@ -5,6 +5,7 @@ stand-in image; slow (a minute or two in all): `pytest -m slow` runs just these.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -246,7 +247,8 @@ def private_engine(tmp_path: Path, behave: str) -> Any:
         client.images.load(b"".join(image.save(named=True)))
     yield engine
     for container in client.containers.list(all=True):
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.APIError):  # the daemon may be removing it
+            container.remove(force=True)
     engine.close()
 
 

@@ -111,8 +111,9 @@ def test_a_deeply_nested_exit_json_cannot_wedge_the_job(
     RecursionError: _collect fails, then finish() fails on the same file, and the job is
     'left in running/' (unsealed workspace, home with the login copy, container kept); the
     next start adopts it and fails the same way, for ever."""
-    attack = (f"{BLOCK_WORKER_OUTPUTS}; "
-              "head -c 200000 /dev/zero | tr '\\0' '[' > /work/out/exit.json")
+    attack = (
+        f"{BLOCK_WORKER_OUTPUTS}; head -c 200000 /dev/zero | tr '\\0' '[' > /work/out/exit.json"
+    )
     model.steps += [Step("tool", attack), Step("message", "done")]
     daemon = codex_daemon()
     write_job(work_root / "inbox", "wedge.yaml", repo_url=git_server.url("demo.git"),
@@ -143,8 +144,10 @@ def test_exit_json_stays_strict_json(
     """The worker's fields are merged into the daemon's exit.json. Python's json accepts
     NaN and 1e999 (inf) and writes them back as NaN/Infinity, which is not JSON: jq and
     every strict parser then refuse the daemon's record (the README's `jq -r .results_repo`)."""
-    attack = (f"{BLOCK_WORKER_OUTPUTS}; "
-              "echo '{\"usage\": 1e999, \"thread_id\": NaN}' > /work/out/exit.json")
+    attack = (
+        f"{BLOCK_WORKER_OUTPUTS}; "
+        'echo \'{"usage": 1e999, "thread_id": NaN}\' > /work/out/exit.json'
+    )
     model.steps += [Step("tool", attack), Step("message", "done")]
     codex_daemon()
     _folder, out = run_job(work_root, "nan.yaml", git_server.url("demo.git"), "nan")
@@ -252,7 +255,7 @@ def _keep_busy(marker: str, after: int) -> Callable[[dict[str, Any]], Step]:
             return Step("message", "done")
         if state["calls"] > 40:
             return Step("message", "gave up")
-        return Step("tool", f'sleep 3; test -e "$CODEX_HOME/{marker}" && echo ATTACK-''DONE')
+        return Step("tool", f'sleep 3; test -e "$CODEX_HOME/{marker}" && echo ATTACK-DONE')
 
     return respond
 
@@ -267,8 +270,9 @@ def test_the_disk_poll_cannot_be_stretched_by_many_empty_files(
     model.respond = _keep_busy("stretch-done", after=4)
     codex_daemon()
     try:
-        _folder, out = run_job(work_root, "stretch.yaml", git_server.url("demo.git"), "fill",
-                              disk="32m")
+        _folder, out = run_job(
+            work_root, "stretch.yaml", git_server.url("demo.git"), "fill", disk="32m"
+        )
         record = record_of(out)
         assert "ATTACK-DONE" in json.dumps(model.requests), "the attack did not get to write"
         done_at = next(i for i, r in enumerate(model.requests) if "ATTACK-DONE" in json.dumps(r))
@@ -276,7 +280,10 @@ def test_the_disk_poll_cannot_be_stretched_by_many_empty_files(
         left = big.stat().st_blocks * 512 if big.exists() else 0
         # Killed for its budget within ~2 tool calls (6 s) of writing 1 GiB, not at the end.
         assert record["state"] == "failed" and "disk budget" in record["reason"], (
-            record["state"], f"{left} bytes left in out/big.bin", len(model.requests) - done_at)
+            record["state"],
+            f"{left} bytes left in out/big.bin",
+            len(model.requests) - done_at,
+        )
         assert len(model.requests) <= done_at + 2, len(model.requests)
     finally:
         for big in (work_root / "out").glob("*/big.bin"):
@@ -292,13 +299,16 @@ def test_the_disk_budget_is_checked_once_the_container_has_exited(
     model.respond = _keep_busy("exit-done", after=0)
     codex_daemon()
     try:
-        _folder, out = run_job(work_root, "atexit.yaml", git_server.url("demo.git"), "fill",
-                              disk="32m")
+        _folder, out = run_job(
+            work_root, "atexit.yaml", git_server.url("demo.git"), "fill", disk="32m"
+        )
         record = record_of(out)
         big = out / "big.bin"
         left = big.stat().st_blocks * 512 if big.exists() else 0
         assert record["state"] == "failed" and "disk budget" in record["reason"], (
-            record["state"], f"{left} bytes left in out/big.bin")
+            record["state"],
+            f"{left} bytes left in out/big.bin",
+        )
         assert not big.exists()
         assert disk_used(out) <= 32 * 2**20
     finally:
@@ -397,7 +407,7 @@ def test_branch_bundle_cannot_name_another_repository_on_the_host(
     folder, out = run_job(work_root, "steal.yaml", git_server.url("demo.git"), "steal",
                           branch="fix")  # fmt: skip
     patch = (out / "changes.patch").read_text() if (out / "changes.patch").exists() else ""
-    assert "commits could not be saved" in record_of(out)["reason"]  # git refused the gitfile
+    assert "is not a git bundle" in record_of(out)["reason"]  # never handed to git
     assert "TOP-SECRET" not in patch
     results = work_root / "repos" / f"{cache_key(git_server.url('demo.git'))}.git"
     shown = subprocess.run(["git", "--git-dir", str(results), "log", "--all", "--stat"],
@@ -424,7 +434,7 @@ def test_the_login_is_not_replaced_by_another_account(
     (auth / "auth.json").chmod(0o600)
     forged = ('{"tokens": {"access_token": "attacker-at", "refresh_token": "attacker-rt", '
               '"id_token": "attacker-id", "account_id": "attacker-account"}}')  # fmt: skip
-    attack = f"echo '{forged}' > \"$CODEX_HOME/auth.json\"; cat \"$CODEX_HOME/auth.json\""
+    attack = f'echo \'{forged}\' > "$CODEX_HOME/auth.json"; cat "$CODEX_HOME/auth.json"'
     model.steps += [Step("tool", attack), Step("message", "done")]
     codex_daemon()
     _folder, _out = run_job(work_root, "login.yaml", git_server.url("demo.git"), "login")
@@ -482,7 +492,7 @@ def test_no_other_jobs_objects_are_in_reach(
 ) -> None:  # fmt: skip
     """Job one commits a secret; job two, on the same repository, reads every object it
     can reach (its workspace, /cache, alternates pointed anywhere) and the mounts."""
-    one = "echo SECRET-OF-JOB-""ONE > secret.txt && git add secret.txt && git commit -qm s"
+    one = "echo SECRET-OF-JOB-ONE > secret.txt && git add secret.txt && git commit -qm s"
     look = "; ".join([
         "echo /work/repos/x.git/objects >> .git/objects/info/alternates",
         "for a in /cache/*/objects /work/*/.git/objects; do echo \"$a\"; done"
@@ -511,16 +521,17 @@ def test_a_term_trapping_agent_that_stops_the_worker_is_still_stopped(
     """The agent ignores SIGTERM and SIGSTOPs the worker so it never saves nor exits: the
     timeout still ends it, stop_grace after the SIGTERM."""
     attack = (
-        "nohup setsid bash -c 'trap \"\" TERM INT HUP; "
-        "for p in /proc/[0-9]*; do case \"$(tr \"\\0\" \" \" < $p/cmdline 2>/dev/null)\" in "
-        "\"/bin/bash /usr/local/bin/watcherd-worker\"*) kill -STOP ${p#/proc/};; esac; done; "
+        'nohup setsid bash -c \'trap "" TERM INT HUP; '
+        'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline 2>/dev/null)" in '
+        '"/bin/bash /usr/local/bin/watcherd-worker"*) kill -STOP ${p#/proc/};; esac; done; '
         "exec sleep 600' > /dev/null 2>&1 < /dev/null & sleep 1; echo stopped"
     )
     model.steps += [Step("tool", attack), Step("message", "done")]
     daemon = codex_daemon(stop_grace=2)
     began = time.monotonic()
-    _folder, out = run_job(work_root, "trap.yaml", git_server.url("demo.git"), "trap",
-                          wait=90, timeout=15)
+    _folder, out = run_job(
+        work_root, "trap.yaml", git_server.url("demo.git"), "trap", wait=90, timeout=15
+    )
     took = time.monotonic() - began
     record = record_of(out)
     assert record["state"] == "timeout", record
@@ -534,8 +545,9 @@ def test_log_flood_through_pid_1_is_capped(
 ) -> None:  # fmt: skip
     """The agent writes 30 MB into the container's own stdout (/proc/1/fd/1): Docker keeps
     at most two files of log_max_size."""
-    attack = ("head -c 30000000 /dev/zero | tr '\\0' x | fold -w 1000 > /proc/1/fd/1; "
-              "sleep 4; echo ok")
+    attack = (
+        "head -c 30000000 /dev/zero | tr '\\0' x | fold -w 1000 > /proc/1/fd/1; sleep 4; echo ok"
+    )
     model.steps += [Step("tool", attack), Step("message", "done")]
     codex_daemon(log_max_size="64k")
     write_job(work_root / "inbox", "flood.yaml", repo_url=git_server.url("demo.git"),
@@ -561,12 +573,15 @@ def test_log_flood_through_pid_1_is_capped(
 def test_a_fork_bomb_is_held_by_the_pids_limit(
     work_root: Path, codex_daemon: CodexDaemon, model: ScriptedModel, git_server: GitServer,
 ) -> None:  # fmt: skip
-    attack = ("nohup setsid bash -c 'f(){ f | f & }; f' > /dev/null 2>&1 < /dev/null & "
-              "sleep 3; echo bombed")
+    attack = (
+        "nohup setsid bash -c 'f(){ f | f & }; f' > /dev/null 2>&1 < /dev/null & "
+        "sleep 3; echo bombed"
+    )
     model.steps += [Step("tool", attack), Step("message", "done")]
     daemon = codex_daemon(pids_limit=64)
-    _folder, out = run_job(work_root, "bomb.yaml", git_server.url("demo.git"), "bomb",
-                          wait=120, cpus=0.5, timeout=30)
+    _folder, out = run_job(
+        work_root, "bomb.yaml", git_server.url("demo.git"), "bomb", wait=120, cpus=0.5, timeout=30
+    )
     assert record_of(out)["state"] in ("done", "failed", "timeout")
     assert daemon.alive()
     assert not list((work_root / "running").glob("*.yaml"))

@@ -82,12 +82,19 @@ def test_results_come_in_from_a_bundle_checked_by_fsck(
     results = cache.take_results(upstream, bundle, "watcherd/job-1", before)
     assert len(results.commits) == 2 and results.commits[-1] == results.head
     patch = tmp_path / "changes.patch"
-    cache.write_patch(upstream, before, results.head, patch)
+    assert cache.write_patch(upstream, before, results.head, patch, limit=1024)
     assert "+new" in patch.read_text()
+    # Over the limit (a small bundle can hold huge blobs): only the list of files.
+    assert not cache.write_patch(upstream, before, results.head, patch, limit=1)
+    assert patch.read_text().splitlines()[-1] == "A\tnew.txt"
     # Without a bundle (no commits) the branch starts and ends where the job started.
     empty = cache.take_results(upstream, None, "watcherd/job-2", before)
     assert (empty.head, empty.commits) == (before, ())
 
+    forged = tmp_path / "forged.bundle"  # names another repository: never handed to git
+    forged.write_text(f"gitdir: {cache.cache_path(cache_key(upstream))}\n")
+    with pytest.raises(RepoError, match="not a git bundle"):
+        cache.take_results(upstream, forged, "watcherd/job-4", before)
     bundle.write_bytes(bundle.read_bytes()[:-40])  # truncated: refused, nothing half-saved
     with pytest.raises(RepoError, match="could not be saved"):
         cache.take_results(upstream, bundle, "watcherd/job-3", before)

@@ -11,6 +11,7 @@ homes/<id>/   CODEX_HOME of one job (0700, the job's user), mounted at
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -91,33 +92,53 @@ class AgentHomes:
 
 
 def login_refresh_problem(new: bytes, old: bytes | None) -> str:
-    """Why ``new`` is not a refresh of the login ``old``; empty if it is one."""
-    try:
-        record = json.loads(new)
-    except ValueError:
-        return "not JSON"
+    """Why ``new`` is not a refresh of the login ``old``; empty if it is one. Only a
+    login that names its account can be refreshed: an API-key login (no account) or a
+    different account is never taken back."""
+    record = _json(new)
     tokens = record.get("tokens") if isinstance(record, dict) else None
     if not isinstance(tokens, dict):
         return "no tokens"
     for field in ("access_token", "refresh_token"):
         if not isinstance(tokens.get(field), str) or not tokens[field]:
             return f"tokens.{field} missing"
-    previous = _account_id(old)
-    if previous is not None and tokens.get("account_id") != previous:
+    previous = _identity(_json(old) if old is not None else None)
+    if previous is None:
+        return "the login had no account to refresh"
+    if _identity(record) != previous:
         return "a different account"
     return ""
 
 
-def _account_id(data: bytes | None) -> str | None:
-    if data is None:
-        return None
-    try:
-        record: Any = json.loads(data)
-    except ValueError:
-        return None
+def _identity(record: Any) -> tuple[str, str | None] | None:
+    """(account id, the id token's subject) of a ChatGPT login, None without an account."""
     tokens = record.get("tokens") if isinstance(record, dict) else None
-    account = tokens.get("account_id") if isinstance(tokens, dict) else None
-    return account if isinstance(account, str) else None
+    if not isinstance(tokens, dict):
+        return None
+    account = tokens.get("account_id")
+    if not isinstance(account, str) or not account:
+        return None
+    return account, _token_subject(tokens.get("id_token"))
+
+
+def _token_subject(token: Any) -> str | None:
+    """The ``sub`` claim of a JWT, unverified: only compared with the one before."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, RecursionError):
+        return None
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    return subject if isinstance(subject, str) else None
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
 
 
 def read_regular(path: Path, limit: int) -> bytes | None:

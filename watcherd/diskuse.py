@@ -10,27 +10,53 @@ import os
 import stat
 from pathlib import Path
 
+ENTRY_MIN_BYTES = 4096  # an empty file or a link still costs an inode and a block
+
 
 def tree_bytes(paths: list[Path], limit: int) -> int:
-    """Disk used under ``paths`` (allocated blocks, so sparse files count as written),
-    stopping early once past ``limit``. Links are not followed."""
+    """Disk used under ``paths``: allocated blocks (sparse files count as written), at
+    least one block per entry (a million empty files are not free), stopping early once
+    past ``limit``. Walked through folder descriptors opened with O_NOFOLLOW, so a folder
+    swapped for a link while it is measured leads nowhere."""
     total = 0
-    stack = [str(p) for p in paths]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                total += st.st_blocks * 512
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
-        if total > limit:
-            break
+    stack: list[int] = []
+    try:
+        for path in paths:
+            fd = _open_folder(str(path), None)
+            if fd is not None:
+                stack.append(fd)
+        while stack and total <= limit:
+            fd = stack.pop()
+            try:
+                total += _measure(fd, stack)
+            finally:
+                os.close(fd)
+    finally:
+        for fd in stack:
+            os.close(fd)
     return total
+
+
+def _measure(fd: int, stack: list[int]) -> int:
+    total = 0
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            total += max(st.st_blocks * 512, ENTRY_MIN_BYTES)
+            if stat.S_ISDIR(st.st_mode):
+                child = _open_folder(entry.name, fd)
+                if child is not None:
+                    stack.append(child)
+    return total
+
+
+def _open_folder(name: str, parent: int | None) -> int | None:
+    try:
+        return os.open(
+            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+        )
+    except OSError:  # gone, a link, not a folder, not ours to read
+        return None

@@ -74,6 +74,7 @@ def run_git(
     cwd: Path | None = None,
     env: Mapping[str, str],
     timeout: float = 600.0,
+    stdin: str | None = None,
 ) -> str:
     """git's stdout, or GitError with its stderr."""
     try:
@@ -82,7 +83,8 @@ def run_git(
             cwd=cwd,
             env=dict(env),
             capture_output=True,
-            stdin=subprocess.DEVNULL,
+            input=stdin.encode() if stdin is not None else None,
+            stdin=subprocess.DEVNULL if stdin is None else None,
             timeout=timeout,
             check=False,
         )

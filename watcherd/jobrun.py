@@ -55,6 +55,7 @@ log = logging.getLogger("watcherd.job")
 STOPPED_EXIT_CODE = 124  # the worker, after SIGTERM: it saved the agent's work and stopped
 WAIT_SLICE_SECONDS = 1.0  # how often a waiting job looks up for a shutdown
 DISK_CHECK_MIN_SECONDS = 1.0
+DISK_CHECK_MAX_SECONDS = 5.0  # however slow a measurement, never longer between two
 DISK_CHECK_DUTY = 50  # measuring may take at most 1/50 of the time between two measurements
 
 
@@ -325,9 +326,16 @@ class JobLife:
                     self.runner.kill(handle)
                     return ContainerEnd(Ending.OVER_BUDGET, self.runner.wait(handle, 30.0), used)
                 took = time.monotonic() - began
-                next_disk_check = began + max(DISK_CHECK_MIN_SECONDS, took * DISK_CHECK_DUTY)
+                pause = min(
+                    max(DISK_CHECK_MIN_SECONDS, took * DISK_CHECK_DUTY), DISK_CHECK_MAX_SECONDS
+                )
+                next_disk_check = began + pause
             code = self.runner.wait(handle, min(remaining, WAIT_SLICE_SECONDS))
             if code is not None:
+                # Once more now that nothing can write: what it left must fit too.
+                used = tree_bytes(watched, budget)
+                if used > budget:
+                    return ContainerEnd(Ending.OVER_BUDGET, code, used)
                 return ContainerEnd(Ending.EXITED, code)
 
     def _collect(
@@ -391,7 +399,10 @@ class JobLife:
                 spec.repo_url, bundle if bundle.is_file() else None, branch, state.commit_before
             )
             patch = out_dir / "changes.patch"
-            self.cache.write_patch(spec.repo_url, state.commit_before, results.head, patch)
+            budget = spec.disk or self.config.disk_budget
+            self.cache.write_patch(
+                spec.repo_url, state.commit_before, results.head, patch, limit=budget
+            )
             folder = out_dir.stat()
             if os.geteuid() == 0:
                 os.chown(patch, folder.st_uid, folder.st_gid)
@@ -423,13 +434,14 @@ class JobLife:
         steps is repaired at the next start without running the job again. The agent home
         (a copy of the login) and the workspace are dealt with before the move, so that
         nothing of a job that looks finished is still open."""
+        # First what needs no reading of what the agent left: drop the login copy, seal.
+        self.homes.remove(job.job_id)
+        self.workspaces.seal(job.job_id)
         out_dir = self.spool.layout.out_dir(job.job_id)
         removed = make_safe(out_dir) if out_dir.is_dir() else []
         if removed:
             outcome = outcome.with_removed(tuple(removed))
         write_exit_json(out_dir, job.job_id, job.source_name, outcome)
-        self.homes.remove(job.job_id)
-        self.workspaces.seal(job.job_id)
         self.spool.finish(job, ok=outcome.state.ok)
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
         try:

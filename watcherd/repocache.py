@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from watcherd.fsutil import remove_tree
 from watcherd.git import GitError, git_env, run_git
 from watcherd.repourl import redact, repo_name
 
@@ -51,6 +52,16 @@ class Results:
     branch: str
     head: str
     commits: tuple[str, ...]  # commit_before..head, oldest first
+
+
+def is_bundle(path: Path) -> bool:
+    """A git bundle by its first line; anything else (a "gitdir:" file naming another
+    repository, say) is never handed to git."""
+    try:
+        with path.open("rb") as handle:
+            return handle.readline(64) in (b"# v2 git bundle\n", b"# v3 git bundle\n")
+    except OSError:
+        return False
 
 
 def cache_key(url: str) -> str:
@@ -151,12 +162,15 @@ class RepoCache:
             if not (path / "HEAD").is_file():
                 # Relative, so the root can move: repos/<key>.git/objects → cache/<key>.git/objects
                 self._create_bare(path, alternates=f"../../../cache/{key}.git/objects")
+        if bundle is not None and not is_bundle(bundle):
+            raise RepoError("the job's branch.bundle is not a git bundle; nothing saved")
         try:
             if bundle is None:
                 self._git(path, "update-ref", f"refs/heads/{branch}", commit_before)
             else:
                 self._git(
-                    path, "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags",
+                    path, "-c", "transfer.fsckObjects=true", "-c", "core.bigFileThreshold=16m",
+                    "fetch", "--quiet", "--no-tags",
                     "--no-write-fetch-head", "--", str(bundle),
                     f"+refs/heads/{branch}:refs/heads/{branch}",
                     protocols=("file",),
@@ -167,19 +181,46 @@ class RepoCache:
             raise RepoError(f"the job's commits could not be saved: {exc.last_line()}") from exc
         return Results(branch, head.strip(), tuple(listed.split()))
 
-    def write_patch(self, url: str, commit_before: str, head: str, target: Path) -> None:
+    def write_patch(
+        self, url: str, commit_before: str, head: str, target: Path, limit: int
+    ) -> bool:
         """``git diff`` from the job's start to its branch, as a file: computed here, from
-        objects fsck checked, so the agent cannot make the patch differ from the branch."""
+        objects fsck checked, so the agent cannot make the patch differ from the branch.
+        Above ``limit`` bytes of changed content (a few KB of bundle can hold gigabytes)
+        only the list of changed files is written; False then."""
         path = self.results_path(cache_key(url))
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.unlink(missing_ok=True)
+        remove_tree(tmp)
+        span = (commit_before, head)
         try:
-            self._git(path, "diff", "--binary", "--full-index", "--no-ext-diff",
-                      "--no-textconv", f"--output={tmp}", commit_before, head, "--")  # fmt: skip
+            whole = self._changed_bytes(path, *span) <= limit
+            if whole:
+                self._git(path, "diff", "--binary", "--full-index", "--no-ext-diff",
+                          "--no-textconv", f"--output={tmp}", *span, "--")  # fmt: skip
+            else:
+                listing = self._git(path, "diff", "--name-status", "--no-renames", *span, "--")
+                tmp.write_text(
+                    f"# The changes are larger than {limit} bytes: not written out here.\n"
+                    f"# Fetch the branch instead (README, Workspaces and results).\n{listing}"
+                )
             os.replace(tmp, target)
         except GitError as exc:
-            tmp.unlink(missing_ok=True)
+            remove_tree(tmp)
             raise RepoError(f"changes.patch could not be written: {exc.last_line()}") from exc
+        return whole
+
+    def _changed_bytes(self, path: Path, before: str, head: str) -> int:
+        """The size of every blob the change brings in, without reading one."""
+        raw = self._git(path, "diff", "--raw", "-z", "--no-abbrev", "--no-renames", before, head)
+        blobs = set()
+        for part in raw.split("\0"):  # ":old-mode new-mode old-id new-id status", path, ...
+            fields = part.split()
+            if part.startswith(":") and len(fields) >= 4 and set(fields[3]) != {"0"}:
+                blobs.add(fields[3])  # an all-zero id: deleted, nothing comes in
+        if not blobs:
+            return 0
+        sizes = self._git(path, "cat-file", "--batch-check=%(objectsize)", stdin="\n".join(blobs))
+        return sum(int(size) for size in sizes.split() if size.isdigit())
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -204,11 +245,11 @@ class RepoCache:
 
     def _git(
         self, path: Path | None, *args: str, timeout: float = 120.0,
-        protocols: Sequence[str] | None = None,
+        protocols: Sequence[str] | None = None, stdin: str | None = None,
     ) -> str:  # fmt: skip
         env = git_env(protocols or self.allowed_protocols, GIT_CONFIG_NOSYSTEM="1")
         prefix = ["--git-dir", str(path)] if path is not None else []
-        return run_git([*prefix, *args], env=env, timeout=timeout)
+        return run_git([*prefix, *args], env=env, timeout=timeout, stdin=stdin)
 
     @contextlib.contextmanager
     def _locked(self, name: str, stop: threading.Event | None) -> Iterator[None]:

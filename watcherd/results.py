@@ -59,15 +59,12 @@ def utc_now() -> str:
 
 
 def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outcome) -> None:
-    """Merge the daemon's verdict into what the container wrote (its fields are kept,
-    the daemon's win where both exist), atomically."""
+    """The daemon's verdict, with what the worker reported (its known fields only, their
+    types checked: the agent can write that file), atomically and as strict JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "exit.json"
-    record = read_worker_record(out_dir)
+    record: dict[str, Any] = dict(read_worker_record(out_dir))
     if "state" in record:
         record["worker_state"] = record.pop("state")
-    for field in dataclasses.fields(SavedWork):  # only the daemon's word on where work went
-        record.pop(field.name, None)
     record.update(
         {
             "job_id": job_id,
@@ -87,21 +84,69 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
     # Owned like its folder (the job's user), so the host user owns all of out/<id>.
     folder = out_dir.stat()
     write_atomic(
-        path,
-        (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(),
+        out_dir / "exit.json",
+        (json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n").encode(),
         owner=(folder.st_uid, folder.st_gid),
     )
 
 
+# What the worker may report, and of which type. Anything else it wrote is dropped: the
+# daemon's fields (state, branch, commits, ...) are never the worker's to set.
+WORKER_FIELDS: dict[str, type] = {
+    "state": str,
+    "reason": str,
+    "started_at": str,
+    "duration_seconds": int,
+    "repo_url": str,
+    "repo_ref": str,
+    "repo_dir": str,
+    "codex_version": str,
+    "thread_id": str,
+    "usage": dict,
+}
+MAX_WORKER_RECORD = 1024 * 1024
+MAX_WORKER_STRING = 4000
+
+
 def read_worker_record(out_dir: Path) -> dict[str, Any]:
-    """The worker's own exit.json, if it wrote a sane one. Never follows a symlink the
-    agent may have planted there."""
+    """The known fields of the worker's own exit.json, each of its type; {} when there
+    is no sane one. Never follows a link, never fails on what it finds (the agent may
+    have written a 200 KB nest of brackets, NaN, 1e999)."""
     path = out_dir / "exit.json"
-    if path.is_symlink() or not path.is_file():
-        return {}
     try:
+        if path.is_symlink() or not path.is_file():
+            return {}
         with path.open("rb") as handle:
-            data = json.loads(handle.read(1024 * 1024))
-    except (OSError, ValueError):
+            data = json.loads(handle.read(MAX_WORKER_RECORD), parse_constant=_refuse_constant)
+    except (OSError, ValueError, RecursionError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        key: _checked(data[key])
+        for key, kind in WORKER_FIELDS.items()
+        if key in data and _is(data[key], kind)
+    }
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is dict:  # usage: token counts
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in value.items()
+        )
+    return isinstance(value, kind)
+
+
+def _checked(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:MAX_WORKER_STRING]
+    if isinstance(value, dict):
+        return {k[:100]: v for k, v in list(value.items())[:50]}
+    return value
