@@ -26,7 +26,9 @@ from typing import Any
 from watcherd.filters import is_job_name
 from watcherd.fsutil import fsync_dir, rename_noreplace, write_atomic
 from watcherd.job import MAX_JOB_BYTES
-from watcherd.jobid import JOB_ID_EXAMPLE, is_job_id, new_job_id
+from watcherd.jobid import JOB_ID_EXAMPLE as JOB_ID_EXAMPLE  # re-exported: ids were here
+from watcherd.jobid import is_job_id as is_job_id
+from watcherd.jobid import new_job_id as new_job_id
 from watcherd.names import NameIndex
 
 Signature = tuple[int, int, int]  # (inode, size, mtime_ns): a file that changed has another
