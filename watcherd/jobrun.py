@@ -48,6 +48,7 @@ from watcherd.runner import (
     TransientRunnerError,
 )
 from watcherd.spool import Claimed, RunState, Spool
+from watcherd.steplog import StepLog
 from watcherd.workspace import Workspaces
 
 log = logging.getLogger("watcherd.job")
@@ -309,6 +310,7 @@ class JobLife:
             self.homes.path(job.job_id),
         ]
         next_disk_check = 0.0
+        steps = StepLog(job.job_id, self.spool.layout.out_dir(job.job_id) / "events.jsonl")
         while True:
             if self.stop_event.is_set():
                 raise Interrupted
@@ -327,6 +329,7 @@ class JobLife:
                 took = time.monotonic() - began
                 next_disk_check = began + max(DISK_CHECK_MIN_SECONDS, took * DISK_CHECK_DUTY)
             code = self.runner.wait(handle, min(remaining, WAIT_SLICE_SECONDS))
+            steps.poll()  # a log line per agent step since the last slice
             if code is not None:
                 return ContainerEnd(Ending.EXITED, code)
 
