@@ -114,6 +114,7 @@ class JobLife:
         )  # fmt: skip
         self.homes = AgentHomes(config.root)
         self._pruning = threading.Lock()
+        self.on_finished: Callable[[Claimed, Config], None] = _nothing  # notifications
 
     # -- the whole life ----------------------------------------------------------------
 
@@ -435,6 +436,7 @@ class JobLife:
         self.workspaces.seal(job.job_id)
         self.spool.finish(job, ok=outcome.state.ok)
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
+        self.on_finished(job, self.config)  # queues notifications; never raises or blocks
         try:
             handle = self.runner.find(job.job_id)
             if handle is not None:
@@ -454,6 +456,10 @@ class JobLife:
             log.warning("pruning workspaces: %s", exc)
         finally:
             self._pruning.release()
+
+
+def _nothing(job: Claimed, config: Config) -> None:
+    pass
 
 
 def _require_room(config: Config) -> None:
