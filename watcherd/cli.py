@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("job_id")
     retry.set_defaults(command=_retry)
 
+    doctor = commands.add_parser("doctor", help="check what this machine lacks to run jobs")
+    doctor.set_defaults(command=_doctor)
+
     image = commands.add_parser("image", help="the worker image")
     image_commands = image.add_subparsers(required=True, metavar="ACTION")
     build = image_commands.add_parser("build", help="build the worker image")
@@ -454,6 +457,23 @@ def _retry(config: Config, args: argparse.Namespace) -> int:
         return 1
     print(target)
     return 0
+
+
+def _doctor(config: Config, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from watcherd.doctor import DockerEngine, format_checks, run_checks
+    from watcherd.image import ImageError, image_dir
+
+    try:
+        dockerfile: Path | None = image_dir(config) / "Dockerfile"
+    except ImageError:
+        dockerfile = None
+    checks = run_checks(
+        config, lambda: DockerEngine(config.docker_host), datetime.now(UTC), dockerfile
+    )
+    print("\n".join(format_checks(checks)))
+    return 0 if all(check.ok for check in checks) else 1
 
 
 def _image_build(config: Config, args: argparse.Namespace) -> int:
