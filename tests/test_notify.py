@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.helpers import wait_for
+from tests.support.webhook import Receiver
 from watcherd.config import Config
 from watcherd.notify import (
     SIGNATURE_HEADER,
@@ -39,40 +37,6 @@ def test_the_signature_is_hmac_sha256_of_the_body() -> None:
     assert not verify(b"other", b"what do ya want for nothing?", expected)
 
 
-class Receiver:
-    """A webhook receiver on 127.0.0.1 answering with the statuses it is given, in order."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((self.path, dict(self.headers), body))
-                status = receiver.statuses.pop(0) if receiver.statuses else 204
-                self.send_response(status)
-                if status in (301, 307):
-                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "hook.secret"
@@ -83,7 +47,7 @@ def secret_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver([])
+    server = Receiver()
     yield server
     server.stop()
 
