@@ -200,3 +200,16 @@ def test_submit_says_how_to_follow_the_job(
     assert "dropped as fix-42.yaml; follow it with" in captured.err
     assert f"watcherd --root {tmp_path} wait fix-42 " in captured.err
     assert f"watcherd --root {tmp_path} logs -f fix-42 " in captured.err
+
+
+def test_submit_notify_takes_configured_target_names_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"root: {tmp_path}\nnotify: {{pager: {{command: [/bin/true]}}}}\n")
+    args = ["--config", str(config), "submit", "--repo-url", "https://h/a/b", "--prompt", "p"]
+    assert main([*args, "--notify", "pager"]) == 0
+    (dropped,) = (tmp_path / "inbox").iterdir()
+    assert "notify:\n- pager\n" in dropped.read_text()
+    assert main([*args, "--notify", "https://evil.example/x"]) == 1
+    assert "no notify target named 'https://evil.example/x'" in capsys.readouterr().err

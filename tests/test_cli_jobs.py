@@ -121,3 +121,21 @@ def test_logs_renders_the_events_and_follows_until_the_end(
     assert "$ sleep 2; ls" in out and "  exit 1, failed" in out
     assert out[-2].startswith("turn done: 72 tokens")
     assert out[-1] == "--- done: codex finished ---"
+
+
+def test_names_and_records_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = "evil\x1b]0;owned\x07.yaml"
+    spool, job = claim(tmp_path, hostile)
+    assert main(["--root", str(tmp_path), "status"]) == 0
+    assert main(["--root", str(tmp_path), "wait", "--timeout", "0.1", job.job_id]) == 124
+    finish(spool, job)
+    out = spool.layout.out_dir(job.job_id)
+    record = json.loads((out / "exit.json").read_text())
+    record["started_at"] = "\x1b[2J2026"  # the worker's fields are the agent's to forge
+    (out / "exit.json").write_text(json.dumps(record))
+    assert main(["--root", str(tmp_path), "show", job.job_id]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "\x07" not in captured.out
+    assert "started 2026" in captured.out

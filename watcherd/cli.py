@@ -18,7 +18,7 @@ import yaml
 from watcherd import __version__
 from watcherd.config import Config, ConfigError, load_config
 from watcherd.eventfile import read_all_events
-from watcherd.events import render
+from watcherd.events import one_line, render
 from watcherd.filters import is_job_name
 from watcherd.fsutil import fsync_dir, rename_noreplace
 from watcherd.job import MAX_JOB_BYTES, InvalidJob, parse_job
@@ -325,7 +325,8 @@ def _status(config: Config, args: argparse.Namespace) -> int:
 
 def _running_line(job: dict[str, str | int | None]) -> str:
     """``running  <id>  fix-42.yaml  2m05s  72 tokens  last: ran pytest (exit 0), 3s ago``"""
-    parts = ["running ", str(job["job_id"]), str(job["name"] or "(name: root only)")]
+    name = one_line(job["name"], 120) if job["name"] else "(name: daemon's user only)"
+    parts = ["running ", str(job["job_id"]), name]
     parts.append(age_text(float(job["age_seconds"] or 0)))
     if job["tokens"] is not None:
         parts.append(f"{int(job['tokens']):,} tokens")
@@ -376,7 +377,7 @@ def _wait(config: Config, args: argparse.Namespace) -> int:
 
 def _where(ref: JobRef) -> str:
     if ref.job_id is None:
-        return f"{ref.name} (queued in the inbox)"
+        return f"{one_line(ref.name, 120)} (queued in the inbox)"
     return f"job {ref.job_id} ({ref.place.value})"
 
 
@@ -400,7 +401,7 @@ def _logs(config: Config, args: argparse.Namespace) -> int:
     sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]  # any terminal
     if args.follow:
         if ref.job_id is None:
-            print(f"{ref.name} is queued; waiting for the daemon to claim it", file=sys.stderr)
+            print(f"{_where(ref)}: waiting for the daemon to claim it", file=sys.stderr)
         try:
             result = follow_logs(layout, ref, lambda line: print(line, flush=True))
         except KeyboardInterrupt:
@@ -410,7 +411,7 @@ def _logs(config: Config, args: argparse.Namespace) -> int:
         print(f"watcherd: {_where(result.ref)} is gone", file=sys.stderr)
         return WaitExit.UNKNOWN
     if ref.job_id is None:
-        print(f"{ref.name} is queued: no events yet", file=sys.stderr)
+        print(f"{_where(ref)}: no events yet", file=sys.stderr)
         return 0
     for line in render(read_all_events(layout.out_dir(ref.job_id) / "events.jsonl")):
         print(line)

@@ -118,9 +118,10 @@ def describe(view: JobView, now: float | None = None) -> list[str]:
     lines.append(f"state:      {state}")
     record = view.record or {}
     if record:
+        started, finished = (one_line(record.get(key), 40) for key in ("started_at", "finished_at"))
         lines.append(
             f"attempts:   {record.get('attempts')}, exit code {record.get('exit_code')}; "
-            f"started {record.get('started_at')}, finished {record.get('finished_at')}"
+            f"started {started or '?'}, finished {finished or '?'}"
         )
         usage = record.get("usage")
         if isinstance(usage, dict):
