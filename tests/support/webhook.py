@@ -29,7 +29,7 @@ class Receiver:
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         self._timer = threading.Timer(lifetime, self.stop)
         self._timer.daemon = True
         self._timer.start()
