@@ -188,3 +188,28 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(package_parent)},
     )  # fmt: skip
     assert (run.returncode, run.stdout) == (0, f"watcherd {watcherd.__version__}\n")
+
+
+def test_submit_says_how_to_follow_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--root", str(tmp_path), "submit", "--repo-url", "https://h/a/b", "--prompt", "p"]
+    assert main([*args, "--name", "fix-42"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{tmp_path / 'inbox' / 'fix-42.yaml'}\n"  # what programs read
+    assert "dropped as fix-42.yaml; follow it with" in captured.err
+    assert f"watcherd --root {tmp_path} wait fix-42 " in captured.err
+    assert f"watcherd --root {tmp_path} logs -f fix-42 " in captured.err
+
+
+def test_submit_notify_takes_configured_target_names_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"root: {tmp_path}\nnotify: {{pager: {{command: [/bin/true]}}}}\n")
+    args = ["--config", str(config), "submit", "--repo-url", "https://h/a/b", "--prompt", "p"]
+    assert main([*args, "--notify", "pager"]) == 0
+    (dropped,) = (tmp_path / "inbox").iterdir()
+    assert "notify:\n- pager\n" in dropped.read_text()
+    assert main([*args, "--notify", "https://evil.example/x"]) == 1
+    assert "no notify target named 'https://evil.example/x'" in capsys.readouterr().err

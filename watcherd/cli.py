@@ -1,4 +1,5 @@
-"""``watcherd`` command line: run, submit, status, validate, retry, image build, login."""
+"""``watcherd`` command line: run, submit, wait, show, logs, status, validate, retry, doctor,
+image build, login."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -15,10 +17,19 @@ import yaml
 
 from watcherd import __version__
 from watcherd.config import Config, ConfigError, load_config
+from watcherd.eventfile import read_all_events
+from watcherd.events import one_line, render
 from watcherd.filters import is_job_name
 from watcherd.fsutil import fsync_dir, rename_noreplace
 from watcherd.job import MAX_JOB_BYTES, InvalidJob, parse_job
-from watcherd.spool import JOB_ID_EXAMPLE, Layout, NotRetryable, Spool, is_job_id
+from watcherd.jobid import JOB_ID_EXAMPLE, is_job_id
+from watcherd.jobview import age_text, describe, view_job
+from watcherd.logfollow import follow_logs
+from watcherd.lookup import JobRef, Place, dropped_name, resolve
+from watcherd.progress import read_progress
+from watcherd.spool import Layout, NotRetryable, Spool
+from watcherd.units import parse_duration
+from watcherd.waiting import Ended, NotYet, WaitExit, wait_for_end
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--model")
     submit.add_argument("--timeout")
     submit.add_argument("--name", help="job file name in the inbox (default: from FILE or 'job')")
+    submit.add_argument("--notify", action="append", metavar="TARGET",
+                        help="a notify target named in the config (repeatable)")  # fmt: skip
     submit.set_defaults(command=_submit)
+
+    wait = commands.add_parser(
+        "wait", help="block until a job ends; print its exit record (exit 0 done, see README)"
+    )
+    wait.add_argument("job", metavar="NAME|ID", help="the name it was dropped as, or its id")
+    wait.add_argument("--timeout", type=_duration, metavar="SECONDS",
+                      help="give up after this long (30, 90s, 10m); exit 124")  # fmt: skip
+    wait.set_defaults(command=_wait)
+
+    show = commands.add_parser("show", help="a job's state, record, summary and files")
+    show.add_argument("job", metavar="NAME|ID")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(command=_show)
+
+    logs = commands.add_parser("logs", help="a job's progress: commands, edits, messages, tokens")
+    logs.add_argument("job", metavar="NAME|ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+    logs.set_defaults(command=_logs)
 
     status = commands.add_parser("status", help="jobs per folder, running jobs with their age")
     status.add_argument("--json", action="store_true")
@@ -77,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     retry = commands.add_parser("retry", help="put a failed job back into the inbox")
     retry.add_argument("job_id")
     retry.set_defaults(command=_retry)
+
+    doctor = commands.add_parser("doctor", help="check what this machine lacks to run jobs")
+    doctor.set_defaults(command=_doctor)
 
     image = commands.add_parser("image", help="the worker image")
     image_commands = image.add_subparsers(required=True, metavar="ACTION")
@@ -137,6 +171,9 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+SUBMIT_FIELDS = ("repo_url", "prompt", "repo_ref", "repo_dir", "mode", "model", "timeout", "notify")
+
+
 def _submit(config: Config, args: argparse.Namespace) -> int:
     if args.name is not None and not _is_plain_name(args.name):
         print(
@@ -153,11 +190,12 @@ def _submit(config: Config, args: argparse.Namespace) -> int:
             return 1
         # A dot-name would sit in the inbox unclaimed, as if still being written.
         name = args.name or args.file.name.lstrip(".") or "job.yaml"
+        if args.notify:
+            print("watcherd: --notify goes with --prompt; put notify: in FILE", file=sys.stderr)
+            return 1
     else:
         fields = {
-            key: getattr(args, key)
-            for key in ("repo_url", "prompt", "repo_ref", "repo_dir", "mode", "model", "timeout")
-            if getattr(args, key) is not None
+            key: getattr(args, key) for key in SUBMIT_FIELDS if getattr(args, key) is not None
         }
         data = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True).encode()
         name = args.name or "job.yaml"
@@ -176,7 +214,32 @@ def _submit(config: Config, args: argparse.Namespace) -> int:
         print(f"watcherd: cannot write into {inbox}: {_os_problem(exc)}", file=sys.stderr)
         return 1
     print(target)
+    # How to follow it, on stderr: stdout stays the one path programs read.
+    handle = job_stem_for_humans(target.name)
+    prefix = _command_prefix(args)
+    print(
+        f"dropped as {target.name}; follow it with\n"
+        f"  {prefix} wait {handle}      (until it ends; prints its exit record)\n"
+        f"  {prefix} logs -f {handle}   (its commands, edits and messages as they happen)\n"
+        f"  {prefix} show {handle}      (its state, summary and files)",
+        file=sys.stderr,
+    )
     return 0
+
+
+def job_stem_for_humans(name: str) -> str:
+    """``fix-42.yaml`` -> ``fix-42``, which lookup takes too; other names as they are."""
+    return name.removesuffix(".yaml") if name.endswith(".yaml") else name
+
+
+def _command_prefix(args: argparse.Namespace) -> str:
+    """``watcherd`` with the --config and --root this command was given."""
+    words = ["watcherd"]
+    if args.config:
+        words += ["--config", str(args.config)]
+    if args.root:
+        words += ["--root", str(args.root)]
+    return shlex.join(words)
 
 
 def _is_plain_name(name: str) -> bool:
@@ -233,24 +296,126 @@ def _status(config: Config, args: argparse.Namespace) -> int:
         for folder in (layout.inbox, layout.running, layout.done, layout.failed)
     }
     now = time.time()
-    running: list[dict[str, str | int]] = []
+    running: list[dict[str, str | int | None]] = []
     if layout.running.is_dir():
         for path in sorted(layout.running.glob("*.yaml")):
-            age = round(now - path.stat().st_ctime)  # ctime: the claim (rename)
-            running.append({"job_id": path.name.removesuffix(".yaml"), "age_seconds": age})
+            job_id = path.name.removesuffix(".yaml")
+            try:
+                age = round(now - path.stat().st_ctime)  # ctime: the claim (rename)
+            except FileNotFoundError:
+                continue  # it finished just now
+            progress = read_progress(layout.out_dir(job_id))
+            last_at = progress.last_activity_at
+            running.append({
+                "job_id": job_id,
+                "name": dropped_name(layout, job_id, Place.RUNNING),
+                "age_seconds": age,
+                "last_activity": progress.last_activity,
+                "last_activity_age_seconds": None if last_at is None else round(now - last_at),
+                "tokens": progress.tokens,
+            })  # fmt: skip
     if args.json:
         print(json.dumps({"counts": counts, "running": running}))
         return 0
     print("  ".join(f"{name}: {count}" for name, count in counts.items()))
     for job in running:
-        print(f"running  {job['job_id']}  {_age(float(job['age_seconds']))}")
+        print(_running_line(job))
     return 0
 
 
-def _age(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+def _running_line(job: dict[str, str | int | None]) -> str:
+    """``running  <id>  fix-42.yaml  2m05s  72 tokens  last: ran pytest (exit 0), 3s ago``"""
+    name = one_line(job["name"], 120) if job["name"] else "(name: daemon's user only)"
+    parts = ["running ", str(job["job_id"]), name]
+    parts.append(age_text(float(job["age_seconds"] or 0)))
+    if job["tokens"] is not None:
+        parts.append(f"{int(job['tokens']):,} tokens")
+    if job["last_activity"]:
+        ago = job["last_activity_age_seconds"]
+        parts.append(f"last: {job['last_activity']}" + (f", {age_text(float(ago))} ago"
+                                                         if ago is not None else ""))  # fmt: skip
+    return "  ".join(parts)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _find(config: Config, query: str) -> JobRef | None:
+    """The job a NAME|ID argument means, or None after saying there is none."""
+    ref = resolve(Layout(config.root), query)
+    if ref is None:
+        print(
+            f"watcherd: no job {query!r} under {config.root} (give the name it was dropped "
+            f"as, with or without .yaml, or its id such as {JOB_ID_EXAMPLE})",
+            file=sys.stderr,
+        )
+    return ref
+
+
+def _wait(config: Config, args: argparse.Namespace) -> int:
+    ref = _find(config, args.job)
+    if ref is None:
+        return WaitExit.UNKNOWN
+    try:
+        result = wait_for_end(Layout(config.root), ref, args.timeout)
+    except KeyboardInterrupt:
+        return 130
+    if isinstance(result, Ended):
+        print(json.dumps(result.record, indent=2, sort_keys=True))
+        return result.exit_code
+    where = _where(result.ref)
+    if isinstance(result, NotYet):
+        print(f"watcherd: {where} has not ended after {args.timeout:g}s", file=sys.stderr)
+        return WaitExit.WAIT_TIMEOUT
+    print(f"watcherd: {where} is gone (removed before it was claimed?)", file=sys.stderr)
+    return WaitExit.UNKNOWN
+
+
+def _where(ref: JobRef) -> str:
+    if ref.job_id is None:
+        return f"{one_line(ref.name, 120)} (queued in the inbox)"
+    return f"job {ref.job_id} ({ref.place.value})"
+
+
+def _show(config: Config, args: argparse.Namespace) -> int:
+    ref = _find(config, args.job)
+    if ref is None:
+        return WaitExit.UNKNOWN
+    view = view_job(Layout(config.root), config, ref)
+    if args.json:
+        print(json.dumps(view.to_json(), indent=2, sort_keys=True))
+    else:
+        print("\n".join(describe(view)))
+    return 0
+
+
+def _logs(config: Config, args: argparse.Namespace) -> int:
+    ref = _find(config, args.job)
+    if ref is None:
+        return WaitExit.UNKNOWN
+    layout = Layout(config.root)
+    sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]  # any terminal
+    if args.follow:
+        if ref.job_id is None:
+            print(f"{_where(ref)}: waiting for the daemon to claim it", file=sys.stderr)
+        try:
+            result = follow_logs(layout, ref, lambda line: print(line, flush=True))
+        except KeyboardInterrupt:
+            return 130
+        if isinstance(result, Ended):
+            return result.exit_code
+        print(f"watcherd: {_where(result.ref)} is gone", file=sys.stderr)
+        return WaitExit.UNKNOWN
+    if ref.job_id is None:
+        print(f"{_where(ref)}: no events yet", file=sys.stderr)
+        return 0
+    for line in render(read_all_events(layout.out_dir(ref.job_id) / "events.jsonl")):
+        print(line)
+    return 0
 
 
 def _validate(config: Config, args: argparse.Namespace) -> int:
@@ -293,6 +458,23 @@ def _retry(config: Config, args: argparse.Namespace) -> int:
         return 1
     print(target)
     return 0
+
+
+def _doctor(config: Config, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from watcherd.doctor import DockerEngine, format_checks, run_checks
+    from watcherd.image import ImageError, image_dir
+
+    try:
+        dockerfile: Path | None = image_dir(config) / "Dockerfile"
+    except ImageError:
+        dockerfile = None
+    checks = run_checks(
+        config, lambda: DockerEngine(config.docker_host), datetime.now(UTC), dockerfile
+    )
+    print("\n".join(format_checks(checks)))
+    return 0 if all(check.ok for check in checks) else 1
 
 
 def _image_build(config: Config, args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from watcherd.envnames import check_env
+from watcherd.notifytargets import NotifyTarget, parse_targets
 from watcherd.repourl import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
 from watcherd.units import parse_duration, parse_size
 from watcherd.yamlsafe import DuplicateKeyError
@@ -83,6 +84,10 @@ class Config:
     workspace_retention: float = 24 * 3600.0  # ... and for at most this long
     fetch_timeout: float = 600.0  # one update of a repository cache
     min_free_disk: int = 256 * 1024**2  # below this free on the root, nothing is claimed
+    # Where to tell that a job ended (README "Notifications"): named webhooks and commands,
+    # those for every job, and a job's own choice among the names (its notify:).
+    notify: Mapping[str, NotifyTarget] = field(default_factory=dict)
+    notify_default: tuple[str, ...] = ()
 
     @property
     def bot_auth_dir(self) -> Path:
@@ -258,6 +263,8 @@ _CONVERTERS: dict[str, Any] = {
     "allowed_repos": _as_str_tuple,
     "allowed_protocols": _as_str_tuple,
     "extra_env": _as_env,
+    "notify": parse_targets,
+    "notify_default": _as_str_tuple,
 }
 
 
@@ -282,6 +289,12 @@ def _check(config: Config, source: str) -> None:
         problems.append(
             f"allowed_protocols: {', '.join(refused)} not allowed (choose from "
             f"{', '.join(KNOWN_PROTOCOLS)})"
+        )
+    unknown_targets = [name for name in config.notify_default if name not in config.notify]
+    if unknown_targets:
+        problems.append(
+            f"notify_default: no target named {', '.join(map(repr, unknown_targets))} under "
+            f"notify (configured: {', '.join(config.notify) or 'none'})"
         )
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))

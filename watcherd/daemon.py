@@ -23,6 +23,7 @@ from watcherd.fsutil import free_bytes
 from watcherd.inbox import Inbox
 from watcherd.job import InvalidJob, JobSpec, parse_job
 from watcherd.jobrun import Interrupted, JobLife, Lease
+from watcherd.notify import Notifications
 from watcherd.reload import reload_config
 from watcherd.results import JobState, Outcome, write_exit_json
 from watcherd.retry import Backoff
@@ -37,6 +38,7 @@ log = logging.getLogger("watcherd")
 
 WRITER_POLL_SECONDS = 0.1  # how often a job claimed while still being written is looked at
 STALE_STATE_SECONDS = 60.0  # a state file this old without a job is a crashed claim's
+NOTIFY_GRACE_SECONDS = 5.0  # at shutdown, for notifications still queued
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Server:
         self._inbox = Inbox(config.settle_seconds, stat=self.spool.stat_inbox)
         self._watcher = InboxWatcher(self.spool.layout.inbox, self._wake)
         self._life = JobLife(config, self.spool, self.runner, self.stop_event)
+        self._notifications = Notifications()
+        self._life.on_finished = self._notifications.job_finished
         self._scheduler = Scheduler(concurrency=config.concurrency)
         self._active: dict[str, _Active] = {}
         self._pending: list[tuple[Claimed, JobSpec]] = []  # recovered, waiting for a slot
@@ -173,6 +177,7 @@ class Server:
         for job in self._written_after_claim:
             job.release()
         self._written_after_claim.clear()
+        self._notifications.close(grace=NOTIFY_GRACE_SECONDS)
         log.info("stopped; jobs still in running/ are adopted at the next start")
 
     def _install_signal_handlers(self) -> None:
@@ -356,6 +361,7 @@ class Server:
         log.warning("job %s: %s", job_id, reason)
         outcome = Outcome(JobState.INVALID, reason)
         write_exit_json(self.spool.layout.out_dir(job_id), job_id, entry.name, outcome)
+        self._notifications.notify(self.config, job_id, None)  # invalid: the defaults only
         self._counts.finished(ok=False)
 
     def _launch(self, job: Claimed, spec: JobSpec, lease: Lease) -> None:

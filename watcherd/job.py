@@ -49,6 +49,7 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     branch: str | None = None  # the result branch; default watcherd/<job id>
     disk: int | None = None  # disk budget in bytes, at most the daemon's
+    notify: tuple[str, ...] = ()  # names of the config's notify targets, besides its defaults
 
     @property
     def max_attempts(self) -> int:
@@ -58,7 +59,7 @@ class JobSpec:
 KEYS = frozenset(
     {
         "repo_url", "prompt", "repo_ref", "repo_dir", "mode", "flags", "model",
-        "timeout", "env", "retries", "memory", "cpus", "branch", "disk",
+        "timeout", "env", "retries", "memory", "cpus", "branch", "disk", "notify",
     }
 )  # fmt: skip
 
@@ -256,6 +257,21 @@ def _check_env(value: Any, config: Config) -> dict[str, str]:
     return check_env(value, setter="a job")
 
 
+def _check_notify(value: Any, config: Config) -> tuple[str, ...]:
+    """Names of targets the operator configured; a job never gives a URL or a command."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"expected a list of target names, got {_kind(value)}")
+    unknown = [name for name in names if name not in config.notify]
+    if unknown:
+        configured = ", ".join(sorted(config.notify)) or "none are configured"
+        raise ValueError(
+            f"no notify target named {', '.join(map(repr, unknown))} in the daemon's config "
+            f"(targets: {configured})"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 _CHECKS = {
     "repo_url": _check_repo_url,
     "prompt": _check_prompt,
@@ -271,4 +287,5 @@ _CHECKS = {
     "env": _check_env,
     "branch": _check_branch,
     "disk": _check_disk,
+    "notify": _check_notify,
 }

@@ -48,6 +48,7 @@ from watcherd.runner import (
     TransientRunnerError,
 )
 from watcherd.spool import Claimed, RunState, Spool
+from watcherd.steplog import StepLog
 from watcherd.workspace import Workspaces
 
 log = logging.getLogger("watcherd.job")
@@ -114,6 +115,7 @@ class JobLife:
         )  # fmt: skip
         self.homes = AgentHomes(config.root)
         self._pruning = threading.Lock()
+        self.on_finished: Callable[[Claimed, Config], None] = _nothing  # notifications
 
     # -- the whole life ----------------------------------------------------------------
 
@@ -310,6 +312,7 @@ class JobLife:
             self.homes.path(job.job_id),
         ]
         next_disk_check = 0.0
+        steps = StepLog(job.job_id, self.spool.layout.out_dir(job.job_id) / "events.jsonl")
         while True:
             if self.stop_event.is_set():
                 raise Interrupted
@@ -331,6 +334,7 @@ class JobLife:
                 )
                 next_disk_check = began + pause
             code = self.runner.wait(handle, min(remaining, WAIT_SLICE_SECONDS))
+            steps.poll()  # a log line per agent step since the last slice
             if code is not None:
                 # Once more now that nothing can write: what it left must fit too.
                 used = tree_bytes(watched, budget)
@@ -444,6 +448,7 @@ class JobLife:
         write_exit_json(out_dir, job.job_id, job.source_name, outcome)
         self.spool.finish(job, ok=outcome.state.ok)
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
+        self.on_finished(job, self.config)  # queues notifications; never raises or blocks
         try:
             handle = self.runner.find(job.job_id)
             if handle is not None:
@@ -463,6 +468,10 @@ class JobLife:
             log.warning("pruning workspaces: %s", exc)
         finally:
             self._pruning.release()
+
+
+def _nothing(job: Claimed, config: Config) -> None:
+    pass
 
 
 def _require_room(config: Config) -> None:

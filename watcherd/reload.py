@@ -40,6 +40,8 @@ RELOADABLE = frozenset(
         "allowed_repos",
         "allowed_protocols",
         "extra_env",
+        "notify",  # where the next jobs to end are reported
+        "notify_default",
     }
 )
 

@@ -15,40 +15,23 @@ import errno
 import fcntl
 import json
 import os
-import re
 import secrets
 import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from watcherd.filters import is_job_name, job_stem
+from watcherd.filters import is_job_name
 from watcherd.fsutil import fsync_dir, rename_noreplace, write_atomic
 from watcherd.job import MAX_JOB_BYTES
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+from watcherd.jobid import JOB_ID_EXAMPLE as JOB_ID_EXAMPLE  # re-exported: ids were here
+from watcherd.jobid import is_job_id as is_job_id
+from watcherd.jobid import new_job_id as new_job_id
+from watcherd.names import NameIndex
 
 Signature = tuple[int, int, int]  # (inode, size, mtime_ns): a file that changed has another
-# What new_job_id makes, matched whole: it starts with a digit and has no '/', so a string
-# that passes is one file name in one folder, never a path.
-_JOB_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9._-]{1,40}-[0-9a-f]{6}")
-JOB_ID_EXAMPLE = "20261126T210000Z-fix-1a2b3c"
-
-
-def new_job_id(file_name: str, now: datetime | None = None) -> str:
-    """``20261126T210000Z-fix-tests-1a2b3c``: sortable, unique, safe as a file and
-    container name."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    stem = _UNSAFE.sub("-", job_stem(file_name)).strip("-.")[:40].strip("-.") or "job"
-    return f"{stamp}-{stem}-{secrets.token_hex(3)}"
-
-
-def is_job_id(text: str) -> bool:
-    """A job id as new_job_id makes them (``20261126T210000Z-fix-1a2b3c``)."""
-    return _JOB_ID.fullmatch(text) is not None
 
 
 class NotRetryable(ValueError):
@@ -84,12 +67,18 @@ class Layout:
         return self.root / "repos"
 
     @property
+    def index(self) -> Path:
+        """Dropped names to job ids (watcherd/names.py); readable by everyone."""
+        return self.root / "index"
+
+    @property
     def state(self) -> Path:
         """Daemon-private bookkeeping (attempts), kept out of what containers can see."""
         return self.root / "state"
 
     def ensure(self) -> None:
-        for folder in (self.inbox, self.running, self.done, self.failed, self.out, self.repos):
+        folders = (self.inbox, self.running, self.done, self.failed, self.out, self.repos)
+        for folder in (*folders, self.index):
             folder.mkdir(parents=True, exist_ok=True)
         self.state.mkdir(mode=0o700, exist_ok=True)
 
@@ -167,6 +156,7 @@ def _kind(mode: int) -> str:
 class Spool:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
+        self.names = NameIndex(layout.index)
 
     # -- inbox -------------------------------------------------------------------------
 
@@ -235,6 +225,7 @@ class Spool:
         # The dropped name is on disk before the job is in running/: a crash between the
         # two leaves a state file without a job (dropped later), never a job without it.
         self.write_state(job_id, RunState(source_name=name))
+        self.names.record(name, job_id)  # findable by its name from the moment it moves
         try:
             rename_noreplace(source, target)
         except FileNotFoundError:
@@ -257,6 +248,7 @@ class Spool:
         """Move a symlink, directory, fifo or socket out of the inbox, never opening or
         following it. Returns the job id it was given, or None if it vanished."""
         job_id = new_job_id(entry.name)
+        self.names.record(entry.name, job_id)
         try:
             rename_noreplace(self.layout.inbox / entry.name, self.layout.failed / f"{job_id}.yaml")
         except FileNotFoundError:

@@ -147,3 +147,14 @@ class DaemonProcess:
 
 
 StartDaemon = Callable[..., DaemonProcess]
+
+
+def cli(daemon: DaemonProcess, *args: str) -> list[str]:
+    """A ``watcherd`` command line with this daemon's config, for subprocess."""
+    return [sys.executable, "-m", "watcherd.cli", "--config", str(daemon.config_path), *args]
+
+
+def cli_environ() -> dict[str, str]:
+    """This process's environment, running this checkout's watcherd."""
+    path = os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
