@@ -1,21 +1,28 @@
 #!/bin/bash
-# watcherd worker: run Codex on a workspace, save what it changed as commits on the job's
-# branch, leave truthful outputs.
+# watcherd worker, the same for every agent: run the agent on a workspace, save what it
+# changed as commits on the job's branch, leave truthful outputs.
 #
 # Contract (environment): PROMPT (required); REPO_DIR (default "repo"); JOB_BRANCH
-# (default "watcherd/result"); CODEX_MODE (exec|review), CODEX_FLAGS, CODEX_MODEL.
+# (default "watcherd/result"); for the agent: AGENT_MODE (exec|review), AGENT_MODEL,
+# AGENT_MAX_TURNS, AGENT_RESUME, AGENT_FLAGS.
 # /work/$REPO_DIR is the git work tree watcherd prepared. Without one (a plain
 # `docker run`), REPO_URL (and REPO_REF) are cloned into it first.
+# The agent itself is run by the image's hook, /usr/local/lib/watcherd/agent: `--version`
+# prints its version; `run` runs it headless on the prompt in $PROMPT_FILE (data, never an
+# option), in the work tree, writing its own JSON event stream to $OUT/events.jsonl, its
+# final message to $OUT/last-message.md, its stderr to $OUT/run.log, and exits with the
+# agent's code.
 # Outputs in /work/out: run.log, events.jsonl, last-message.md, summary.md, exit.json, and
 # branch.bundle (the job's new commits on refs/heads/$JOB_BRANCH, when there are any).
 #
-# Exit codes: 0 done; 1 Codex failed; 64 bad input; 65 bad ref; 66 repo refused or
+# Exit codes: 0 done; 1 the agent failed; 64 bad input; 65 bad ref; 66 repo refused or
 # missing; 70 internal error; 75 transient (network), worth retrying; 124 stopped (timeout).
 set -uo pipefail
 set -f # no globbing: PROMPT and flags are data
 
 readonly OUT=/work/out
-readonly EX_CODEX=1 EX_USAGE=64 EX_REF=65 EX_REPO=66 EX_SOFTWARE=70 EX_TEMPFAIL=75
+readonly AGENT=/usr/local/lib/watcherd/agent
+readonly EX_AGENT=1 EX_USAGE=64 EX_REF=65 EX_REPO=66 EX_SOFTWARE=70 EX_TEMPFAIL=75
 readonly EX_STOPPED=124
 
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -24,7 +31,7 @@ repo=""
 JOB_BRANCH=${JOB_BRANCH:-watcherd/result}
 commit_before=""
 commit_after=""
-codex_version=""
+agent_version=""
 state="failed"
 reason=""
 stopping=""
@@ -35,11 +42,6 @@ if [ ! -w "${HOME:-/nonexistent}" ]; then
     HOME=$(mktemp -d)
     export HOME
 fi
-if ! mkdir -p "${CODEX_HOME:=$HOME/.codex}" 2>/dev/null; then
-    CODEX_HOME="$HOME/.codex"
-    mkdir -p "$CODEX_HOME"
-fi
-export CODEX_HOME
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$OUT/run.log" >&2; }
 
@@ -60,34 +62,14 @@ write_exit_json() {
         --arg repo_dir "${REPO_DIR:-repo}" \
         --arg commit_before "$commit_before" \
         --arg commit_after "$commit_after" \
-        --arg codex_version "$codex_version" \
-        --arg thread_id "$(thread_id)" \
-        --argjson usage "$(token_usage)" \
+        --arg agent_version "$agent_version" \
         '{exit_code: $exit_code, state: $state, reason: $reason,
           started_at: $started_at, finished_at: $finished_at,
           duration_seconds: $duration_seconds, repo_url: $repo_url,
           repo_ref: (if $repo_ref == "" then null else $repo_ref end), repo_dir: $repo_dir,
           commit_before: (if $commit_before == "" then null else $commit_before end),
           commit_after: (if $commit_after == "" then null else $commit_after end),
-          codex_version: $codex_version,
-          thread_id: (if $thread_id == "" then null else $thread_id end),
-          usage: $usage}' >"$OUT/exit.json.tmp" && mv -f "$OUT/exit.json.tmp" "$OUT/exit.json"
-}
-
-thread_id() {
-    [ -s "$OUT/events.jsonl" ] || return 0
-    jq -r 'select(.type == "thread.started") | .thread_id // empty' "$OUT/events.jsonl" 2>/dev/null | head -n 1
-}
-
-token_usage() {
-    local usage=""
-    if [ -s "$OUT/events.jsonl" ]; then
-        usage=$(jq -c -s '[.[] | select(.type == "turn.completed") | .usage // empty]
-            | if length == 0 then null else
-              reduce .[] as $u ({}; reduce ($u | to_entries[]) as $e (.; .[$e.key] += ($e.value // 0)))
-              end' "$OUT/events.jsonl" 2>/dev/null)
-    fi
-    printf '%s' "${usage:-null}"
+          agent_version: $agent_version}' >"$OUT/exit.json.tmp" && mv -f "$OUT/exit.json.tmp" "$OUT/exit.json"
 }
 
 # git for the worker's own steps: no hooks, no fsmonitor, no pager, nothing from a
@@ -109,8 +91,7 @@ write_summary() {
         printf -- '- **Branch:** %s\n' "$JOB_BRANCH"
         printf -- '- **Commit before:** %s\n' "${commit_before:-(none)}"
         printf -- '- **Commit after:** %s\n' "${commit_after:-(none)}"
-        printf -- '- **Codex:** %s\n' "${codex_version:-(not run)}"
-        printf -- '- **Tokens:** %s\n' "$(token_usage)"
+        printf -- '- **Agent:** %s %s\n' "${WATCHERD_AGENT:-agent}" "${agent_version:-(not run)}"
         printf '\n## Final message\n\n'
         if [ -f "$OUT/last-message.md" ] && [ ! -L "$OUT/last-message.md" ]; then
             head -c 65536 "$OUT/last-message.md"
@@ -248,7 +229,6 @@ case "$REPO_DIR" in
 esac
 repo="/work/$REPO_DIR"
 wgit check-ref-format "refs/heads/$JOB_BRANCH" || fail $EX_USAGE "JOB_BRANCH is not a branch name"
-case "${CODEX_MODE:-exec}" in exec | review) ;; *) fail $EX_USAGE "CODEX_MODE must be exec or review" ;; esac
 # An identity for commits (watcherd sets its configured one): a plain `git commit` works.
 export GIT_AUTHOR_NAME=${GIT_AUTHOR_NAME:-watcherd} GIT_AUTHOR_EMAIL=${GIT_AUTHOR_EMAIL:-watcherd@localhost}
 export GIT_COMMITTER_NAME=${GIT_COMMITTER_NAME:-$GIT_AUTHOR_NAME}
@@ -263,50 +243,35 @@ fi
 commit_before=$(wgit rev-parse -q --verify 'HEAD^{commit}') || fail $EX_REPO "$repo has no commit checked out"
 log "workspace at $commit_before on $JOB_BRANCH"
 
-# -- 3. run Codex ------------------------------------------------------------------------------
-codex_version=$(codex --version 2>/dev/null | awk '{print $NF}')
-# The container is the sandbox (read-only root, no capabilities, only this job's
-# folders): Codex's own bubblewrap sandbox cannot run under Docker's seccomp profile.
-# Credentials stay out of the commands the agent runs (Codex itself still reads them).
-args=(--json --output-last-message "$OUT/last-message.md"
-      --dangerously-bypass-approvals-and-sandbox --skip-git-repo-check --color never
-      -c shell_environment_policy.ignore_default_excludes=false
-      -c 'shell_environment_policy.exclude=["*KEY*","*SECRET*","*TOKEN*","*PASSWORD*"]')
-[ -n "${CODEX_MODEL:-}" ] && args+=(--model "$CODEX_MODEL")
-if [ -n "${CODEX_FLAGS:-}" ]; then
-    # xargs splits like a shell (quotes, backslashes) without running anything.
-    mapfile -d '' extra < <(printf '%s' "$CODEX_FLAGS" | xargs printf '%s\0') \
-        || fail $EX_USAGE "CODEX_FLAGS cannot be split"
-    args+=("${extra[@]}")
-fi
-subcommand=()
-[ "${CODEX_MODE:-exec}" = review ] && subcommand=(review)
-
-# The prompt is data: it goes in on stdin ("-" after "--"), so no prompt can be read
-# as an option ("--version"), a subcommand ("review") or be cut by the command line.
-prompt_file=$(mktemp)
-printf '%s' "$PROMPT" >"$prompt_file"
-log "running codex ${CODEX_MODE:-exec} ($codex_version)"
+# -- 3. run the agent ------------------------------------------------------------------------
+[ -x "$AGENT" ] || fail $EX_SOFTWARE "this image has no agent ($AGENT)"
+agent_version=$("$AGENT" --version 2>/dev/null | head -n 1)
+case "${AGENT_MODE:-exec}" in exec | review) ;; *) fail $EX_USAGE "AGENT_MODE must be exec or review" ;; esac
+# The prompt is data: the hook reads it from this file (stdin, a flag's value), so no prompt
+# can be read as an option ("--version"), a subcommand ("review") or be cut by argv limits.
+PROMPT_FILE=$(mktemp)
+printf '%s' "$PROMPT" >"$PROMPT_FILE"
+export PROMPT_FILE OUT
+log "running ${WATCHERD_AGENT:-the agent} ${AGENT_MODE:-exec} ($agent_version)"
 rm -f "$OUT/last-message.md" "$OUT/branch.bundle"
-codex exec "${args[@]}" "${subcommand[@]}" -- - <"$prompt_file" >"$OUT/events.jsonl" 2>>"$OUT/run.log" &
+: >"$OUT/events.jsonl"
+"$AGENT" run </dev/null &
 agent=$!
-codex_status=0
+agent_status=0
 while true; do
     wait "$agent"
-    codex_status=$?
+    agent_status=$?
     kill -0 "$agent" 2>/dev/null || break # a trapped signal ended the wait, not the agent
 done
-rm -f "$prompt_file"
+rm -f "$PROMPT_FILE"
 stop_leftovers
 save_work
 
 if [ -n "$stopping" ]; then
-    fail $EX_STOPPED "stopped (timeout) while codex ran; its work so far is saved"
+    fail $EX_STOPPED "stopped (timeout) while the agent ran; its work so far is saved"
 fi
-if [ "$codex_status" -ne 0 ]; then
-    detail=$(jq -r 'select(.type == "error" or .type == "turn.failed")
-        | (.message // .error.message // empty)' "$OUT/events.jsonl" 2>/dev/null | tail -n 1)
-    fail $EX_CODEX "codex exited with code $codex_status${detail:+: ${detail:0:500}}"
+if [ "$agent_status" -ne 0 ]; then
+    fail $EX_AGENT "${WATCHERD_AGENT:-the agent} exited with code $agent_status"
 fi
-reason="codex finished"
+reason="${WATCHERD_AGENT:-the agent} finished"
 finish 0

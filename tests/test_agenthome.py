@@ -5,7 +5,8 @@ import json
 import os
 from pathlib import Path
 
-from watcherd.agenthome import AgentHomes, login_refresh_problem
+from watcherd.agenthome import AgentHomes
+from watcherd.agents.codex import CODEX, login_refresh_problem
 from watcherd.fsutil import User
 
 ME = User(os.getuid(), os.getgid())
@@ -29,28 +30,28 @@ def operator_dir(tmp_path: Path) -> Path:
 def test_a_new_home_gets_only_the_operator_config_and_the_login(tmp_path: Path) -> None:
     homes = AgentHomes(tmp_path / "root")
     source = operator_dir(tmp_path)
-    home = homes.create("job-1", ME, source=source, login=True)
+    home = homes.create("job-1", ME, CODEX, source=source, login=True)
     assert sorted(p.name for p in home.iterdir()) == ["AGENTS.md", "auth.json", "config.toml"]
     assert (home / "config.toml").stat().st_mode & 0o777 == 0o444
     assert (home / "auth.json").stat().st_mode & 0o777 == 0o600
     (home / "planted").write_text("x")
-    again = homes.create("job-1", ME, source=source, login=False)  # a new attempt: fresh
+    again = homes.create("job-1", ME, CODEX, source=source, login=False)  # a new attempt: fresh
     assert sorted(p.name for p in again.iterdir()) == ["AGENTS.md", "config.toml"]
 
 
 def test_a_refresh_of_the_same_account_is_written_back_and_sessions_kept(tmp_path: Path) -> None:
     homes = AgentHomes(tmp_path / "root")
     source = operator_dir(tmp_path)
-    home = homes.create("job-1", ME, source=source, login=True)
+    home = homes.create("job-1", ME, CODEX, source=source, login=True)
     (home / "auth.json").write_bytes(login("r2"))
     (home / "sessions" / "2026").mkdir(parents=True)
     (home / "sessions" / "2026" / "rollout.jsonl").write_text("transcript\n")
     out = tmp_path / "out"
     out.mkdir()
-    homes.collect("job-1", source, out)
+    homes.collect("job-1", CODEX, source, out)
     assert json.loads((source / "auth.json").read_text())["tokens"]["refresh_token"] == "r2"
     assert (source / "auth.json").stat().st_mode & 0o777 == 0o600
-    assert (out / "sessions" / "2026" / "rollout.jsonl").read_text() == "transcript\n"
+    assert (out / "sessions" / "sessions" / "2026" / "rollout.jsonl").read_text() == "transcript\n"
     homes.remove("job-1")
     assert not home.exists()
 
@@ -59,14 +60,14 @@ def test_a_login_that_is_not_a_refresh_is_not_written_back(tmp_path: Path) -> No
     homes = AgentHomes(tmp_path / "root")
     source = operator_dir(tmp_path)
     for planted in (login("r9", account="attacker"), b"not json", b"{}"):
-        home = homes.create("job-1", ME, source=source, login=True)
+        home = homes.create("job-1", ME, CODEX, source=source, login=True)
         (home / "auth.json").write_bytes(planted)
-        homes.collect("job-1", source, tmp_path)
+        homes.collect("job-1", CODEX, source, tmp_path)
         assert (source / "auth.json").read_bytes() == login("r1")
-    home = homes.create("job-1", ME, source=source, login=True)
+    home = homes.create("job-1", ME, CODEX, source=source, login=True)
     (home / "auth.json").unlink()
     os.symlink(source / "history.jsonl", home / "auth.json")  # never followed
-    homes.collect("job-1", source, tmp_path)
+    homes.collect("job-1", CODEX, source, tmp_path)
     assert (source / "auth.json").read_bytes() == login("r1")
 
 

@@ -49,7 +49,7 @@ def test_success_keeps_worker_fields_and_removes_container(
     assert record["state"] == "done"
     assert record["attempts"] == 1
     assert record["exit_code"] == 0
-    assert record["codex_version"] == "behave"  # what the worker may report is kept
+    assert record["agent_version"] == "behave"  # what the worker may report is kept
     assert record["branch"] == f"watcherd/{record['job_id']}"  # the rest is the daemon's
     assert record["started_at"] and record["finished_at"]
     assert yaml_bytes_kept(path, prompt="succeed")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from watcherd.config import Config
@@ -146,3 +148,19 @@ def test_duplicate_keys_are_refused_with_their_lines(text: str, expected: str) -
     with pytest.raises(InvalidJob) as caught:
         parse(text)
     assert str(caught.value) == expected
+
+
+def test_agent_keys_are_checked_against_what_the_agent_supports() -> None:
+    from watcherd.config import Config
+
+    config = Config()
+    base = "repo_url: https://h/a/b.git\nprompt: x\n"
+    assert parse_job((base + "agent: codex\nresume: fix-42\n").encode(), config).resume == "fix-42"
+    with pytest.raises(InvalidJob, match="agent: 'nope' is not an agent"):
+        parse_job((base + "agent: nope\n").encode(), config)
+    with pytest.raises(InvalidJob, match="max_turns: codex does not support max_turns"):
+        parse_job((base + "max_turns: 3\n").encode(), config)
+    with pytest.raises(InvalidJob, match="max_turns: must be between 1 and 1000"):
+        parse_job((base + "max_turns: 0\n").encode(), config)
+    with pytest.raises(InvalidJob, match=re.escape("resume: '../x' is not the name or id")):
+        parse_job((base + "resume: ../x\n").encode(), config)

@@ -29,10 +29,10 @@ def test_one_job_per_login_dir_but_a_pool_runs_in_parallel() -> None:
     assert c is not None and c.auth_dir == a.auth_dir
 
 
-def test_api_key_jobs_run_in_parallel() -> None:
-    scheduler = Scheduler(concurrency=3, api_key="k")
+def test_jobs_without_logins_run_in_parallel() -> None:
+    scheduler = Scheduler(concurrency=3)
     leases = [scheduler.acquire() for _ in range(3)]
-    assert all(lease is not None and lease.api_key == "k" for lease in leases)
+    assert all(lease is not None and lease.auth_dir is None for lease in leases)
 
 
 def test_adopted_containers_are_never_refused() -> None:

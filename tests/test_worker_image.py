@@ -57,9 +57,9 @@ def test_agent_edits_the_repo_and_outputs_are_complete(
     summary = (out / "summary.md").read_text()
     assert "Added NEW.md for you." in summary
     assert "NEW.md" in summary.split("## Files changed", 1)[1]
-    assert record["thread_id"]
+    assert record["agent"] == "codex" and record["session_id"]
     assert record["usage"]["output_tokens"] >= 7
-    assert record["codex_version"] == "0.171.0"
+    assert record["agent_version"] == "0.171.0"
     assert (out / "events.jsonl").read_text().strip()
     assert (out / "sessions").is_dir()  # the transcript belongs to the job
     assert owners(out) == {(1234, 1234)}  # no root-owned file left behind
@@ -239,3 +239,39 @@ def test_review_mode(
     assert folder == "done", (out / "run.log").read_text()
     assert "running codex review" in (out / "run.log").read_text()
     assert model.requests  # the review went through the model
+
+
+def test_a_job_resumes_an_earlier_jobs_session_on_its_work(
+    work_root: Path, codex_daemon: Callable[..., DaemonProcess], model: ScriptedModel,
+    git_server: GitServer,
+) -> None:  # fmt: skip
+    model.steps += [
+        Step("tool", "echo first > FIRST.md"),
+        Step("message", "Remember the word PERIWINKLE."),
+        Step("tool", "ls > /work/out/ls.txt"),
+        Step("message", "Still here."),
+    ]
+    codex_daemon()
+    url = git_server.url("demo.git")
+    write_job(work_root / "inbox", "first.yaml", repo_url=url, prompt="start", retries=0)
+    folder, first = wait_finished(work_root, "first.yaml", timeout=120)
+    assert folder == "done"
+    first_record = exit_record(work_root, first)
+    asked_before = len(model.requests)
+
+    write_job(work_root / "inbox", "second.yaml", repo_url=url, prompt="go on",
+              resume="first", retries=0)  # fmt: skip
+    folder, second = wait_finished(work_root, "second.yaml", timeout=120)
+    out = work_root / "out" / second.name.removesuffix(".yaml")
+    assert folder == "done", (out / "run.log").read_text()
+    # The model got the first job's conversation back, and the workspace its work.
+    assert "PERIWINKLE" in json.dumps(model.requests[asked_before]["input"])
+    assert "FIRST.md" in (out / "ls.txt").read_text()
+    record = exit_record(work_root, second)
+    assert record["session_id"] == first_record["session_id"]
+    assert record["commit_before"] == first_record["commit_after"]
+
+    write_job(work_root / "inbox", "nothing.yaml", repo_url=url, prompt="x", resume="nope")
+    folder, path = wait_finished(work_root, "nothing.yaml", timeout=60)
+    assert folder == "failed"
+    assert "resume: no job named 'nope'" in exit_record(work_root, path)["reason"]

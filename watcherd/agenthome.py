@@ -1,32 +1,30 @@
 """A fresh agent home for every job: the operator's config in, the job's session out.
 
-homes/<id>/   CODEX_HOME of one job (0700, the job's user), mounted at
-              /home/codex/.codex. It starts with copies of the operator's config.toml
-              and AGENTS.md (root's and read-only when the daemon is root) and, with a
-              ChatGPT login, of the login's auth.json. After the job a refreshed
-              auth.json goes back to the login, once checked; the session transcripts
-              move to out/<id>/sessions/; the home is removed. No job sees another's
-              home, and nothing a job writes there reaches a later job.
+homes/<id>/   the home of one job's agent (0700, the job's user), mounted where its
+              profile says (Codex: /home/codex/.codex, CODEX_HOME). It starts with copies
+              of the operator's config files for that agent (root's and read-only when the
+              daemon is root) and, with a refreshable login, of the login file. After the
+              job a changed login goes back to the operator's dir once the profile's check
+              accepts it; the sessions move to out/<id>/sessions/ (where a later job can
+              resume them); the home is removed. No job sees another's home, and nothing a
+              job writes there reaches a later job.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
+import shutil
 import stat
 from pathlib import Path
-from typing import Any
 
+from watcherd.agents.base import AgentProfile
 from watcherd.fsutil import User, remove_tree, write_atomic
 
 log = logging.getLogger("watcherd.home")
 
-SHARED_FILES = ("config.toml", "AGENTS.md")  # from the operator's Codex dir, read-only
-AUTH_FILE = "auth.json"
 MAX_SHARED_BYTES = 1024 * 1024
-MAX_AUTH_BYTES = 64 * 1024
+MAX_LOGIN_BYTES = 64 * 1024
 
 
 class AgentHomes:
@@ -36,109 +34,99 @@ class AgentHomes:
     def path(self, job_id: str) -> Path:
         return self.folder / job_id
 
-    def create(self, job_id: str, user: User, source: Path | None, login: bool) -> Path:
-        """A new home, with what the job may have of ``source`` (the operator's Codex dir)."""
+    def create(
+        self, job_id: str, user: User, profile: AgentProfile, source: Path | None,
+        login: bool, resume_from: Path | None = None,
+    ) -> Path:  # fmt: skip
+        """A new home with what the job may have of ``source`` (the operator's dir for
+        this agent), and the sessions of ``resume_from`` (an earlier job's out/<id>/)."""
         home = self.path(job_id)
         remove_tree(home)
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         home.mkdir(mode=0o700)
-        as_root = os.geteuid() == 0
-        if as_root:
-            os.chown(home, user.uid, user.gid)
-        if source is None:
-            return home
-        for name in SHARED_FILES:
-            data = read_regular(source / name, MAX_SHARED_BYTES)
-            if data is not None:
-                # Root's and 0444: the agent cannot change it (only replace its own copy).
-                write_atomic(home / name, data, mode=0o444)
-        if login:
-            data = read_regular(source / AUTH_FILE, MAX_AUTH_BYTES)
-            if data is not None:
-                write_atomic(home / AUTH_FILE, data, mode=0o600, owner=(user.uid, user.gid))
+        owner = (user.uid, user.gid)
+        if os.geteuid() == 0:
+            os.chown(home, *owner)
+        if source is not None:
+            for name in profile.config_files:
+                data = read_regular(source / name, MAX_SHARED_BYTES)
+                if data is not None:
+                    # Root's and 0444: the agent cannot change it (only replace its copy).
+                    write_atomic(home / name, data, mode=0o444)
+            if login and profile.login_file:
+                data = read_regular(source / profile.login_file, MAX_LOGIN_BYTES)
+                if data is not None:
+                    write_atomic(home / profile.login_file, data, mode=0o600, owner=owner)
+        if resume_from is not None:
+            _copy_session(resume_from, home, user)
         return home
 
-    def collect(self, job_id: str, login: Path | None, out_dir: Path) -> None:
+    def collect(
+        self, job_id: str, profile: AgentProfile, login: Path | None, out_dir: Path
+    ) -> None:
         """After the container exited: write back a refreshed login, keep the sessions."""
         home = self.path(job_id)
         if not home.is_dir() or home.is_symlink():
             return
         if login is not None:
-            self._write_back_login(home, login)
-        sessions = home / "sessions"
-        if sessions.is_dir() and not sessions.is_symlink():
-            target = out_dir / "sessions"
-            remove_tree(target)  # the agent's own, if it made one there
-            os.rename(sessions, target)
+            self._write_back_login(home, profile, login)
+        target = out_dir / "sessions"
+        remove_tree(target)  # the agent's own, if it made one there
+        for pattern in profile.session_files:
+            for found in sorted(home.glob(pattern)):
+                if found.is_symlink() or not (found.is_dir() or found.is_file()):
+                    continue
+                if not target.exists():
+                    target.mkdir()
+                    folder = out_dir.stat()  # the job's user's, like all of out/<id>
+                    if os.geteuid() == 0:
+                        os.chown(target, folder.st_uid, folder.st_gid)
+                os.rename(found, target / found.name)
 
     def remove(self, job_id: str) -> None:
         remove_tree(self.path(job_id))
 
-    def _write_back_login(self, home: Path, login: Path) -> None:
-        """Codex rotates a ChatGPT login's single-use refresh token during a job; the new
-        one must reach the next job. Only a plausible refresh of the same account is
-        taken: a regular file, small, JSON with tokens, same account id."""
-        new = read_regular(home / AUTH_FILE, MAX_AUTH_BYTES)
-        old = read_regular(login / AUTH_FILE, MAX_AUTH_BYTES)
+    def _write_back_login(self, home: Path, profile: AgentProfile, login: Path) -> None:
+        """A refreshable login rotates its single-use refresh token during a job; the new
+        one must reach the next job, once the agent's check takes it for a refresh."""
+        if not profile.login_file or profile.check_login is None:
+            return
+        new = read_regular(home / profile.login_file, MAX_LOGIN_BYTES)
+        old = read_regular(login / profile.login_file, MAX_LOGIN_BYTES)
         if new is None or new == old:
             return
-        problem = login_refresh_problem(new, old)
+        problem = profile.check_login(new, old)
         if problem:
-            log.warning("not taking the job's auth.json back into %s: %s", login, problem)
+            log.warning("not taking the job's %s back into %s: %s",
+                        profile.login_file, login, problem)  # fmt: skip
             return
         folder = login.stat()
-        write_atomic(login / AUTH_FILE, new, mode=0o600, owner=(folder.st_uid, folder.st_gid))
+        write_atomic(
+            login / profile.login_file, new, mode=0o600, owner=(folder.st_uid, folder.st_gid)
+        )
         log.info("the login in %s was refreshed by a job; saved", login)
 
 
-def login_refresh_problem(new: bytes, old: bytes | None) -> str:
-    """Why ``new`` is not a refresh of the login ``old``; empty if it is one. Only a
-    login that names its account can be refreshed: an API-key login (no account) or a
-    different account is never taken back."""
-    record = _json(new)
-    tokens = record.get("tokens") if isinstance(record, dict) else None
-    if not isinstance(tokens, dict):
-        return "no tokens"
-    for field in ("access_token", "refresh_token"):
-        if not isinstance(tokens.get(field), str) or not tokens[field]:
-            return f"tokens.{field} missing"
-    previous = _identity(_json(old) if old is not None else None)
-    if previous is None:
-        return "the login had no account to refresh"
-    if _identity(record) != previous:
-        return "a different account"
-    return ""
+def _copy_session(source: Path, home: Path, user: User) -> None:
+    """An earlier job's session (out/<id>/sessions/, already made safe) into a new home,
+    as the job's user: regular files and folders only, nothing followed."""
+    if not source.is_dir() or source.is_symlink():
+        return
+    target = home
 
+    def copy_regular(src: str, dst: str) -> None:
+        if os.path.islink(src) or not os.path.isfile(src):
+            return
+        shutil.copyfile(src, dst, follow_symlinks=False)
 
-def _identity(record: Any) -> tuple[str, str | None] | None:
-    """(account id, the id token's subject) of a ChatGPT login, None without an account."""
-    tokens = record.get("tokens") if isinstance(record, dict) else None
-    if not isinstance(tokens, dict):
-        return None
-    account = tokens.get("account_id")
-    if not isinstance(account, str) or not account:
-        return None
-    return account, _token_subject(tokens.get("id_token"))
+    def links(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if os.path.islink(os.path.join(folder, n))]
 
-
-def _token_subject(token: Any) -> str | None:
-    """The ``sub`` claim of a JWT, unverified: only compared with the one before."""
-    if not isinstance(token, str) or token.count(".") != 2:
-        return None
-    payload = token.split(".")[1]
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, RecursionError):
-        return None
-    subject = claims.get("sub") if isinstance(claims, dict) else None
-    return subject if isinstance(subject, str) else None
-
-
-def _json(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        return None
+    shutil.copytree(source, target, ignore=links, copy_function=copy_regular, dirs_exist_ok=True)
+    if os.geteuid() == 0:
+        for dirpath, dirnames, filenames in os.walk(target):
+            for name in (".", *dirnames, *filenames):
+                os.lchown(os.path.join(dirpath, name), user.uid, user.gid)
 
 
 def read_regular(path: Path, limit: int) -> bytes | None:

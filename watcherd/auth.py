@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+from watcherd.agents import AGENTS
 from watcherd.config import Config
 
 log = logging.getLogger("watcherd.auth")
@@ -36,13 +37,29 @@ def login_dirs(config: Config) -> tuple[Path, ...]:
 
 
 def load_api_key(config: Config) -> str | None:
-    """The key in api_key_file (a bare key, or KEY=value lines), or None if not in that mode.
+    """Codex's key in api_key_file, or None if not in that mode."""
+    if config.auth_mode != "api_key" or config.api_key_file is None:
+        return None
+    return read_key_file(config.api_key_file, _KEY_NAMES)
+
+
+def load_api_keys(config: Config) -> dict[str, str]:
+    """Every agent's API key the config names: agent name -> key."""
+    keys = {}
+    codex = load_api_key(config)
+    if codex is not None:
+        keys["codex"] = codex
+    for agent, settings in config.agents.items():
+        if agent != "codex" and settings.api_key_file is not None:
+            keys[agent] = read_key_file(settings.api_key_file, (AGENTS[agent].key_env,))
+    return keys
+
+
+def read_key_file(path: Path, names: tuple[str, ...]) -> str:
+    """The key in a file: a bare key, or NAME=value lines with one of ``names``.
 
     The file must be private to the service: a key anyone can read is not a secret.
     """
-    if config.auth_mode != "api_key" or config.api_key_file is None:
-        return None
-    path = config.api_key_file
     try:
         st = os.stat(path)
         text = path.read_text(encoding="utf-8")
@@ -57,6 +74,6 @@ def load_api_key(config: Config) -> str | None:
         name, sep, value = line.partition("=")
         if not sep:
             return line
-        if name.strip().removeprefix("export ").strip() in _KEY_NAMES:
+        if name.strip().removeprefix("export ").strip() in names:
             return value.strip().strip("'\"")
-    raise AuthError(f"api_key_file {path}: no key found (expected CODEX_API_KEY=...)")
+    raise AuthError(f"api_key_file {path}: no key found (expected {names[0]}=...)")

@@ -114,10 +114,12 @@ def _parser() -> argparse.ArgumentParser:
 
     image = commands.add_parser("image", help="the worker image")
     image_commands = image.add_subparsers(required=True, metavar="ACTION")
-    build = image_commands.add_parser("build", help="build the worker image")
+    build = image_commands.add_parser("build", help="build an agent's worker image")
+    build.add_argument("agents", nargs="*", metavar="AGENT",
+                       help="codex, claude, ... or all (default: default_agent)")  # fmt: skip
     build.add_argument("--ca-cert", action="append", type=Path, default=[],
                        help="extra CA certificate to trust in the image (repeatable)")  # fmt: skip
-    build.add_argument("--tag", help="image tag (default: the configured image)")
+    build.add_argument("--tag", help="image tag (default: the agent's image; one agent only)")
     build.set_defaults(command=_image_build)
 
     login = commands.add_parser("login", help="log Codex in, into the bot auth dir")
@@ -478,10 +480,18 @@ def _doctor(config: Config, args: argparse.Namespace) -> int:
 
 
 def _image_build(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.agents import AGENTS
     from watcherd.image import ImageError, build_image
 
+    agents = args.agents or [config.default_agent]
+    if agents == ["all"]:
+        agents = sorted(AGENTS)
+    if args.tag and len(agents) > 1:
+        print("watcherd: --tag names one image: build one agent at a time", file=sys.stderr)
+        return 2
     try:
-        build_image(config, ca_certs=args.ca_cert, tag=args.tag)
+        for agent in agents:
+            build_image(config, ca_certs=args.ca_cert, tag=args.tag, agent=agent)
     except ImageError as exc:
         print(f"watcherd: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from watcherd.agents import AGENTS
+from watcherd.agentsettings import AgentSettings, parse_agent_settings
 from watcherd.envnames import check_env
 from watcherd.notifytargets import NotifyTarget, parse_targets
 from watcherd.repourl import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
@@ -88,6 +90,10 @@ class Config:
     # those for every job, and a job's own choice among the names (its notify:).
     notify: Mapping[str, NotifyTarget] = field(default_factory=dict)
     notify_default: tuple[str, ...] = ()
+    # Agents (README "Agents"): the one a job gets when it names none, and per-agent
+    # settings; Codex's are the top-level image/auth_* keys above.
+    default_agent: str = "codex"
+    agents: Mapping[str, AgentSettings] = field(default_factory=dict)
 
     @property
     def bot_auth_dir(self) -> Path:
@@ -102,6 +108,19 @@ class Config:
     @property
     def effective_auth_dirs(self) -> tuple[Path, ...]:
         return self.auth_dirs or (self.bot_auth_dir,)
+
+    def agent_settings(self, agent: str) -> AgentSettings:
+        """An agent's settings, Codex's from the top-level keys."""
+        settings = self.agents.get(agent, AgentSettings())
+        if agent != "codex":
+            config_dir = settings.config_dir or self.root / f".{agent}-bot"
+            return dataclasses.replace(settings, config_dir=config_dir)
+        return AgentSettings(
+            image=settings.image or self.image,
+            api_key_file=self.api_key_file if self.auth_mode == "api_key" else None,
+            config_dir=settings.config_dir or self.bot_auth_dir,
+            env=settings.env,
+        )
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -264,6 +283,7 @@ _CONVERTERS: dict[str, Any] = {
     "allowed_protocols": _as_str_tuple,
     "extra_env": _as_env,
     "notify": parse_targets,
+    "agents": parse_agent_settings,
     "notify_default": _as_str_tuple,
 }
 
@@ -272,6 +292,8 @@ def _check(config: Config, source: str) -> None:
     problems = _range_problems(config)
     if config.network_mode not in NETWORK_MODES:
         problems.append(f"network_mode must be one of {', '.join(NETWORK_MODES)}")
+    if config.default_agent not in AGENTS:
+        problems.append(f"default_agent must be one of {', '.join(sorted(AGENTS))}")
     if config.auth_mode not in AUTH_MODES:
         problems.append(f"auth_mode must be one of {', '.join(AUTH_MODES)}")
     if config.auth_mode == "api_key" and config.api_key_file is None:

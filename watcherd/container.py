@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from watcherd.agents import AGENTS
 from watcherd.config import Config
 from watcherd.job import JobSpec
 from watcherd.workspace import Workspace
@@ -76,17 +77,23 @@ def build_spec(
     home: Path,
     branch: str,
     api_key: str | None,
+    resume_session: str | None = None,
 ) -> ContainerSpec:
     author, email = config.git_identity
+    profile = AGENTS[job.agent]
+    settings = config.agent_settings(job.agent)
     environment = {
         **config.extra_env,
         **job.env,
+        **profile.fixed_env,
+        **settings.env,
         "REPO_URL": job.repo_url,
         "PROMPT": job.prompt,
         "REPO_DIR": job.repo_dir,
         "JOB_BRANCH": branch,
-        "CODEX_MODE": job.mode,
+        "AGENT_MODE": job.mode,
         "HOME": IMAGE_HOME,
+        profile.home_env: profile.home,
         "GIT_ALLOW_PROTOCOL": ":".join(config.allowed_protocols),
         # So that a plain `git commit` by the agent works, and the worker's own too.
         "GIT_AUTHOR_NAME": author,
@@ -94,22 +101,27 @@ def build_spec(
         "GIT_COMMITTER_NAME": author,
         "GIT_COMMITTER_EMAIL": email,
         "WATCHERD_JOB_ID": job_id,
+        "WATCHERD_AGENT": job.agent,
         "WATCHERD_ATTEMPT": str(attempt),
     }
     if job.repo_ref:
         environment["REPO_REF"] = job.repo_ref
     if job.flags:
-        environment["CODEX_FLAGS"] = shlex.join(job.flags)
+        environment["AGENT_FLAGS"] = shlex.join(job.flags)
     if job.model:
-        environment["CODEX_MODEL"] = job.model
+        environment["AGENT_MODEL"] = job.model
+    if job.max_turns:
+        environment["AGENT_MAX_TURNS"] = str(job.max_turns)
+    if resume_session:
+        environment["AGENT_RESUME"] = resume_session
     if api_key:
-        environment["CODEX_API_KEY"] = api_key
+        environment[profile.key_env] = api_key
 
     mounts = (
         Mount(workspace.path, f"/work/{job.repo_dir}"),
         Mount(out_dir, "/work/out"),
         Mount(workspace.cache_objects, workspace.cache_target, read_only=True),
-        Mount(home, f"{IMAGE_HOME}/.codex"),
+        Mount(home, profile.home),
     )
     # HOME is a tmpfs so git and codex can write their config under a read-only root;
     # the job's own agent home is mounted over its .codex folder.
@@ -122,7 +134,7 @@ def build_spec(
     cpus = min(job.cpus or config.cpus, config.cpus)
     return ContainerSpec(
         name=container_name(job_id),
-        image=config.image,
+        image=settings.image or profile.image,
         user=user,
         environment=environment,
         mounts=mounts,

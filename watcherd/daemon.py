@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from watcherd.auth import load_api_key, login_dirs
+from watcherd.auth import load_api_keys, login_dirs
 from watcherd.config import Config
 from watcherd.fsutil import free_bytes
 from watcherd.inbox import Inbox
@@ -102,7 +102,7 @@ class Server:
     def startup(self) -> bool:
         self.spool.layout.ensure()
         self._scheduler.auth_dirs = login_dirs(self.config)
-        self._scheduler.api_key = load_api_key(self.config)
+        self._life.api_keys = load_api_keys(self.config)
         _ignore_lease_breaks()
         if not self._wait_for_engine():
             return False

@@ -14,6 +14,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from watcherd.agents import AGENTS
 from watcherd.auth import login_dirs
 from watcherd.config import Config
 from watcherd.container import IMAGE_HOME, job_user
@@ -43,20 +44,31 @@ def image_dir(config: Config) -> Path:
 
 
 def ensure_image(config: Config) -> None:
-    """Build the configured image if the Engine does not have it (``watcherd run``)."""
+    """Build the default agent's image if the Engine does not have it (``watcherd run``);
+    other agents' images are built with ``watcherd image build AGENT``."""
     client = _client(config)
+    image = agent_image(config, config.default_agent)
     try:
-        client.images.get(config.image)
+        client.images.get(image)
     except docker.errors.ImageNotFound:
-        log.info("image %s not found; building it (first run only)", config.image)
-        build_image(config)
+        log.info("image %s not found; building it (first run only)", image)
+        build_image(config, agent=config.default_agent)
     except docker.errors.DockerException as exc:
-        log.warning("could not check for image %s: %s", config.image, exc)
+        log.warning("could not check for image %s: %s", image, exc)
 
 
-def build_image(config: Config, ca_certs: Sequence[Path] = (), tag: str | None = None) -> None:
-    """Build with --network host, adding ``ca_certs`` (and the config's) to certs/."""
-    tag = tag or config.image
+def agent_image(config: Config, agent: str) -> str:
+    return config.agent_settings(agent).image or AGENTS[agent].image
+
+
+def build_image(
+    config: Config, ca_certs: Sequence[Path] = (), tag: str | None = None, agent: str = "codex"
+) -> None:
+    """Build the agent's stage with --network host, adding ``ca_certs`` (and the config's)
+    to certs/."""
+    if agent not in AGENTS:
+        raise ImageError(f"no agent {agent!r} (one of {', '.join(sorted(AGENTS))})")
+    tag = tag or agent_image(config, agent)
     with tempfile.TemporaryDirectory(prefix="watcherd-image-") as tmp:
         context = Path(tmp) / "context"
         shutil.copytree(image_dir(config), context, symlinks=False)
@@ -70,7 +82,13 @@ def build_image(config: Config, ca_certs: Sequence[Path] = (), tag: str | None =
         client = _client(config)
         try:
             stream = client.api.build(
-                path=str(context), tag=tag, network_mode="host", rm=True, forcerm=True, decode=True
+                path=str(context),
+                tag=tag,
+                target=agent,
+                network_mode="host",
+                rm=True,
+                forcerm=True,
+                decode=True,
             )
             for chunk in stream:
                 if "error" in chunk:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from watcherd.agents import AGENTS
+from watcherd.agents.base import MAX_TURNS, MODEL, RESUME, REVIEW
 from watcherd.config import Config
 from watcherd.envnames import check_env
 from watcherd.repourl import RepoUrlError, check_repo_url, is_safe_segment, repo_name
@@ -50,6 +52,9 @@ class JobSpec:
     branch: str | None = None  # the result branch; default watcherd/<job id>
     disk: int | None = None  # disk budget in bytes, at most the daemon's
     notify: tuple[str, ...] = ()  # names of the config's notify targets, besides its defaults
+    agent: str = "codex"
+    max_turns: int | None = None
+    resume: str | None = None  # the name or id of an earlier job whose session goes on
 
     @property
     def max_attempts(self) -> int:
@@ -60,6 +65,7 @@ KEYS = frozenset(
     {
         "repo_url", "prompt", "repo_ref", "repo_dir", "mode", "flags", "model",
         "timeout", "env", "retries", "memory", "cpus", "branch", "disk", "notify",
+        "agent", "max_turns", "resume",
     }
 )  # fmt: skip
 
@@ -130,11 +136,57 @@ def _spec_from_mapping(doc: dict[Any, Any], config: Config) -> JobSpec:
             values["repo_dir"] = default_dir
         else:
             errors.append("repo_dir: cannot derive a safe folder name from repo_url; set repo_dir")
+    values.setdefault("agent", config.default_agent)
+    errors += _unsupported(values)
     if errors:
         raise InvalidJob("; ".join(errors))
     values.setdefault("timeout", config.default_timeout)
     values.setdefault("retries", config.retries)
     return JobSpec(**values)
+
+
+# Job keys an agent must support, and how a job asks for them.
+_AGENT_KEYS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
+    "model": (MODEL, lambda v: v.get("model") is not None),
+    "max_turns": (MAX_TURNS, lambda v: v.get("max_turns") is not None),
+    "resume": (RESUME, lambda v: v.get("resume") is not None),
+    "mode": (REVIEW, lambda v: v.get("mode") == "review"),
+}
+
+
+def _unsupported(values: dict[str, Any]) -> list[str]:
+    """A key that means the same for every agent, refused where the agent lacks it."""
+    profile = AGENTS.get(values["agent"])
+    if profile is None:
+        return []  # already reported by the agent check
+    return [
+        f"{key}: {profile.name} does not support {key}"
+        + (" (review is Codex's)" if capability == REVIEW else "")
+        for key, (capability, asked) in _AGENT_KEYS.items()
+        if asked(values) and capability not in profile.supports
+    ]
+
+
+def _check_agent(value: Any, config: Config) -> str:
+    name = _string(value)
+    if name not in AGENTS:
+        raise ValueError(f"{name!r} is not an agent (one of {', '.join(sorted(AGENTS))})")
+    return name
+
+
+def _check_max_turns(value: Any, config: Config) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {_kind(value)}")
+    if not 1 <= value <= 1000:
+        raise ValueError(f"must be between 1 and 1000, got {value}")
+    return value
+
+
+def _check_resume(value: Any, config: Config) -> str:
+    name = _string(value)
+    if "/" in name or name.startswith(".") or len(name) > 200:
+        raise ValueError(f"{name!r} is not the name or id of a job")
+    return name
 
 
 def _string(value: Any, *, allow_empty: bool = False) -> str:
@@ -288,4 +340,7 @@ _CHECKS = {
     "branch": _check_branch,
     "disk": _check_disk,
     "notify": _check_notify,
+    "agent": _check_agent,
+    "max_turns": _check_max_turns,
+    "resume": _check_resume,
 }

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watcherd.agenthome import AgentHomes
+from watcherd.agents import AGENTS, AgentProfile, AgentReport
 from watcherd.config import Config
 from watcherd.container import build_spec, job_user
 from watcherd.diskuse import tree_bytes
@@ -39,6 +40,7 @@ from watcherd.results import (
     utc_now,
     write_exit_json,
 )
+from watcherd.resume import ResumeError, ResumePoint, find_resume_point
 from watcherd.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
 from watcherd.runner import (
     EngineUnavailable,
@@ -65,7 +67,6 @@ class Lease:
     """What a job holds while it runs, handed out by the scheduler."""
 
     auth_dir: Path | None = None
-    api_key: str | None = None
 
 
 class PermanentFailure(Exception):
@@ -114,6 +115,7 @@ class JobLife:
             config.allowed_protocols,
         )  # fmt: skip
         self.homes = AgentHomes(config.root)
+        self.api_keys: dict[str, str] = {}  # agent -> key, loaded by the daemon
         self._pruning = threading.Lock()
         self.on_finished: Callable[[Claimed, Config], None] = _nothing  # notifications
 
@@ -233,17 +235,26 @@ class JobLife:
         state.started_at = utc_now()
         self.spool.write_state(job.job_id, state)
         branch = result_branch(job.job_id, spec)
+        profile = AGENTS[spec.agent]
         try:
+            resume = self._resume_point(spec)
             _require_room(self.config)
             out_dir = self._fresh_out_dir(job.job_id, owner)
             commit = self.cache.update(spec.repo_url, spec.repo_ref, self.stop_event)
+            earlier = None
+            if resume is not None:  # on from where the earlier job's work ended
+                commit, earlier = resume.commit, (resume.results_repo, resume.branch)
             workspace = self.workspaces.create(
-                job.job_id, cache_key(spec.repo_url), commit, branch, owner
+                job.job_id, cache_key(spec.repo_url), commit, branch, owner, earlier=earlier
             )
             home = self.homes.create(
-                job.job_id, owner, source=self._agent_config_dir(lease),
-                login=bool(lease.auth_dir),
+                job.job_id, owner, profile, source=self._agent_config_dir(spec, lease),
+                login=bool(lease.auth_dir), resume_from=resume.sessions if resume else None,
             )  # fmt: skip
+        except ResumeError as exc:
+            state.starting = False
+            self.spool.write_state(job.job_id, state)
+            raise PermanentFailure(str(exc)) from exc
         except Stopped as exc:
             raise Interrupted from exc
         except (OSError, RepoError) as exc:
@@ -262,7 +273,8 @@ class JobLife:
         container = build_spec(
             config=self.config, job=spec, job_id=job.job_id, attempt=state.attempts,
             user=user, out_dir=out_dir, workspace=workspace, home=home, branch=branch,
-            api_key=lease.api_key,
+            api_key=self.api_keys.get(spec.agent),
+            resume_session=resume.session_id if resume else None,
         )  # fmt: skip
         state.commit_before = commit
         state.deadline = time.time() + spec.timeout
@@ -298,10 +310,16 @@ class JobLife:
             os.chown(out_dir, owner.uid, owner.gid)
         return out_dir
 
-    def _agent_config_dir(self, lease: Lease) -> Path | None:
-        """The operator's Codex dir: the leased login, else the bot dir (config.toml only)."""
-        folder = lease.auth_dir or self.config.effective_auth_dirs[0]
-        return folder if folder.is_dir() else None
+    def _agent_config_dir(self, spec: JobSpec, lease: Lease) -> Path | None:
+        """The operator's dir for this agent: the leased login, else its config dir."""
+        folder = lease.auth_dir or self.config.agent_settings(spec.agent).config_dir
+        return folder if folder is not None and folder.is_dir() else None
+
+    def _resume_point(self, spec: JobSpec) -> ResumePoint | None:
+        if spec.resume is None:
+            return None
+        results = self.cache.results_path(cache_key(spec.repo_url))
+        return find_resume_point(self.spool.layout, spec.resume, spec.agent, results)
 
     def _wait(self, job: Claimed, spec: JobSpec, handle: str, state: RunState) -> ContainerEnd:
         deadline = state.deadline or time.time() + spec.timeout
@@ -354,8 +372,10 @@ class JobLife:
             self.homes.remove(job.job_id)
             make_safe(out_dir)
             keep_only_known(out_dir)
-        self.homes.collect(job.job_id, lease.auth_dir, out_dir)
+        profile = AGENTS[spec.agent]
+        self.homes.collect(job.job_id, profile, lease.auth_dir, out_dir)
         removed = tuple(make_safe(out_dir))
+        report = _agent_report(profile, out_dir)
         worker_reason = _worker_reason(out_dir)
         state.exit_code = end.exit_code
         code = end.exit_code
@@ -372,6 +392,7 @@ class JobLife:
                 raise TransientFailure(transient)
         saved, save_problem = self._save_work(job, spec, state, out_dir)
         outcome = self._outcome(JobState.FAILED, "", state, saved=saved, removed=removed)
+        outcome = outcome.with_agent(spec.agent, report)
         if end.how is Ending.TIMED_OUT:
             return outcome.judged(JobState.TIMEOUT, f"timed out after {spec.timeout:.0f}s; "
                            "the container was stopped")  # fmt: skip
@@ -384,6 +405,8 @@ class JobLife:
                            "was killed by the kernel's OOM killer")  # fmt: skip
         if code != 0:
             reason = worker_reason or _describe_exit(code, self.runner.logs_tail(handle, 5))
+            if report.error and report.error not in reason:
+                reason = f"{reason}: {report.error[:500]}"
             return outcome.judged(JobState.FAILED, reason)
         if save_problem:
             return outcome.judged(JobState.FAILED, save_problem)
@@ -482,6 +505,23 @@ def _require_room(config: Config) -> None:
 
 def result_branch(job_id: str, spec: JobSpec) -> str:
     return spec.branch or f"watcherd/{job_id}"
+
+
+MAX_EVENTS_BYTES = 64 * 1024 * 1024  # the agent's stream is read up to this much
+
+
+def _agent_report(profile: AgentProfile, out_dir: Path) -> AgentReport:
+    """What the agent's own event stream says (usage, session, error); never fails."""
+    try:
+        with (out_dir / "events.jsonl").open("rb") as events:
+            lines = events.read(MAX_EVENTS_BYTES).decode("utf-8", "replace").splitlines()
+    except OSError:
+        return AgentReport()
+    try:
+        return profile.read_events(lines)
+    except Exception as exc:  # the agent wrote it: a reader's bug must not end the job
+        log.warning("could not read %s's events: %r", profile.name, exc)
+        return AgentReport()
 
 
 def _worker_reason(out_dir: Path) -> str:

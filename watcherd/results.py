@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from watcherd.agents.base import AgentReport
 from watcherd.fsutil import write_atomic
 from watcherd.repourl import redact
 
@@ -46,9 +47,14 @@ class Outcome:
     finished_at: str | None = None
     saved: SavedWork | None = None
     removed_from_out: tuple[str, ...] = ()  # what the agent left there that had to go
+    agent: str | None = None
+    report: AgentReport | None = None  # the agent's own account: session, usage
 
     def judged(self, state: JobState, reason: str) -> Outcome:
         return dataclasses.replace(self, state=state, reason=reason)
+
+    def with_agent(self, agent: str, report: AgentReport) -> Outcome:
+        return dataclasses.replace(self, agent=agent, report=report)
 
     def with_removed(self, removed: tuple[str, ...]) -> Outcome:
         return dataclasses.replace(self, removed_from_out=(*self.removed_from_out, *removed))
@@ -81,6 +87,11 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
     if outcome.saved is not None:
         record.update(dataclasses.asdict(outcome.saved))
         record["commits"] = list(outcome.saved.commits)
+    if outcome.agent is not None:
+        report = outcome.report or AgentReport()
+        record["agent"] = outcome.agent
+        record["session_id"] = report.session_id
+        record["usage"] = dataclasses.asdict(report.usage) if report.usage else None
     # Owned like its folder (the job's user), so the host user owns all of out/<id>.
     folder = out_dir.stat()
     write_atomic(
@@ -100,9 +111,7 @@ WORKER_FIELDS: dict[str, type] = {
     "repo_url": str,
     "repo_ref": str,
     "repo_dir": str,
-    "codex_version": str,
-    "thread_id": str,
-    "usage": dict,
+    "agent_version": str,
 }
 MAX_WORKER_RECORD = 1024 * 1024
 MAX_WORKER_STRING = 4000

@@ -19,7 +19,6 @@ from watcherd.jobrun import Lease
 class Scheduler:
     concurrency: int
     auth_dirs: Sequence[Path] = ()  # empty: jobs need no login dir
-    api_key: str | None = None
     _auth_in_use: set[Path] = field(default_factory=set)
     _active: int = 0
 
@@ -54,7 +53,7 @@ class Scheduler:
         if login is not None:
             self._auth_in_use.add(login)
         self._active += 1
-        return Lease(auth_dir=login, api_key=self.api_key)
+        return Lease(auth_dir=login)
 
     def release(self, lease: Lease) -> None:
         if lease.auth_dir is not None:

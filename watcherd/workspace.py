@@ -63,9 +63,14 @@ class Workspaces:
             cache_target=f"{CONTAINER_CACHE}/{key}.git/objects",
         )
 
-    def create(self, job_id: str, key: str, commit: str, branch: str, user: User) -> Workspace:
+    def create(
+        self, job_id: str, key: str, commit: str, branch: str, user: User,
+        earlier: tuple[Path, str] | None = None,
+    ) -> Workspace:  # fmt: skip
         """A fresh work tree at ``commit`` on ``branch``, then handed to the job's user.
-        Whatever an earlier attempt left is removed first: every attempt starts clean."""
+        Whatever an earlier attempt left is removed first: every attempt starts clean.
+        ``earlier`` (a results repository and a branch: a resumed job) brings in that
+        branch's own objects, and only them."""
         workspace = self.describe(job_id, key)
         path = workspace.path
         remove_tree(path)
@@ -82,6 +87,11 @@ class Workspaces:
             alternates = path / ".git" / "objects" / "info" / "alternates"
             alternates.parent.mkdir(exist_ok=True)
             alternates.write_text(f"../../../../cache/{key}.git/objects\n")
+            if earlier is not None:
+                results, earlier_branch = earlier
+                run_git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--",
+                         str(results), f"refs/heads/{earlier_branch}"],
+                        cwd=path, env={**env, "GIT_ALLOW_PROTOCOL": "file"})  # fmt: skip
             run_git(["checkout", "--quiet", "-B", branch, commit], cwd=path, env=env)
         except GitError as exc:
             raise RepoError(f"could not make the workspace: {exc.last_line()}") from exc

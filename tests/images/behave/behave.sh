@@ -12,7 +12,7 @@ set -- ${PROMPT}
 case "$1" in
     succeed)
         printf '# done\n' >"$out/summary.md"
-        printf '{"codex_version": "behave", "branch": "forged", "state": "done", "reason": "worker says ok"}\n' >"$out/exit.json"
+        printf '{"agent_version": "behave", "branch": "forged", "state": "done", "reason": "worker says ok"}\n' >"$out/exit.json"
         exit 0 ;;
     fail) echo "behave: failing on purpose" >&2; exit 3 ;;
     hang) exec sleep infinity ;;

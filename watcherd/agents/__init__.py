@@ -1,0 +1,12 @@
+"""The agents watcherd runs, by the name a job gives (``agent: codex``). Adding one means
+a module with its AgentProfile, one line here, and its image stage (image/Dockerfile)."""
+
+from __future__ import annotations
+
+from watcherd.agents.base import AgentProfile, AgentReport, Usage
+from watcherd.agents.codex import CODEX
+
+AGENTS: dict[str, AgentProfile] = {profile.name: profile for profile in (CODEX,)}
+DEFAULT_AGENT = "codex"
+
+__all__ = ["AGENTS", "DEFAULT_AGENT", "AgentProfile", "AgentReport", "Usage"]

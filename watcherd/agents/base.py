@@ -1,0 +1,61 @@
+"""What watcherd knows of one coding agent: a small description, one per agent kind.
+
+The daemon and the worker image do the same for every agent (workspace, outputs, exit
+codes, branch); an AgentProfile says only what differs: its image, where its home is and
+which variable points the agent at it, which of the operator's files reach that home,
+which variable carries its API key, what keeps it off the network, which job keys it
+understands, and how to read its event stream into the common record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None  # where the agent reports it
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    """What an agent's own event stream says about its run (the agent can write that
+    stream, so this is its account, not the daemon's)."""
+
+    session_id: str | None = None  # to resume it
+    usage: Usage | None = None
+    last_message: str | None = None
+    error: str | None = None
+
+
+EventReader = Callable[[Iterable[str]], AgentReport]
+
+# Job keys an agent may understand beyond the common ones.
+MODEL = "model"
+MAX_TURNS = "max_turns"
+RESUME = "resume"
+REVIEW = "review"  # mode: review
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    name: str
+    image: str  # default tag, `watcherd image build <name>` makes it
+    home: str  # the agent's home in the container: a fresh folder per job
+    home_env: str  # the variable that points the agent at it
+    key_env: str  # the variable that carries its API key
+    read_events: EventReader
+    # The operator's files (from the agent's config dir) copied into every job's home.
+    config_files: tuple[str, ...] = ()
+    # A refreshable login: copied in, written back after the job when it changed and
+    # passes ``check_login`` (one job per login at a time). Empty: no such login.
+    login_file: str | None = None
+    check_login: Callable[[bytes, bytes | None], str] | None = None
+    # What in the home makes up the agent's sessions (globs): moved to out/<id>/sessions/
+    # after the job, copied back into a resuming job's home.
+    session_files: tuple[str, ...] = ("sessions",)
+    fixed_env: Mapping[str, str] = field(default_factory=dict)  # offline, no telemetry
+    supports: frozenset[str] = frozenset({MODEL})

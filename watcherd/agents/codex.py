@@ -1,0 +1,111 @@
+"""OpenAI's Codex CLI (`codex exec --json`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from watcherd.agents.base import MODEL, RESUME, REVIEW, AgentProfile, AgentReport, Usage
+
+VERSION = "0.171.0"
+
+
+def read_events(lines: Iterable[str]) -> AgentReport:
+    """thread.started (the session), turn.completed (usage, summed over turns),
+    item.completed agent_message (the last message), turn.failed / error."""
+    session = message = error = None
+    tokens_in = tokens_out = 0
+    turns = 0
+    for event in _events(lines):
+        kind = event.get("type")
+        if kind == "thread.started" and isinstance(event.get("thread_id"), str):
+            session = session or event["thread_id"]
+        elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
+            turns += 1
+            tokens_in += _int(event["usage"].get("input_tokens"))
+            tokens_out += _int(event["usage"].get("output_tokens"))
+        elif kind == "item.completed" and isinstance(event.get("item"), dict):
+            item = event["item"]
+            if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
+                message = item["text"]
+        elif kind in ("turn.failed", "error"):
+            found = event.get("message") or (event.get("error") or {}).get("message")
+            error = str(found) if found else error
+    usage = Usage(tokens_in, tokens_out) if turns else None
+    return AgentReport(session_id=session, usage=usage, last_message=message, error=error)
+
+
+def login_refresh_problem(new: bytes, old: bytes | None) -> str:
+    """Why ``new`` is not a refresh of the ChatGPT login ``old``; empty if it is one.
+    Only a login that names its account can be refreshed: an API-key login (no account)
+    or a different account is never taken back."""
+    record = _json(new)
+    tokens = record.get("tokens") if isinstance(record, dict) else None
+    if not isinstance(tokens, dict):
+        return "no tokens"
+    for name in ("access_token", "refresh_token"):
+        if not isinstance(tokens.get(name), str) or not tokens[name]:
+            return f"tokens.{name} missing"
+    previous = _identity(_json(old) if old is not None else None)
+    if previous is None:
+        return "the login had no account to refresh"
+    if _identity(record) != previous:
+        return "a different account"
+    return ""
+
+
+def _identity(record: Any) -> tuple[str, str | None] | None:
+    """(account id, the id token's subject) of a ChatGPT login, None without an account."""
+    tokens = record.get("tokens") if isinstance(record, dict) else None
+    if not isinstance(tokens, dict):
+        return None
+    account = tokens.get("account_id")
+    if not isinstance(account, str) or not account:
+        return None
+    return account, _token_subject(tokens.get("id_token"))
+
+
+def _token_subject(token: Any) -> str | None:
+    """The ``sub`` claim of a JWT, unverified: only compared with the one before."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    payload = token.split(".")[1]
+    claims = _json(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    return subject if isinstance(subject, str) else None
+
+
+def _events(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
+    for line in lines:
+        event = _json(line.encode() if isinstance(line, str) else line)
+        if isinstance(event, dict):
+            yield event
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+CODEX = AgentProfile(
+    name="codex",
+    image=f"watcherd-codex:{VERSION}",
+    home="/home/codex/.codex",
+    home_env="CODEX_HOME",
+    key_env="CODEX_API_KEY",
+    read_events=read_events,
+    config_files=("config.toml", "AGENTS.md"),
+    login_file="auth.json",
+    check_login=login_refresh_problem,
+    # Rollouts, and the thread index Codex looks a resumed session up in.
+    session_files=("sessions", "state_*.sqlite", "state_*.sqlite-wal", "state_*.sqlite-shm"),
+    supports=frozenset({MODEL, RESUME, REVIEW}),
+)
