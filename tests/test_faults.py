@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
+import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -196,15 +197,19 @@ class PrivateEngine:
     def __init__(self, base: Path) -> None:
         self.base = base
         # Short: containerd's socket lives here, and unix socket paths stop at 108 bytes.
-        self.run_dir = Path(tempfile.mkdtemp(prefix="wdtest-", dir="/run"))
+        # Fixed, like the data root: one private Engine at a time, and a stale one (its
+        # test killed before tearing it down) is found and ended.
+        self.run_dir = Path("/run/watcherd-test-engine")
         self.url = f"unix://{self.run_dir / 'docker.sock'}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self._end_stale()
         subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=False,
                        capture_output=True)  # fmt: skip
         subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
         self.base.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", "/var/lib/watcherd-test-engine", "--exec-root",
              str(self.run_dir), "--pidfile", str(self.run_dir / "dockerd.pid"),
@@ -218,6 +223,15 @@ class PrivateEngine:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(60)
+
+    def _end_stale(self) -> None:
+        pidfile = self.run_dir / "dockerd.pid"
+        try:
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), 60, "a stale private Engine to end")
 
     def close(self) -> None:
         self.stop()

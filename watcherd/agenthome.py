@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import stat
 from pathlib import Path
 
 from watcherd.agents.base import AgentProfile
 from watcherd.fsutil import User, remove_tree, write_atomic
+from watcherd.safeio import read_whole
 
 log = logging.getLogger("watcherd.home")
 
@@ -49,12 +49,12 @@ class AgentHomes:
             os.chown(home, *owner)
         if source is not None:
             for name in profile.config_files:
-                data = read_regular(source / name, MAX_SHARED_BYTES)
+                data = read_whole(source / name, MAX_SHARED_BYTES)
                 if data is not None:
                     # Root's and 0444: the agent cannot change it (only replace its copy).
                     write_atomic(home / name, data, mode=0o444)
             if login and profile.login_file:
-                data = read_regular(source / profile.login_file, MAX_LOGIN_BYTES)
+                data = read_whole(source / profile.login_file, MAX_LOGIN_BYTES)
                 if data is not None:
                     write_atomic(home / profile.login_file, data, mode=0o600, owner=owner)
         if resume_from is not None:
@@ -91,8 +91,8 @@ class AgentHomes:
         one must reach the next job, once the agent's check takes it for a refresh."""
         if not profile.login_file or profile.check_login is None:
             return
-        new = read_regular(home / profile.login_file, MAX_LOGIN_BYTES)
-        old = read_regular(login / profile.login_file, MAX_LOGIN_BYTES)
+        new = read_whole(home / profile.login_file, MAX_LOGIN_BYTES)
+        old = read_whole(login / profile.login_file, MAX_LOGIN_BYTES)
         if new is None or new == old:
             return
         problem = profile.check_login(new, old)
@@ -127,19 +127,3 @@ def _copy_session(source: Path, home: Path, user: User) -> None:
         for dirpath, dirnames, filenames in os.walk(target):
             for name in (".", *dirnames, *filenames):
                 os.lchown(os.path.join(dirpath, name), user.uid, user.gid)
-
-
-def read_regular(path: Path, limit: int) -> bytes | None:
-    """A regular file's bytes if it has at most ``limit``; never follows a link, never
-    blocks on a fifo."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        return os.read(fd, limit + 1)[:limit]
-    finally:
-        os.close(fd)

@@ -42,6 +42,12 @@ def read_regular(path: Path, limit: int) -> bytes | None:
             os.close(fd)
 
 
+def read_whole(path: Path, limit: int) -> bytes | None:
+    """A regular file's bytes if it has at most ``limit`` (never a truncated copy)."""
+    data = read_regular(path, limit + 1)
+    return None if data is None or len(data) > limit else data
+
+
 def read_tail(path: Path, limit: int) -> tuple[bytes, os.stat_result] | None:
     """The last ``limit`` bytes of a regular file, with its stat; None if not one."""
     fd = open_regular(path)
@@ -60,11 +66,11 @@ def read_tail(path: Path, limit: int) -> tuple[bytes, os.stat_result] | None:
 
 def read_json_object(path: Path, limit: int = RECORD_LIMIT) -> dict[str, Any] | None:
     """The JSON object in a regular file, or None (missing, a link, too big, not JSON)."""
-    data = read_regular(path, limit + 1)
-    if data is None or len(data) > limit:
+    data = read_whole(path, limit)
+    if data is None:
         return None
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
