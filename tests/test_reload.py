@@ -19,13 +19,6 @@ from watcherd.config import Config, ConfigError
 from watcherd.reload import RELOADABLE, plan_reload, reload_config
 
 StartDaemon = Callable[..., DaemonProcess]
-URL = ""  # a local repository, set for every test by use_local_repo
-
-
-@pytest.fixture(autouse=True)
-def use_local_repo(repo_url: str) -> None:
-    global URL
-    URL = repo_url
 
 
 # -- what a reload applies -------------------------------------------------------------
@@ -130,7 +123,7 @@ def reload(daemon: DaemonProcess, listener: NotifySocket) -> str:
 
 @pytest.mark.docker
 def test_sighup_applies_concurrency_and_keeps_settings_that_need_a_restart(
-    work_root: Path, listener: NotifySocket, start_daemon: StartDaemon
+    work_root: Path, listener: NotifySocket, start_daemon: StartDaemon, repo_url: str
 ) -> None:
     daemon = start_daemon(env=listener.environ(), concurrency=1)
     rewrite_config(daemon, concurrency=2, image="watcherd-test-no-such-image:1")
@@ -141,7 +134,7 @@ def test_sighup_applies_concurrency_and_keeps_settings_that_need_a_restart(
 
     inbox = work_root / "inbox"
     for name in ("a.yaml", "b.yaml"):
-        write_job(inbox, name, repo_url=URL, prompt="sleep 2", repo_dir=name[0])
+        write_job(inbox, name, repo_url=repo_url, prompt="sleep 2", repo_dir=name[0])
     runs = []
     for name in ("a.yaml", "b.yaml"):
         folder, path = wait_finished(work_root, name)
@@ -155,7 +148,7 @@ def test_sighup_applies_concurrency_and_keeps_settings_that_need_a_restart(
 
 @pytest.mark.docker
 def test_a_broken_config_is_ignored_and_the_daemon_keeps_serving(
-    work_root: Path, listener: NotifySocket, start_daemon: StartDaemon
+    work_root: Path, listener: NotifySocket, start_daemon: StartDaemon, repo_url: str
 ) -> None:
     daemon = start_daemon(env=listener.environ())
     original = daemon.config_path.read_text()
@@ -171,5 +164,5 @@ def test_a_broken_config_is_ignored_and_the_daemon_keeps_serving(
     assert "concurrency must be at least 1" in log
 
     assert daemon.alive()
-    write_job(work_root / "inbox", "after.yaml", repo_url=URL, prompt="succeed")
+    write_job(work_root / "inbox", "after.yaml", repo_url=repo_url, prompt="succeed")
     assert wait_finished(work_root, "after.yaml")[0] == "done"

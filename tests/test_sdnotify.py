@@ -18,13 +18,6 @@ from tests.support.notify_socket import NotifySocket, unique_abstract_name
 from watcherd.sdnotify import Notifier, QueueCounts, watchdog_interval
 
 StartDaemon = Callable[..., DaemonProcess]
-URL = ""  # a local repository, set for every test by use_local_repo
-
-
-@pytest.fixture(autouse=True)
-def use_local_repo(repo_url: str) -> None:
-    global URL
-    URL = repo_url
 
 
 @pytest.fixture
@@ -226,11 +219,11 @@ def test_watchdog_pings_stop_while_the_main_loop_is_stalled_and_resume_after(
 
 @pytest.mark.docker
 def test_status_shows_the_queue_and_outcomes(
-    work_root: Path, listener: NotifySocket, start_daemon: StartDaemon
+    work_root: Path, listener: NotifySocket, start_daemon: StartDaemon, repo_url: str
 ) -> None:
     start_daemon(env=listener.environ())
     inbox = work_root / "inbox"
-    write_job(inbox, "ok.yaml", repo_url=URL, prompt="succeed")
+    write_job(inbox, "ok.yaml", repo_url=repo_url, prompt="succeed")
     wait_finished(work_root, "ok.yaml")
     (inbox / "broken.yaml").write_text("prompt: [unclosed\n")
     wait_finished(work_root, "broken.yaml")
