@@ -1,0 +1,1 @@
+"""The agents watcherd runs besides Codex: one module of description data each."""
