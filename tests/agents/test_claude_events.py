@@ -87,6 +87,17 @@ def test_an_api_error_without_a_result() -> None:
     assert report == AgentReport(SESSION, None, None, "API Error: 500")
 
 
+def test_a_run_cut_while_claude_code_retried() -> None:
+    """A wrong key (401) is retried with a growing backoff: a job's timeout can come first."""
+    retry = {"type": "system", "subtype": "api_retry", "attempt": 7, "max_retries": 10,
+             "retry_delay_ms": 39099, "error_status": 401, "error": "authentication_failed",
+             "session_id": SESSION}  # fmt: skip
+    report = read_events(lines(INIT, {**retry, "attempt": 6}, retry))
+    assert report.error == "authentication_failed (HTTP 401), retry 7 of 10"
+    answered = {"type": "assistant", "message": {"id": "msg_1", "content": "Working."}}
+    assert read_events(lines(INIT, retry, answered)).error is None
+
+
 def test_a_failed_result_without_a_reason_names_its_kind() -> None:
     result = {"type": "result", "subtype": "error_during_execution", "is_error": True}
     assert read_events(lines(INIT, result)).error == "error_during_execution"

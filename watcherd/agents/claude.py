@@ -10,7 +10,10 @@ The stream, as Claude Code 2.1.332 writes it (one JSON object a line):
 - ``{"type": "assistant", "message": {...}}`` for each content block the model sends
   (a text, a tool_use; several events can share one message id), and ``{"type": "user",
   ...}`` with the tool results. A failed API call comes as an assistant message of model
-  ``<synthetic>`` with ``is_api_error_message: true`` and the error as its text;
+  ``<synthetic>`` with ``is_api_error_message: true`` and the error as its text; a call
+  that will be tried again, as ``{"type": "system", "subtype": "api_retry", "attempt": n,
+  "max_retries": 10, "error_status": 401, "error": "authentication_failed"}`` (with a
+  backoff that grows to some 40 s: a wrong key takes minutes to fail);
 - ``{"type": "result", "subtype": "success" | "error_max_turns" | ..., "is_error": bool,
   "result": the final text, "errors": [...], "usage": {...}, "total_cost_usd": ...}``
   last, with the usage of the whole run.
@@ -115,6 +118,8 @@ def read_events(lines: Iterable[str]) -> AgentReport:
             found = event.get("session_id")
             if isinstance(found, str) and _SESSION_ID.fullmatch(found):
                 session = session or found
+        elif kind == "system" and event.get("subtype") == "api_retry":
+            api_error = _retrying(event)
         elif kind == "assistant" and isinstance(event.get("message"), dict):
             message = event["message"]
             said = _text(message.get("content"))
@@ -122,6 +127,7 @@ def read_events(lines: Iterable[str]) -> AgentReport:
                 api_error = said or api_error
                 continue
             text = said or text
+            api_error = None  # the model answered after all
             if isinstance(message.get("id"), str) and isinstance(message.get("usage"), dict):
                 message_usage[message["id"]] = _tokens(message["usage"])
         elif kind == "result":
@@ -149,6 +155,14 @@ def read_events(lines: Iterable[str]) -> AgentReport:
             reason = subtype if subtype and subtype != "success" else "Claude Code failed"
         return AgentReport(session, usage, None, _cut(reason))
     return AgentReport(session, usage, _cut(_string(result.get("result")) or text), None)
+
+
+def _retrying(event: dict[str, Any]) -> str:
+    """A run cut while Claude Code retried a call: what the API kept answering."""
+    what = _string(event.get("error")) or "an API error"
+    status = _int(event.get("error_status"))
+    attempt, most = _int(event.get("attempt")), _int(event.get("max_retries"))
+    return f"{what}{f' (HTTP {status})' if status else ''}, retry {attempt} of {most}"
 
 
 def _events(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
