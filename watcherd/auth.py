@@ -40,23 +40,24 @@ def load_api_key(config: Config) -> str | None:
     """Codex's key in api_key_file, or None if not in that mode."""
     if config.auth_mode != "api_key" or config.api_key_file is None:
         return None
-    return read_key_file(config.api_key_file, _KEY_NAMES)
+    return read_key_file(config.api_key_file, _KEY_NAMES)[1]
 
 
-def load_api_keys(config: Config) -> dict[str, str]:
-    """Every agent's API key the config names: agent name -> key."""
+def load_api_keys(config: Config) -> dict[str, tuple[str, str]]:
+    """Every agent's credential the config names: agent -> (variable, value)."""
     keys = {}
     codex = load_api_key(config)
     if codex is not None:
-        keys["codex"] = codex
+        keys["codex"] = ("CODEX_API_KEY", codex)
     for agent, settings in config.agents.items():
         if agent != "codex" and settings.api_key_file is not None:
-            keys[agent] = read_key_file(settings.api_key_file, (AGENTS[agent].key_env,))
+            keys[agent] = read_key_file(settings.api_key_file, AGENTS[agent].key_envs)
     return keys
 
 
-def read_key_file(path: Path, names: tuple[str, ...]) -> str:
-    """The key in a file: a bare key, or NAME=value lines with one of ``names``.
+def read_key_file(path: Path, names: tuple[str, ...]) -> tuple[str, str]:
+    """(variable, key) from a file: a bare key (for the first of ``names``), or
+    NAME=value lines with one of ``names``.
 
     The file must be private to the service: a key anyone can read is not a secret.
     """
@@ -73,7 +74,8 @@ def read_key_file(path: Path, names: tuple[str, ...]) -> str:
             continue
         name, sep, value = line.partition("=")
         if not sep:
-            return line
-        if name.strip().removeprefix("export ").strip() in names:
-            return value.strip().strip("'\"")
+            return names[0], line
+        name = name.strip().removeprefix("export ").strip()
+        if name in names:
+            return name, value.strip().strip("'\"")
     raise AuthError(f"api_key_file {path}: no key found (expected {names[0]}=...)")

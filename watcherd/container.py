@@ -76,7 +76,7 @@ def build_spec(
     workspace: Workspace,
     home: Path,
     branch: str,
-    api_key: str | None,
+    api_key: tuple[str, str] | None,
     resume_session: str | None = None,
 ) -> ContainerSpec:
     author, email = config.git_identity
@@ -115,7 +115,8 @@ def build_spec(
     if resume_session:
         environment["AGENT_RESUME"] = resume_session
     if api_key:
-        environment[profile.key_env] = api_key
+        variable, key = api_key
+        environment[variable] = key
 
     mounts = (
         Mount(workspace.path, f"/work/{job.repo_dir}"),

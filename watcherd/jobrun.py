@@ -115,7 +115,7 @@ class JobLife:
             config.allowed_protocols,
         )  # fmt: skip
         self.homes = AgentHomes(config.root)
-        self.api_keys: dict[str, str] = {}  # agent -> key, loaded by the daemon
+        self.api_keys: dict[str, tuple[str, str]] = {}  # agent -> (variable, key)
         self._pruning = threading.Lock()
         self.on_finished: Callable[[Claimed, Config], None] = _nothing  # notifications
 

@@ -4,9 +4,10 @@ a module with its AgentProfile, one line here, and its image stage (image/Docker
 from __future__ import annotations
 
 from watcherd.agents.base import AgentProfile, AgentReport, Usage
+from watcherd.agents.claude import CLAUDE
 from watcherd.agents.codex import CODEX
 
-AGENTS: dict[str, AgentProfile] = {profile.name: profile for profile in (CODEX,)}
+AGENTS: dict[str, AgentProfile] = {profile.name: profile for profile in (CODEX, CLAUDE)}
 DEFAULT_AGENT = "codex"
 
 __all__ = ["AGENTS", "DEFAULT_AGENT", "AgentProfile", "AgentReport", "Usage"]

@@ -46,7 +46,9 @@ class AgentProfile:
     image: str  # default tag, `watcherd image build <name>` makes it
     home: str  # the agent's home in the container: a fresh folder per job
     home_env: str  # the variable that points the agent at it
-    key_env: str  # the variable that carries its API key
+    # The variables that carry a credential; an api_key_file line NAME=value picks one,
+    # a bare key is the first.
+    key_envs: tuple[str, ...]
     read_events: EventReader
     # The operator's files (from the agent's config dir) copied into every job's home.
     config_files: tuple[str, ...] = ()
