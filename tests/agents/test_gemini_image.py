@@ -234,6 +234,18 @@ def test_the_prompt_reaches_the_model_literally(
     assert job.events()[1]["content"] == prompt
 
 
+def test_flags_are_split_like_a_shell(
+    docker_client: docker.DockerClient, image: str, model: ScriptedGemini, job: Job
+) -> None:
+    session = str(uuid.uuid4())
+    model.steps += [Step("message", "ok")]
+    code = run_agent(docker_client, image, job, "hi", base_url=model.base_url,
+                     env={"AGENT_FLAGS": f"'--session-id' \"{session}\""})  # fmt: skip
+    assert code == 0, job.run_log()
+    assert job.report().session_id == session
+    assert "256-color" not in job.run_log()  # no terminal warnings in a log
+
+
 def test_a_prompt_that_looks_like_a_slash_command_is_not_run_as_one(
     docker_client: docker.DockerClient, image: str, model: ScriptedGemini, job: Job
 ) -> None:
