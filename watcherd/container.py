@@ -93,7 +93,7 @@ def build_spec(
         "JOB_BRANCH": branch,
         "AGENT_MODE": job.mode,
         "HOME": IMAGE_HOME,
-        profile.home_env: profile.home,
+        profile.home_env: profile.home_env_value or profile.home,
         "GIT_ALLOW_PROTOCOL": ":".join(config.allowed_protocols),
         # So that a plain `git commit` by the agent works, and the worker's own too.
         "GIT_AUTHOR_NAME": author,

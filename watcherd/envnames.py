@@ -9,10 +9,17 @@ from typing import Any
 
 # Variables the worker image reads or that would let a job escape its contract.
 RESERVED_ENV = frozenset(
-    {"REPO_URL", "PROMPT", "REPO_DIR", "REPO_REF", "JOB_BRANCH"}
+    {"REPO_URL", "PROMPT", "PROMPT_FILE", "REPO_DIR", "REPO_REF", "JOB_BRANCH", "OUT"}
     | {"HOME", "PATH", "USER", "SHELL", "TMPDIR"}
+    # A proxy or a base URL would send an agent's requests, with its key, elsewhere.
+    | {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"}
+    | {"NO_PROXY", "no_proxy", "CODE_ASSIST_ENDPOINT", "IS_SANDBOX"}
 )
-RESERVED_ENV_PREFIXES = ("CODEX_", "LD_", "GIT_", "WATCHERD_", "SSL_", "OPENAI_")
+# The worker's and the agents' own variables: credentials, base URLs, homes, behaviour.
+RESERVED_ENV_PREFIXES = (
+    "CODEX_", "LD_", "GIT_", "WATCHERD_", "SSL_", "OPENAI_", "AGENT_",
+    "ANTHROPIC_", "CLAUDE_", "DISABLE_", "GEMINI_", "GOOGLE_", "NODE_", "OPENCODE_",
+)  # fmt: skip
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

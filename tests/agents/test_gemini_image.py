@@ -161,8 +161,8 @@ def run_agent(
 
 def test_version(docker_client: docker.DockerClient, image: str) -> None:
     output = docker_client.containers.run(
-        image, [HOOK, "--version"], user=f"{UID}:{UID}", read_only=True, network_mode="none",
-        cap_drop=["ALL"], remove=True,
+        image, ["--version"], entrypoint=[HOOK], user=f"{UID}:{UID}", read_only=True,
+        network_mode="none", cap_drop=["ALL"], remove=True,
     )  # fmt: skip
     assert output.decode() == f"{gemini.VERSION}\n"
 
@@ -365,8 +365,8 @@ def isolated(docker_client: docker.DockerClient, image: str, tmp_path: Path) -> 
     if os.geteuid() != 0:
         pytest.skip("joining a container's network namespace needs root")
     holder = docker_client.containers.run(
-        image, ["sleep", "300"], user=f"{UID}:{UID}", network_mode="none", read_only=True,
-        cap_drop=["ALL"], detach=True,
+        image, ["300"], entrypoint=["sleep"], user=f"{UID}:{UID}", network_mode="none",
+        read_only=True, cap_drop=["ALL"], detach=True,
     )  # fmt: skip
     net = None
     try:

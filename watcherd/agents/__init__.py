@@ -6,8 +6,9 @@ from __future__ import annotations
 from watcherd.agents.base import AgentProfile, AgentReport, Usage
 from watcherd.agents.claude import CLAUDE
 from watcherd.agents.codex import CODEX
+from watcherd.agents.gemini import GEMINI
 
-AGENTS: dict[str, AgentProfile] = {profile.name: profile for profile in (CODEX, CLAUDE)}
+AGENTS: dict[str, AgentProfile] = {p.name: p for p in (CODEX, CLAUDE, GEMINI)}
 DEFAULT_AGENT = "codex"
 
 __all__ = ["AGENTS", "DEFAULT_AGENT", "AgentProfile", "AgentReport", "Usage"]

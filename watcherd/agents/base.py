@@ -61,3 +61,4 @@ class AgentProfile:
     session_files: tuple[str, ...] = ("sessions",)
     fixed_env: Mapping[str, str] = field(default_factory=dict)  # offline, no telemetry
     supports: frozenset[str] = frozenset({MODEL})
+    home_env_value: str | None = None  # what home_env holds, if not the home itself

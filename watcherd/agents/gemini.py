@@ -19,28 +19,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from watcherd.agents.base import MAX_TURNS, MODEL, RESUME, AgentProfile, AgentReport, Usage
+
 # These two move to watcherd/agents/base.py (the agent seam) when merged.
-
-
-@dataclass(frozen=True)
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = None  # where the agent reports it
-
-
-@dataclass(frozen=True)
-class AgentReport:
-    """What an agent's own event stream says about its run (the agent can write that
-    stream, so this is its account, not the daemon's)."""
-
-    session_id: str | None = None  # to resume it
-    usage: Usage | None = None
-    last_message: str | None = None
-    error: str | None = None
 
 
 NAME = "gemini"
@@ -74,7 +57,7 @@ FIXED_ENV = {
 }
 # Job keys it understands beyond the common ones (AGENT_MODEL, AGENT_MAX_TURNS,
 # AGENT_RESUME in the hook); it has no review mode.
-SUPPORTS = frozenset({"model", "max_turns", "resume"})
+SUPPORTS = frozenset({MODEL, MAX_TURNS, RESUME})
 # Variables a job's env must not set for this agent: they would send its requests (and
 # the API key) elsewhere or change what it trusts.
 RESERVED_ENV_PREFIXES = ("GEMINI_", "GOOGLE_", "NODE_")
@@ -134,3 +117,18 @@ def _events(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+GEMINI = AgentProfile(
+    name=NAME,
+    image=IMAGE,
+    home=HOME,
+    home_env=HOME_ENV,
+    home_env_value=HOME_ENV_VALUE,
+    key_envs=(KEY_ENV,),
+    read_events=read_events,
+    config_files=CONFIG_FILES,
+    session_files=SESSION_FILES,
+    fixed_env=FIXED_ENV,
+    supports=SUPPORTS,
+)
