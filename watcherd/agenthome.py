@@ -52,10 +52,12 @@ class AgentHomes:
                 data = read_whole(source / name, MAX_SHARED_BYTES)
                 if data is not None:
                     # Root's and 0444: the agent cannot change it (only replace its copy).
+                    _folders_for(home, name, user)
                     write_atomic(home / name, data, mode=0o444)
             if login and profile.login_file:
                 data = read_whole(source / profile.login_file, MAX_LOGIN_BYTES)
                 if data is not None:
+                    _folders_for(home, profile.login_file, user)
                     write_atomic(home / profile.login_file, data, mode=0o600, owner=owner)
         if resume_from is not None:
             _copy_session(resume_from, home, user)
@@ -72,16 +74,15 @@ class AgentHomes:
             self._write_back_login(home, profile, login)
         target = out_dir / "sessions"
         remove_tree(target)  # the agent's own, if it made one there
+        folder = out_dir.stat()  # out/<id> is the job's user's, sessions/ too
+        owner = User(folder.st_uid, folder.st_gid)
         for pattern in profile.session_files:
             for found in sorted(home.glob(pattern)):
                 if found.is_symlink() or not (found.is_dir() or found.is_file()):
                     continue
-                if not target.exists():
-                    target.mkdir()
-                    folder = out_dir.stat()  # the job's user's, like all of out/<id>
-                    if os.geteuid() == 0:
-                        os.chown(target, folder.st_uid, folder.st_gid)
-                os.rename(found, target / found.name)
+                relative = found.relative_to(home)  # kept: a resume puts it back there
+                _folders_for(target, str(relative), owner, top=out_dir)
+                os.rename(found, target / relative)
 
     def remove(self, job_id: str) -> None:
         remove_tree(self.path(job_id))
@@ -105,6 +106,19 @@ class AgentHomes:
             login / profile.login_file, new, mode=0o600, owner=(folder.st_uid, folder.st_gid)
         )
         log.info("the login in %s was refreshed by a job; saved", login)
+
+
+def _folders_for(base: Path, relative: str, user: User, top: Path | None = None) -> None:
+    """The folders between ``base`` and the file ``relative`` below it, the user's."""
+    folder = (base / relative).parent
+    missing = []
+    while folder != (top or base).parent and not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o755)
+        if os.geteuid() == 0:
+            os.chown(path, user.uid, user.gid)
 
 
 def _copy_session(source: Path, home: Path, user: User) -> None:

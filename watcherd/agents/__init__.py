@@ -7,8 +7,9 @@ from watcherd.agents.base import AgentProfile, AgentReport, Usage
 from watcherd.agents.claude import CLAUDE
 from watcherd.agents.codex import CODEX
 from watcherd.agents.gemini import GEMINI
+from watcherd.agents.opencode import OPENCODE
 
-AGENTS: dict[str, AgentProfile] = {p.name: p for p in (CODEX, CLAUDE, GEMINI)}
+AGENTS: dict[str, AgentProfile] = {p.name: p for p in (CODEX, CLAUDE, GEMINI, OPENCODE)}
 DEFAULT_AGENT = "codex"
 
 __all__ = ["AGENTS", "DEFAULT_AGENT", "AgentProfile", "AgentReport", "Usage"]
