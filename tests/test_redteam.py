@@ -274,17 +274,18 @@ def test_the_disk_poll_cannot_be_stretched_by_many_empty_files(
             work_root, "stretch.yaml", git_server.url("demo.git"), "fill", disk="32m"
         )
         record = record_of(out)
-        assert "ATTACK-DONE" in json.dumps(model.requests), "the attack did not get to write"
-        done_at = next(i for i, r in enumerate(model.requests) if "ATTACK-DONE" in json.dumps(r))
         big = out / "big.bin"
         left = big.stat().st_blocks * 512 if big.exists() else 0
-        # Killed for its budget within ~2 tool calls (6 s) of writing 1 GiB, not at the end.
+        # Killed for its budget: the empty files alone may do it (each costs a block), or
+        # within ~2 tool calls (6 s) of writing 1 GiB, never at the end.
         assert record["state"] == "failed" and "disk budget" in record["reason"], (
             record["state"],
             f"{left} bytes left in out/big.bin",
-            len(model.requests) - done_at,
         )
-        assert len(model.requests) <= done_at + 2, len(model.requests)
+        requests = [json.dumps(r) for r in model.requests]
+        done_at = next((i for i, r in enumerate(requests) if "ATTACK-DONE" in r), None)
+        if done_at is not None:
+            assert len(model.requests) <= done_at + 2, len(model.requests)
     finally:
         for big in (work_root / "out").glob("*/big.bin"):
             big.unlink()

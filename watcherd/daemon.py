@@ -37,7 +37,8 @@ from watcherd.watch import InboxWatcher
 log = logging.getLogger("watcherd")
 
 WRITER_POLL_SECONDS = 0.1  # how often a job claimed while still being written is looked at
-STALE_STATE_SECONDS = 60.0  # a state file this old without a job is a crashed claim's
+# A state file this old without a job is a crashed claim's (a claim takes milliseconds).
+STALE_STATE_SECONDS = 5.0
 NOTIFY_GRACE_SECONDS = 5.0  # at shutdown, for notifications still queued
 
 
