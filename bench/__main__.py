@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 
 from bench import backlog, idle, latency, spool, throughput, workspace
-from bench.common import client, log
+from bench.common import PROFILE, client, log
 from bench.report import Report
 
 Section = Callable[[Report, bool, str, docker.DockerClient], None]
@@ -54,7 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECTION",
         help=f"run only these sections ({', '.join(SECTIONS)})",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample every daemon with py-spy into DIR (slows it down: "
+        "the figures of such a run are not the product's)",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        PROFILE["dir"] = args.profile.resolve()
     report = Report(mode="quick" if args.quick else "full")
     names = args.only or list(SECTIONS)
     docker_client = client() if names != ["spool"] else None

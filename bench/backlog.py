@@ -30,7 +30,9 @@ from bench.common import (
     log,
     make_root,
     make_upstream,
+    profile,
     scratch,
+    stop_profile,
 )
 from bench.report import Figure, Report
 from bench.watchers import IN_MOVED_FROM, IN_MOVED_TO, FolderWatch, FsEvent
@@ -55,6 +57,7 @@ class FakeServer:
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = base / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.profiler: subprocess.Popen[bytes] | None = None
         self.spawned_ns = 0
         self.ready_ns = 0
 
@@ -71,6 +74,7 @@ class FakeServer:
                 env=env,
             )
         threading.Thread(target=self._read_ready, args=(self.proc.stdout,), daemon=True).start()
+        self.profiler = profile(self.proc.pid, self.log_path.stem)
         return self
 
     def _read_ready(self, stdout: IO[bytes] | None) -> None:
@@ -101,6 +105,7 @@ class FakeServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        stop_profile(self.profiler)
 
 
 class Counter:
@@ -126,8 +131,8 @@ class Counter:
 
 def run(report: Report, quick: bool, image: str, docker_client: docker.DockerClient) -> None:
     queued = 10_000
-    drain_until = 400 if quick else queued
-    window = 100 if quick else 500
+    drain_until = 300 if quick else queued
+    window = 80 if quick else 500
     with scratch("queue") as base:
         url = make_upstream(base)
         drain = _drain(base, url, queued, drain_until)

@@ -30,6 +30,9 @@ BENCH_CACHE = Path("/var/tmp/watcherd-bench")  # kept between runs (the large re
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 T = TypeVar("T")
+# --profile DIR: every daemon (and fake-runner server) is sampled by py-spy into DIR.
+PROFILE: dict[str, Path] = {}
+PY_SPY_PATHS = ("py-spy", "/tmp/benchtools/bin/py-spy")
 
 
 def log(message: str) -> None:
@@ -138,6 +141,7 @@ class Daemon:
         self.config_path.write_text(yaml.safe_dump(dict(config)))
         self.log_path = base / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.profiler: subprocess.Popen[bytes] | None = None
         self.started_ns = 0
 
     def command(self) -> list[str]:
@@ -163,6 +167,7 @@ class Daemon:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
+        self.profiler = profile(self.proc.pid, self.log_path.stem)
         if wait_ready:
             wait_for(self.ready, 60, "the daemon to be ready", 0.02)
         return self
@@ -189,6 +194,50 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        stop_profile(self.profiler)
+
+
+def profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling ``pid`` (its Python threads, on CPU only) until it exits, into
+    PROFILE["dir"]/<name>-<pid>.txt as collapsed stacks (flamegraph.pl or speedscope read
+    them); nothing without --profile."""
+    folder = PROFILE.get("dir")
+    if folder is None:
+        return None
+    py_spy = next((p for p in PY_SPY_PATHS if shutil.which(p)), None)
+    if py_spy is None:
+        raise RuntimeError("--profile needs py-spy (pip install --target /tmp/benchtools py-spy)")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}-{pid}.txt"
+    log(f"profiling pid {pid} into {out}")
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--threads",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+
+
+def stop_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    """py-spy writes its file when its target exits."""
+    if profiler is not None:
+        try:
+            profiler.wait(30)
+        except subprocess.TimeoutExpired:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
 
 
 # -- /proc -----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ SECTION = "2 throughput"
 
 
 def run(report: Report, quick: bool, image: str, docker_client: docker.DockerClient) -> None:
-    jobs = 30 if quick else 500
+    jobs = 20 if quick else 500
     details: dict[str, dict[str, float]] = {}
     for concurrency in (2, 4):
         with scratch(f"throughput{concurrency}") as base:

@@ -50,7 +50,7 @@ JOB_USER = User(1000, 1000)  # what the daemon hands a workspace to when it runs
 def run(report: Report, quick: bool, image: str, docker_client: docker.DockerClient) -> None:
     repo = big_repo(SMALL if quick else LARGE)
     files, pack_mb = _repo_size(repo)
-    rounds = 2 if quick else 3
+    rounds = 1 if quick else 3
     with scratch("workspace") as base:
         times = _measure(base, repo, rounds)
     med = {name: statistics.median(values) for name, values in times.items()}
