@@ -40,6 +40,7 @@ from bench.watchers import IN_MOVED_FROM, IN_MOVED_TO, FolderWatch, FsEvent
 SECTION = "3 queue"
 CONCURRENCY = 4
 SAMPLE_SECONDS = 0.2
+RSS_MARKS = (250, 500, *range(1000, 10_001, 1000))  # RSS after so many jobs, in the JSON
 
 
 @dataclass(frozen=True)
@@ -257,13 +258,13 @@ def _drain(base: Path, url: str, queued: int, until: int) -> dict[str, float]:
                 raise TimeoutError(f"only {counter.filed} filed:\n{server.log()[-2000:]}")
             stat = server.stat()
             samples.append(Sample(time.monotonic(), counter.filed, stat))
-            for mark in (1000, 10_000):
+            for mark in RSS_MARKS:
                 if mark not in marks and counter.filed >= mark:
                     marks[mark] = stat
             time.sleep(SAMPLE_SECONDS)
         end = server.stat()
         samples.append(Sample(time.monotonic(), counter.filed, end))
-        for mark in (1000, 10_000):
+        for mark in RSS_MARKS:
             if mark not in marks and counter.filed >= mark:
                 marks[mark] = end
     finally:
