@@ -1,0 +1,62 @@
+"""Smoke tests of the benchmark (bench/, `python -m bench`): its floors run the same
+containers as the daemon, its report says what misses its goal, its cheap section runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.__main__ import main as bench_main
+from bench.common import create_kwargs, docker_run_args, floor_jobs
+from bench.report import Figure, Report, percentile
+from watcherd.runner import DockerRunner
+
+
+class _Capture:
+    """Enough of a docker client for DockerRunner.start: records what create gets."""
+
+    def __init__(self) -> None:
+        self.created: dict[str, Any] = {}
+        self.containers = self
+        self.api = self
+
+    def create(self, image: str, **kwargs: Any) -> Any:
+        self.created = {"image": image, **kwargs}
+        return type("C", (), {"id": "abc"})()
+
+    def start(self, handle: str) -> None:
+        pass
+
+
+def test_floor_containers_have_the_daemons_flags(tmp_path: Path) -> None:
+    (job,) = floor_jobs(tmp_path, tmp_path / "root", "img:1", 1, "t")
+    runner = DockerRunner()
+    capture = _Capture()
+    runner._client = capture
+    runner.start(job.spec)
+    assert create_kwargs(job.spec) == capture.created
+    args = docker_run_args(job.spec)
+    for flag in ("--read-only", "--init", "--cap-drop", "--security-opt", "--pids-limit"):
+        assert flag in args
+    assert args[-1] == "img:1"
+
+
+def test_report_marks_misses_and_writes_json(tmp_path: Path) -> None:
+    report = Report(mode="quick")
+    report.add(Figure("s", "fast", 10.0, "ms", goal=20.0))
+    report.add(Figure("s", "slow", 30.0, "ms", floor=5.0, floor_what="docker", goal=20.0))
+    report.add(Figure("s", "rate", 400.0, "jobs/s", goal=500.0, goal_op=">="))
+    assert [f.verdict for f in report.figures] == ["ok", "MISS", "MISS"]
+    assert "2 miss their goal" in report.table()
+    report.write_json(tmp_path / "b.json")
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["misses"] == ["s: slow", "s: rate"]
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+
+
+def test_spool_section_runs(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert bench_main(["--quick", "--only", "spool", "--json", str(out)]) == 0
+    names = [f["name"] for f in json.loads(out.read_text())["figures"]]
+    assert "parse_job per job" in names
