@@ -1,0 +1,179 @@
+"""Every agent besides Codex through the daemon: the real binary in its image, a scripted
+server speaking its protocol on 127.0.0.1, the same outputs whatever the agent. Needs
+`watcherd image build all` (.ci/run). Codex has its own, in tests/test_worker_image.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.support import anthropic_server, gemini_server, openai_chat_server
+from tests.support.git_server import GitServer
+from tests.support.helpers import DaemonProcess, StartDaemon, wait_finished, write_job
+from watcherd.agents import AGENTS
+from watcherd.agents.opencode import CONFIG_FILES as OPENCODE_CONFIG_FILES
+
+pytestmark = [pytest.mark.docker]
+
+Step = Any  # each server's own Step(kind, text)
+
+
+@dataclass(frozen=True)
+class Case:
+    agent: str
+    start_server: Callable[[], Any]  # .steps, .base_url, .stop()
+    step: Callable[[str, str], Step]
+    settings: Callable[[Any, Path], dict[str, Any]]  # daemon config for this agent
+    secret: str  # the credential the agent's commands must not see
+    session: str  # what out/<id>/sessions/ holds after a run
+    job: dict[str, Any]
+
+
+def _key_file(tmp: Path, line: str) -> str:
+    path = tmp / "agent.env"
+    path.write_text(line + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def _opencode_settings(server: Any, tmp: Path) -> dict[str, Any]:
+    config = tmp / "opencode-bot" / OPENCODE_CONFIG_FILES[0]  # the operator's provider
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps(openai_chat_server.opencode_config(server.base_url)))
+    return {
+        "extra_env": {"SCRIPTED_API_KEY": "scripted-test-key"},
+        "agents": {"opencode": {"config_dir": str(tmp / "opencode-bot")}},
+    }
+
+
+CASES = [
+    Case(
+        agent="claude",
+        start_server=lambda: anthropic_server.ScriptedAnthropic(steps=[], lifetime=300).start(),
+        step=anthropic_server.Step,
+        settings=lambda server, tmp: {"agents": {"claude": {
+            "api_key_file": _key_file(tmp, "ANTHROPIC_API_KEY=sk-ant-test-key"),
+            "env": {"ANTHROPIC_BASE_URL": server.base_url}}}},
+        secret="sk-ant-test-key",
+        session="projects",
+        job={},
+    ),
+    Case(
+        agent="gemini",
+        start_server=lambda: gemini_server.ScriptedGemini(steps=[]).start(),
+        step=gemini_server.Step,
+        settings=lambda server, tmp: {"agents": {"gemini": {
+            "api_key_file": _key_file(tmp, "GEMINI_API_KEY=gemini-test-key"),
+            "env": {"GOOGLE_GEMINI_BASE_URL": server.base_url}}}},
+        secret="gemini-test-key",
+        session="tmp",
+        job={"model": "scripted-model"},
+    ),
+    Case(
+        agent="opencode",
+        start_server=lambda: openai_chat_server.ChatModel(steps=[]).start(),
+        step=openai_chat_server.Step,
+        settings=_opencode_settings,
+        secret="scripted-test-key",
+        session="data/opencode/opencode.db",
+        job={},
+    ),
+]  # fmt: skip
+
+
+@pytest.fixture(params=CASES, ids=lambda case: case.agent)
+def case(request: pytest.FixtureRequest) -> Case:
+    found: Case = request.param
+    return found
+
+
+@pytest.fixture
+def server(case: Case) -> Iterator[Any]:
+    started = case.start_server()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def agent_daemon(
+    case: Case, server: Any, start_daemon: StartDaemon, tmp_path: Path,
+    docker_client: docker.DockerClient,
+) -> Callable[[], DaemonProcess]:  # fmt: skip
+    docker_client.images.get(AGENTS[case.agent].image)  # built by .ci/run
+
+    def start() -> DaemonProcess:
+        return start_daemon(
+            auth_mode="none", network_mode="host", allowed_protocols=["git"],
+            default_timeout=120, default_agent=case.agent, **case.settings(server, tmp_path),
+        )  # fmt: skip
+
+    return start
+
+
+def run(root: Path, case: Case, git_server: GitServer, name: str, prompt: str) -> tuple[str, Path]:
+    write_job(root / "inbox", name, repo_url=git_server.url("demo.git"), prompt=prompt,
+              retries=0, **case.job)  # fmt: skip
+    folder, path = wait_finished(root, name, timeout=120)
+    return folder, root / "out" / path.name.removesuffix(".yaml")
+
+
+def test_the_agent_edits_the_repository_on_its_branch(
+    work_root: Path, case: Case, server: Any, agent_daemon: Callable[[], DaemonProcess],
+    git_server: GitServer,
+) -> None:  # fmt: skip
+    server.steps += [case.step("tool", "echo hello > NEW.md"), case.step("message", "Added.")]
+    agent_daemon()
+    folder, out = run(work_root, case, git_server, "edit.yaml", "add NEW.md")
+    record = json.loads((out / "exit.json").read_text())
+    assert folder == "done", (record["reason"], (out / "run.log").read_text())
+    assert record["agent"] == case.agent and record["agent_version"]
+    assert record["session_id"] and record["usage"]["input_tokens"] > 0
+    shown = subprocess.run(
+        ["git", "--git-dir", record["results_repo"], "show", f"{record['branch']}:NEW.md"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert shown.stdout == "hello\n"
+    assert "+hello" in (out / "changes.patch").read_text()
+    assert "Added." in (out / "last-message.md").read_text()
+    assert (out / "sessions" / case.session).exists()  # its session, for a resume
+
+
+def test_a_failing_model_fails_the_job_with_the_agents_reason(
+    work_root: Path, case: Case, server: Any, agent_daemon: Callable[[], DaemonProcess],
+    git_server: GitServer,
+) -> None:  # fmt: skip
+    server.steps += [case.step("fail", "the scripted model refuses")]
+    agent_daemon()
+    folder, out = run(work_root, case, git_server, "fail.yaml", "x")
+    record = json.loads((out / "exit.json").read_text())
+    assert (folder, record["state"]) == ("failed", "failed")
+    assert f"{case.agent} exited with code" in record["reason"]
+    assert "the scripted model refuses" in record["reason"]
+
+
+def test_a_hostile_agent_reaches_no_other_home_nor_the_inbox(
+    work_root: Path, case: Case, server: Any, agent_daemon: Callable[[], DaemonProcess],
+    git_server: GitServer,
+) -> None:  # fmt: skip
+    other_home = work_root / "homes" / "20261127T000000Z-other-aaaaaa"
+    other_home.mkdir(parents=True)
+    (other_home / "settings.json").write_text('{"secret": "OTHER-JOBS-HOME"}')
+    attack = (
+        "touch /work/inbox/pwn.yaml 2> /work/out/inbox.txt; "
+        "grep -rl 'OTHER-JOBS-''HOME' / --exclude-dir=proc --exclude-dir=sys > /work/out/grep.txt "
+        "2>/dev/null; env > /work/out/env.txt; true"
+    )
+    server.steps += [case.step("tool", attack), case.step("message", "done")]
+    agent_daemon()
+    folder, out = run(work_root, case, git_server, "evil.yaml", "be evil")
+    assert folder == "done", (out / "run.log").read_text()
+    assert not (work_root / "inbox" / "pwn.yaml").exists()
+    assert (out / "grep.txt").read_text() == ""  # another job's home is nowhere in reach
+    assert case.secret not in (out / "env.txt").read_text()  # kept out of its commands
