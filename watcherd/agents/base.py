@@ -9,8 +9,10 @@ understands, and how to read its event stream into the common record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,24 @@ class AgentReport:
 
 
 EventReader = Callable[[Iterable[str]], AgentReport]
+
+
+def json_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects among an event stream's lines. The agent can write that file: a
+    line that is not JSON, or nested past the parser's depth, is skipped."""
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(event, dict):
+            yield event
+
+
+def reported_count(value: Any) -> int:
+    """A count an agent reported: a whole number, not negative, not a boolean; else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
 
 # Job keys an agent may understand beyond the common ones.
 MODEL = "model"

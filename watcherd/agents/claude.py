@@ -21,12 +21,20 @@ The stream, as Claude Code 2.1.332 writes it (one JSON object a line):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from watcherd.agents.base import MAX_TURNS, MODEL, RESUME, AgentProfile, AgentReport, Usage
+from watcherd.agents.base import (
+    MAX_TURNS,
+    MODEL,
+    RESUME,
+    AgentProfile,
+    AgentReport,
+    Usage,
+    json_events,
+    reported_count,
+)
 
 VERSION = "2.1.332"
 NAME = "claude"
@@ -98,7 +106,7 @@ def read_events(lines: Iterable[str]) -> AgentReport:
     api_error: str | None = None
     # Without a result event: each message's usage (the events of one message repeat it).
     message_usage: dict[str, tuple[int, int]] = {}
-    for event in _events(lines):
+    for event in json_events(lines):
         kind = event.get("type")
         if kind == "system" and event.get("subtype") == "init":
             found = event.get("session_id")
@@ -146,19 +154,9 @@ def read_events(lines: Iterable[str]) -> AgentReport:
 def _retrying(event: dict[str, Any]) -> str:
     """A run cut while Claude Code retried a call: what the API kept answering."""
     what = _string(event.get("error")) or "an API error"
-    status = _int(event.get("error_status"))
-    attempt, most = _int(event.get("attempt")), _int(event.get("max_retries"))
+    status = reported_count(event.get("error_status"))
+    attempt, most = reported_count(event.get("attempt")), reported_count(event.get("max_retries"))
     return f"{what}{f' (HTTP {status})' if status else ''}, retry {attempt} of {most}"
-
-
-def _events(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(event, dict):
-            yield event
 
 
 def _tokens(usage: Any) -> tuple[int, int]:
@@ -167,10 +165,10 @@ def _tokens(usage: Any) -> tuple[int, int]:
     if not isinstance(usage, dict):
         return 0, 0
     read = sum(
-        _int(usage.get(name))
+        reported_count(usage.get(name))
         for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
-    return read, _int(usage.get("output_tokens"))
+    return read, reported_count(usage.get("output_tokens"))
 
 
 def _text(content: Any) -> str | None:
@@ -193,10 +191,6 @@ def _string(value: Any) -> str | None:
 
 def _cut(text: str | None) -> str | None:
     return text if text is None or len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT]
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _cost(value: Any) -> float | None:

@@ -7,7 +7,16 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from watcherd.agents.base import MODEL, RESUME, REVIEW, AgentProfile, AgentReport, Usage
+from watcherd.agents.base import (
+    MODEL,
+    RESUME,
+    REVIEW,
+    AgentProfile,
+    AgentReport,
+    Usage,
+    json_events,
+    reported_count,
+)
 
 VERSION = "0.171.0"
 
@@ -18,14 +27,14 @@ def read_events(lines: Iterable[str]) -> AgentReport:
     session = message = error = None
     tokens_in = tokens_out = 0
     turns = 0
-    for event in _events(lines):
+    for event in json_events(lines):
         kind = event.get("type")
         if kind == "thread.started" and isinstance(event.get("thread_id"), str):
             session = session or event["thread_id"]
         elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
             turns += 1
-            tokens_in += _int(event["usage"].get("input_tokens"))
-            tokens_out += _int(event["usage"].get("output_tokens"))
+            tokens_in += reported_count(event["usage"].get("input_tokens"))
+            tokens_out += reported_count(event["usage"].get("output_tokens"))
         elif kind == "item.completed" and isinstance(event.get("item"), dict):
             item = event["item"]
             if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
@@ -77,22 +86,11 @@ def _token_subject(token: Any) -> str | None:
     return subject if isinstance(subject, str) else None
 
 
-def _events(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
-    for line in lines:
-        event = _json(line.encode() if isinstance(line, str) else line)
-        if isinstance(event, dict):
-            yield event
-
-
 def _json(data: bytes) -> Any:
     try:
         return json.loads(data)
     except (ValueError, RecursionError):
         return None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 CODEX = AgentProfile(

@@ -17,11 +17,19 @@ object a line:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
-from watcherd.agents.base import MAX_TURNS, MODEL, RESUME, AgentProfile, AgentReport, Usage
+from watcherd.agents.base import (
+    MAX_TURNS,
+    MODEL,
+    RESUME,
+    AgentProfile,
+    AgentReport,
+    Usage,
+    json_events,
+    reported_count,
+)
 
 # These two move to watcherd/agents/base.py (the agent seam) when merged.
 
@@ -74,7 +82,7 @@ def read_events(lines: Iterable[str]) -> AgentReport:
     usage: Usage | None = None
     message: list[str] = []
     last_error_event: str | None = None
-    for event in _events(lines):
+    for event in json_events(lines):
         kind = event.get("type")
         if kind == "init" and isinstance(event.get("session_id"), str):
             session = session or event["session_id"]
@@ -89,7 +97,10 @@ def read_events(lines: Iterable[str]) -> AgentReport:
         elif kind == "result":
             stats = event.get("stats")
             if isinstance(stats, dict):
-                usage = Usage(_int(stats.get("input_tokens")), _int(stats.get("output_tokens")))
+                usage = Usage(
+                    reported_count(stats.get("input_tokens")),
+                    reported_count(stats.get("output_tokens")),
+                )
             if event.get("status") == "error":
                 error = _error_message(event.get("error")) or "the agent reported an error"
             else:
@@ -103,20 +114,6 @@ def read_events(lines: Iterable[str]) -> AgentReport:
 def _error_message(error: Any) -> str | None:
     text = error.get("message") if isinstance(error, dict) else None
     return text if isinstance(text, str) and text else None
-
-
-def _events(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(event, dict):
-            yield event
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 GEMINI = AgentProfile(

@@ -22,12 +22,20 @@ session's events are written: the tokens of subagents (the task tool) are not in
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from watcherd.agents.base import MAX_TURNS, MODEL, RESUME, AgentProfile, AgentReport, Usage
+from watcherd.agents.base import (
+    MAX_TURNS,
+    MODEL,
+    RESUME,
+    AgentProfile,
+    AgentReport,
+    Usage,
+    json_events,
+    reported_count,
+)
 
 NAME = "opencode"
 VERSION = "1.18.33"
@@ -85,10 +93,7 @@ def read_events(lines: Iterable[str]) -> AgentReport:
     steps = 0
     texts: list[tuple[str, str]] = []  # (messageID, text), in order
     error: str | None = None
-    for line in lines:
-        event = _event(line)
-        if event is None:
-            continue
+    for event in json_events(lines):
         if session_id is None:
             sid = event.get("sessionID")
             if isinstance(sid, str) and SESSION_ID.fullmatch(sid):
@@ -101,9 +106,12 @@ def read_events(lines: Iterable[str]) -> AgentReport:
             tokens = _dict(part.get("tokens"))
             cache = _dict(tokens.get("cache"))
             input_tokens += sum(
-                _count(v) for v in (tokens.get("input"), cache.get("read"), cache.get("write"))
+                reported_count(v)
+                for v in (tokens.get("input"), cache.get("read"), cache.get("write"))
             )
-            output_tokens += _count(tokens.get("output")) + _count(tokens.get("reasoning"))
+            output_tokens += reported_count(tokens.get("output")) + reported_count(
+                tokens.get("reasoning")
+            )
             spent = part.get("cost")
             if isinstance(spent, int | float) and not isinstance(spent, bool) and spent >= 0:
                 cost = (cost or 0.0) + float(spent)
@@ -117,20 +125,8 @@ def read_events(lines: Iterable[str]) -> AgentReport:
     return AgentReport(session_id, usage, _last_message(texts), error)
 
 
-def _event(line: str) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _last_message(texts: list[tuple[str, str]]) -> str | None:
