@@ -8,7 +8,6 @@ thread runs it → the spool finishes it. Signals only set flags and wake the lo
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import signal
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from watcherd.auth import load_api_keys, login_dirs
 from watcherd.config import Config
-from watcherd.fsutil import free_bytes
+from watcherd.fsutil import require_room
 from watcherd.inbox import Inbox
 from watcherd.job import InvalidJob, JobSpec, parse_job
 from watcherd.jobrun import Interrupted, JobLife, Lease
@@ -278,15 +277,13 @@ class Server:
             self._try_claim(name, now)
 
     def _disk_has_room(self) -> bool:
-        free = free_bytes(self.spool.layout.root)
-        if free >= self.config.min_free_disk:
-            self._disk_full.over()
-            return True
-        self._disk_full.backoff(
-            OSError(errno.ENOSPC, f"{free} bytes free under {self.spool.layout.root}, "
-                    f"less than min_free_disk; not claiming until there is room")
-        )  # fmt: skip
-        return False
+        try:
+            require_room(self.spool.layout.root, self.config.min_free_disk)
+        except OSError as exc:
+            self._disk_full.backoff(exc)  # not claiming until there is room
+            return False
+        self._disk_full.over()
+        return True
 
     def _start_pending(self) -> None:
         while self._pending:

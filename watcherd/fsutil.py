@@ -75,6 +75,13 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def require_room(path: Path, minimum: int) -> None:
+    """OSError(ENOSPC) when less than ``minimum`` bytes are free where ``path`` is."""
+    free = free_bytes(path)
+    if free < minimum:
+        raise OSError(errno.ENOSPC, f"{free} bytes free under {path}, below min_free_disk")
+
+
 def remove_tree(path: Path) -> None:
     """Remove a folder a job wrote, whatever it did to the permissions inside; never
     follows a link. Missing is fine."""

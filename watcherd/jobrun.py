@@ -28,7 +28,7 @@ from watcherd.agents import AGENTS, AgentProfile, AgentReport
 from watcherd.config import Config
 from watcherd.container import build_spec, job_user
 from watcherd.diskuse import tree_bytes
-from watcherd.fsutil import User, free_bytes, remove_tree
+from watcherd.fsutil import User, remove_tree, require_room
 from watcherd.job import JobSpec
 from watcherd.outputs import keep_only_known, make_safe
 from watcherd.repocache import RepoCache, RepoError, Results, Stopped, cache_key
@@ -176,7 +176,7 @@ class JobLife:
                 self._wait_for_engine()  # then go round: adopt the container or start it
             except DiskFull as exc:
                 log.warning("job %s: %s; waiting for room, no attempt used", job.job_id, exc)
-                self._until_room(lambda: _require_room(self.config))
+                self._until_room(lambda: require_room(self.config.root, self.config.min_free_disk))
 
     def _wait_for_engine(self) -> None:
         if not self.backoff.wait_for(
@@ -238,7 +238,7 @@ class JobLife:
         profile = AGENTS[spec.agent]
         try:
             resume = self._resume_point(spec)
-            _require_room(self.config)
+            require_room(self.config.root, self.config.min_free_disk)
             out_dir = self._fresh_out_dir(job.job_id, owner)
             commit = self.cache.update(spec.repo_url, spec.repo_ref, self.stop_event)
             earlier = None
@@ -495,12 +495,6 @@ class JobLife:
 
 def _nothing(job: Claimed, config: Config) -> None:
     pass
-
-
-def _require_room(config: Config) -> None:
-    free = free_bytes(config.root)
-    if free < config.min_free_disk:
-        raise OSError(errno.ENOSPC, f"{free} bytes free on the root, below min_free_disk")
 
 
 def result_branch(job_id: str, spec: JobSpec) -> str:
