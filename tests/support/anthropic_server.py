@@ -22,8 +22,10 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import Loopback
 
 USAGE = {"input_tokens": 11, "output_tokens": 7}
 
@@ -60,15 +62,14 @@ class ScriptedAnthropic:
     # Instead of the next step in order: a step chosen from the request.
     respond: Callable[[dict[str, Any]], Step] | None = None
     lifetime: float = 600.0  # stops by itself even if a test forgets to
-    _server: ThreadingHTTPServer | None = None
+    _loopback: Loopback | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _timer: threading.Timer | None = None
 
     @property
     def base_url(self) -> str:
         """For ANTHROPIC_BASE_URL (Claude Code appends /v1/messages itself)."""
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._loopback is not None
+        return f"http://127.0.0.1:{self._loopback.port}"
 
     @property
     def turns(self) -> list[dict[str, Any]]:
@@ -165,13 +166,7 @@ class ScriptedAnthropic:
                 self.end_headers()
                 self.close_connection = True
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        # A daemon timer: it must never keep the test process alive.
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
+        self._loopback = Loopback(Handler, self.lifetime)
         return self
 
     def _next_step(self, request: dict[str, Any]) -> Step | None:
@@ -183,12 +178,9 @@ class ScriptedAnthropic:
         return self.steps[0] if self.steps[0].kind == "fail" else self.steps.pop(0)
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        loopback, self._loopback = self._loopback, None
+        if loopback is not None:
+            loopback.close()
 
 
 _ERROR_TYPES = {

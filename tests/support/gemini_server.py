@@ -13,8 +13,10 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import Loopback
 
 USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18}
 SHELL_TOOL = "run_shell_command"
@@ -46,15 +48,14 @@ class ScriptedGemini:
     # Instead of the next step in order: a step chosen from the request body.
     respond: Callable[[dict[str, Any]], Step] | None = None
     lifetime: float = 600.0  # stops by itself even if a test forgets to
-    _server: ThreadingHTTPServer | None = None
+    _loopback: Loopback | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _timer: threading.Timer | None = None
 
     @property
     def base_url(self) -> str:
         """For GOOGLE_GEMINI_BASE_URL (the CLI adds /v1beta/models/...)."""
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._loopback is not None
+        return f"http://127.0.0.1:{self._loopback.port}"
 
     def start(self) -> ScriptedGemini:
         model = self
@@ -118,13 +119,7 @@ class ScriptedGemini:
                 self._record()
                 self._error(404, f"not scripted: {self.path}", "NOT_FOUND")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        # A daemon timer: it must never keep the test process alive.
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
+        self._loopback = Loopback(Handler, self.lifetime)
         return self
 
     def _next_step(self, body: dict[str, Any]) -> Step | None:
@@ -133,12 +128,9 @@ class ScriptedGemini:
         return self.steps.pop(0) if self.steps else None
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        loopback, self._loopback = self._loopback, None
+        if loopback is not None:
+            loopback.close()
 
     @property
     def generations(self) -> list[dict[str, Any]]:

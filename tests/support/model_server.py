@@ -11,8 +11,10 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import Loopback
 
 USAGE = {
     "input_tokens": 11,
@@ -37,14 +39,13 @@ class ScriptedModel:
     # at the same time, whose requests interleave).
     respond: Callable[[dict[str, Any]], Step] | None = None
     lifetime: float = 600.0  # stops by itself even if a test forgets to
-    _server: ThreadingHTTPServer | None = None
+    _loopback: Loopback | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _timer: threading.Timer | None = None
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        assert self._loopback is not None
+        return f"http://127.0.0.1:{self._loopback.port}/v1"
 
     def start(self) -> ScriptedModel:
         model = self
@@ -75,12 +76,7 @@ class ScriptedModel:
             def do_GET(self) -> None:
                 self.send_error(404)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        # A daemon timer: it must never keep the test process alive.
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
+        self._loopback = Loopback(Handler, self.lifetime)
         return self
 
     def _next_step(self, request: dict[str, Any]) -> Step | None:
@@ -89,12 +85,9 @@ class ScriptedModel:
         return self.steps.pop(0) if self.steps else None
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        loopback, self._loopback = self._loopback, None
+        if loopback is not None:
+            loopback.close()
 
     def _events(self, step: Step, request: dict[str, Any], n: int) -> list[dict[str, Any]]:
         rid = f"r{n}"

@@ -17,8 +17,10 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import Loopback
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 TITLE = "Scripted session title"
@@ -53,17 +55,16 @@ class ChatModel:
     respond: Callable[[dict[str, Any]], Step] | None = None
     lifetime: float = 600.0  # stops by itself even if a test forgets to
     model: str = "scripted-model"
-    _server: ThreadingHTTPServer | None = None
+    _loopback: Loopback | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _timer: threading.Timer | None = None
     _count: int = 0
     # Ids unique across servers too: a resumed session holds the ids of earlier runs.
     _prefix: str = field(default_factory=lambda: secrets.token_hex(4))
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+        assert self._loopback is not None
+        return self._loopback.port
 
     @property
     def base_url(self) -> str:
@@ -164,12 +165,7 @@ class ChatModel:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        # A daemon timer: it must never keep the test process alive.
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
+        self._loopback = Loopback(Handler, self.lifetime)
         return self
 
     def _next_step(self, body: dict[str, Any]) -> Step | None:
@@ -178,12 +174,9 @@ class ChatModel:
         return self.steps.pop(0) if self.steps else None
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        loopback, self._loopback = self._loopback, None
+        if loopback is not None:
+            loopback.close()
 
     def _chunks(self, step: Step, body: dict[str, Any]) -> list[dict[str, Any]]:
         with self._lock:
