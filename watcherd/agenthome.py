@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from watcherd.agents.base import AgentProfile
-from watcherd.fsutil import User, remove_tree, write_atomic
+from watcherd.fsutil import User, chown_tree, remove_tree, write_atomic
 from watcherd.safeio import read_whole
 
 log = logging.getLogger("watcherd.home")
@@ -138,6 +138,4 @@ def _copy_session(source: Path, home: Path, user: User) -> None:
 
     shutil.copytree(source, target, ignore=links, copy_function=copy_regular, dirs_exist_ok=True)
     if os.geteuid() == 0:
-        for dirpath, dirnames, filenames in os.walk(target):
-            for name in (".", *dirnames, *filenames):
-                os.lchown(os.path.join(dirpath, name), user.uid, user.gid)
+        chown_tree(target, user)

@@ -82,6 +82,17 @@ def require_room(path: Path, minimum: int) -> None:
         raise OSError(errno.ENOSPC, f"{free} bytes free under {path}, below min_free_disk")
 
 
+def chown_tree(top: Path, owner: User) -> None:
+    """lchown everything below ``top``: links are changed, never followed."""
+    os.lchown(top, owner.uid, owner.gid)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        for name in (*dirnames, *filenames):
+            try:
+                os.lchown(os.path.join(dirpath, name), owner.uid, owner.gid)
+            except FileNotFoundError:
+                continue
+
+
 def remove_tree(path: Path) -> None:
     """Remove a folder a job wrote, whatever it did to the permissions inside; never
     follows a link. Missing is fine."""

@@ -13,6 +13,7 @@ from typing import Any
 from watcherd.agents.base import AgentReport
 from watcherd.fsutil import write_atomic
 from watcherd.repourl import redact
+from watcherd.safeio import read_whole
 
 
 class JobState(enum.StrEnum):
@@ -121,13 +122,12 @@ def read_worker_record(out_dir: Path) -> dict[str, Any]:
     """The known fields of the worker's own exit.json, each of its type; {} when there
     is no sane one. Never follows a link, never fails on what it finds (the agent may
     have written a 200 KB nest of brackets, NaN, 1e999)."""
-    path = out_dir / "exit.json"
+    raw = read_whole(out_dir / "exit.json", MAX_WORKER_RECORD)
+    if raw is None:
+        return {}
     try:
-        if path.is_symlink() or not path.is_file():
-            return {}
-        with path.open("rb") as handle:
-            data = json.loads(handle.read(MAX_WORKER_RECORD), parse_constant=_refuse_constant)
-    except (OSError, ValueError, RecursionError):
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}

@@ -25,7 +25,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from watcherd.fsutil import User, remove_tree
+from watcherd.fsutil import User, chown_tree, remove_tree
 from watcherd.git import GitError, git_env, run_git
 from watcherd.repocache import RepoError
 
@@ -96,7 +96,7 @@ class Workspaces:
         except GitError as exc:
             raise RepoError(f"could not make the workspace: {exc.last_line()}") from exc
         if os.geteuid() == 0 and not user.is_current:
-            _chown_tree(path, user)
+            chown_tree(path, user)
         return workspace
 
     def seal(self, job_id: str) -> None:
@@ -107,7 +107,7 @@ class Workspaces:
         if os.geteuid() != 0:
             remove_tree(path)
             return
-        _chown_tree(path, NOBODY)
+        chown_tree(path, NOBODY)
         os.chmod(path, 0o755)  # readable for inspection; git still refuses to run in it
         now = time.time()
         os.utime(path, (now, now))  # the seal time orders pruning
@@ -124,14 +124,3 @@ class Workspaces:
             if index >= self.keep or entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 log.debug("removing workspace %s", entry.path)
                 remove_tree(Path(entry.path))
-
-
-def _chown_tree(top: Path, owner: User) -> None:
-    """lchown everything below ``top``: links are changed, never followed."""
-    os.lchown(top, owner.uid, owner.gid)
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-        for name in (*dirnames, *filenames):
-            try:
-                os.lchown(os.path.join(dirpath, name), owner.uid, owner.gid)
-            except FileNotFoundError:
-                continue
