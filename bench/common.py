@@ -335,19 +335,19 @@ def floor_jobs(base: Path, root: Path, image: str, count: int, prefix: str) -> l
 
 
 def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
-    """What watcherd/runner.py DockerRunner.start passes to containers.create, from the
+    """What watcherd/backends/local.py LocalRunner.start passes to containers.create, from the
     same spec (tests/test_bench.py checks the two stay the same)."""
     return {
         "image": spec.image,
         "name": spec.name,
         "user": spec.user,
-        "environment": dict(spec.environment),
+        "environment": {**spec.environment, **spec.secrets},
         "labels": dict(spec.labels),
         "mounts": [
             docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
             for m in spec.mounts
         ],
-        "tmpfs": dict(spec.tmpfs),
+        "tmpfs": {target: tmpfs.options for target, tmpfs in spec.tmpfs.items()},
         "network_mode": spec.network_mode,
         "mem_limit": spec.mem_limit,
         "memswap_limit": spec.mem_limit,
@@ -400,8 +400,8 @@ def docker_run_args(spec: ContainerSpec) -> list[str]:
         args += ["--cap-drop", cap]
     for opt in spec.security_opt:
         args += ["--security-opt", opt]
-    for target, options in spec.tmpfs.items():
-        args += ["--tmpfs", f"{target}:{options}"]
+    for target, tmpfs in spec.tmpfs.items():
+        args += ["--tmpfs", f"{target}:{tmpfs.options}"]
     for key, value in spec.labels.items():
         args += ["--label", f"{key}={value}"]
     for key, value in spec.environment.items():

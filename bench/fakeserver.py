@@ -12,14 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+from watcherd.backends import ContainerState, Runner
 from watcherd.config import load_config
 from watcherd.container import JOB_LABEL, ContainerSpec
 from watcherd.daemon import Server
-from watcherd.runner import ContainerState, Runner
 
 
 class FakeRunner:
-    """Runner (watcherd/runner.py) without Docker: start returns a handle, the container
+    """Runner (watcherd/backends/local.py) without Docker: start returns a handle, the container
     has exited 0 by the time anyone waits."""
 
     def __init__(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.support.backends import for_backend, remove_jobs_of
 from tests.support.git_server import GitServer, make_repo
 from tests.support.helpers import DaemonProcess, StartDaemon, behave_image
 from tests.support.model_server import ScriptedModel, codex_config
@@ -43,14 +44,17 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
 
 
 @pytest.fixture
+def backend() -> str:
+    """The daemon's backend; tests that hold on both say so (tests/support/backends.py)."""
+    return "local"
+
+
+@pytest.fixture
 def work_root(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Path]:
     root = tmp_path / "work"
     root.mkdir()
     yield root
-    for container in docker_client.containers.list(
-        all=True, filters={"label": f"watcherd.root={root}"}
-    ):
-        container.remove(force=True)
+    remove_jobs_of(docker_client, root)
 
 
 @pytest.fixture
@@ -70,13 +74,16 @@ def daemon_config(behave: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def start_daemon(work_root: Path, daemon_config: dict[str, Any]) -> Iterator[Any]:
+def start_daemon(
+    work_root: Path, daemon_config: dict[str, Any], backend: str, docker_client: docker.DockerClient
+) -> Iterator[Any]:
     started: list[DaemonProcess] = []
 
     def start(
         wait_ready: bool = True, env: dict[str, str] | None = None, **overrides: Any
     ) -> DaemonProcess:
-        daemon = DaemonProcess(work_root, {**daemon_config, **overrides}, env=env)
+        config = for_backend(backend, {**daemon_config, **overrides}, docker_client)
+        daemon = DaemonProcess(work_root, config, env=env)
         started.append(daemon)
         return daemon.start(wait_ready=wait_ready)
 

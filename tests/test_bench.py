@@ -10,11 +10,11 @@ from typing import Any
 from bench.__main__ import main as bench_main
 from bench.common import create_kwargs, docker_run_args, floor_jobs
 from bench.report import Figure, Report, percentile
-from watcherd.runner import DockerRunner
+from watcherd.backends import LocalRunner
 
 
 class _Capture:
-    """Enough of a docker client for DockerRunner.start: records what create gets."""
+    """Enough of a docker client for LocalRunner.start: records what create gets."""
 
     def __init__(self) -> None:
         self.created: dict[str, Any] = {}
@@ -31,9 +31,9 @@ class _Capture:
 
 def test_floor_containers_have_the_daemons_flags(tmp_path: Path) -> None:
     (job,) = floor_jobs(tmp_path, tmp_path / "root", "img:1", 1, "t")
-    runner = DockerRunner()
+    runner = LocalRunner()
     capture = _Capture()
-    runner._client = capture
+    runner.docker._client = capture
     runner.start(job.spec)
     assert create_kwargs(job.spec) == capture.created
     args = docker_run_args(job.spec)

@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.support.backends import on_both_backends
 from tests.support.helpers import (
     StartDaemon,
     exit_record,
@@ -38,6 +39,7 @@ def job(inbox: Path, name: str, prompt: str, **fields: Any) -> Path:
     return write_job(inbox, name, repo_url=URL, prompt=prompt, **fields)
 
 
+@on_both_backends
 def test_success_keeps_worker_fields_and_removes_container(
     work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient
 ) -> None:

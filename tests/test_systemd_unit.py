@@ -143,7 +143,7 @@ if libc.mprotect(ctypes.c_void_p(page), 4096, mmap.PROT_READ | mmap.PROT_EXEC) =
     sys.exit("mprotect(PROT_EXEC) was allowed: no filter")
 
 # What the daemon loads and does, minus Docker.
-import watcherd.cli, watcherd.daemon, watcherd.image, watcherd.runner  # noqa: E401
+import watcherd.cli, watcherd.daemon, watcherd.image, watcherd.backends  # noqa: E401
 from watcherd.config import load_config
 from watcherd.watch import InboxWatcher
 

@@ -27,7 +27,7 @@ from watcherd.jobview import age_text, describe, view_job
 from watcherd.logfollow import follow_logs
 from watcherd.lookup import JobRef, Place, dropped_name, resolve
 from watcherd.progress import read_progress
-from watcherd.spool import Layout, NotRetryable, Spool
+from watcherd.spool import Layout, NotRetryable, Spool, read_run_state
 from watcherd.units import parse_duration
 from watcherd.waiting import Ended, NotYet, WaitExit, wait_for_end
 
@@ -315,6 +315,7 @@ def _status(config: Config, args: argparse.Namespace) -> int:
                 "last_activity": progress.last_activity,
                 "last_activity_age_seconds": None if last_at is None else round(now - last_at),
                 "tokens": progress.tokens,
+                "waiting": _placement_wait(layout, job_id),
             })  # fmt: skip
     if args.json:
         print(json.dumps({"counts": counts, "running": running}))
@@ -325,11 +326,21 @@ def _status(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _placement_wait(layout: Layout, job_id: str) -> str | None:
+    """Why a running job's container has no place yet (its state is the daemon's user's)."""
+    try:
+        return read_run_state(layout, job_id).waiting or None
+    except OSError:
+        return None
+
+
 def _running_line(job: dict[str, str | int | None]) -> str:
     """``running  <id>  fix-42.yaml  2m05s  72 tokens  last: ran pytest (exit 0), 3s ago``"""
     name = one_line(job["name"], 120) if job["name"] else "(name: daemon's user only)"
     parts = ["running ", str(job["job_id"]), name]
     parts.append(age_text(float(job["age_seconds"] or 0)))
+    if job["waiting"]:
+        parts.append(f"waiting for a place: {one_line(job['waiting'], 200)}")
     if job["tokens"] is not None:
         parts.append(f"{int(job['tokens']):,} tokens")
     if job["last_activity"]:

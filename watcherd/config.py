@@ -25,6 +25,7 @@ from watcherd.yamlsafe import load as load_yaml
 DEFAULT_CONFIG_PATH = Path("/etc/watcherd/config.yaml")
 DEFAULT_IMAGE = "watcherd-codex:0.171.0"
 NETWORK_MODES = ("bridge", "none", "host")
+BACKENDS = ("local", "swarm")
 AUTH_MODES = ("login", "api_key", "none")
 
 # Floors for the per-container caps. Docker reads a pids limit of 0 or -1 as "no limit",
@@ -62,6 +63,10 @@ class Config:
     backoff_initial: float = 2.0
     backoff_max: float = 120.0
     docker_host: str | None = None
+    # Where job containers run (README "Swarm"): one Engine, or a Swarm's services.
+    backend: str = "local"
+    # Swarm placement: a job's `pool:` names one of these; its constraints are the operator's.
+    pools: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Job containers, hardened by default (see README "Security model").
     network_mode: str = "bridge"
     memory_limit: int = 4 * 1024**3
@@ -131,6 +136,7 @@ _ENV_OVERRIDES = {
     "WATCHERD_IMAGE": "image",
     "WATCHERD_CONCURRENCY": "concurrency",
     "WATCHERD_DOCKER_HOST": "docker_host",
+    "WATCHERD_BACKEND": "backend",
     "WATCHERD_NETWORK_MODE": "network_mode",
     "WATCHERD_API_KEY_FILE": "api_key_file",
     "WATCHERD_AUTH_MODE": "auth_mode",
@@ -249,6 +255,20 @@ def _as_path_tuple(value: Any) -> tuple[Path, ...]:
     return tuple(Path(v).expanduser() for v in _as_str_tuple(value))
 
 
+def _as_pools(value: Any) -> dict[str, tuple[str, ...]]:
+    """``{name: [constraint, ...]}``, constraints as Swarm writes them (node.labels.gpu==true)."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of pool names to lists of constraints")
+    pools: dict[str, tuple[str, ...]] = {}
+    for name, constraints in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+            raise ValueError(f"pool name {name!r}: letters, digits, '.', '_' and '-' only")
+        pools[name] = _as_str_tuple(constraints)
+        if not pools[name] or not all("==" in c or "!=" in c for c in pools[name]):
+            raise ValueError(f"pool {name!r}: each constraint needs == or != (node.labels.x==y)")
+    return pools
+
+
 def _as_env(value: Any) -> dict[str, str]:
     # The same names are reserved as in a job's env: extra_env reaches every job container.
     return check_env(value, setter="the config")
@@ -285,6 +305,7 @@ _CONVERTERS: dict[str, Any] = {
     "notify": parse_targets,
     "agents": parse_agent_settings,
     "notify_default": _as_str_tuple,
+    "pools": _as_pools,
 }
 
 
@@ -292,6 +313,12 @@ def _check(config: Config, source: str) -> None:
     problems = _range_problems(config)
     if config.network_mode not in NETWORK_MODES:
         problems.append(f"network_mode must be one of {', '.join(NETWORK_MODES)}")
+    if config.backend not in BACKENDS:
+        problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {config.backend!r}")
+    elif config.backend == "swarm" and config.network_mode == "none":
+        # Swarm has no "none" network for services, and an internal network still
+        # reaches the node through its gateway: refused rather than pretended.
+        problems.append("network_mode none is not available with backend swarm (bridge or host)")
     if config.default_agent not in AGENTS:
         problems.append(f"default_agent must be one of {', '.join(sorted(AGENTS))}")
     if config.auth_mode not in AUTH_MODES:

@@ -33,6 +33,19 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Tmpfs:
+    size: int
+    mode: int
+    uid: int | None = None  # the owner; a Swarm service cannot set one, so it gets the mode
+    gid: int | None = None
+
+    @property
+    def options(self) -> str:
+        owner = f",uid={self.uid},gid={self.gid}" if self.uid is not None else ""
+        return f"rw,nosuid,nodev,mode={self.mode:o}{owner},size={self.size}"
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str
@@ -45,7 +58,12 @@ class ContainerSpec:
     nano_cpus: int
     pids_limit: int
     log_max_size: int
-    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    stop_grace: float = 30.0
+    tmpfs: Mapping[str, Tmpfs] = field(default_factory=dict)
+    # Credential variables, kept apart from the environment: a Swarm task gets them as
+    # secret files (not in its service's spec), a local container as variables.
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    placement: tuple[str, ...] = ()  # Swarm constraints, from the config's named pools
     read_only: bool = True
     cap_drop: tuple[str, ...] = ("ALL",)
     security_opt: tuple[str, ...] = ("no-new-privileges",)
@@ -114,9 +132,7 @@ def build_spec(
         environment["AGENT_MAX_TURNS"] = str(job.max_turns)
     if resume_session:
         environment["AGENT_RESUME"] = resume_session
-    if api_key:
-        variable, key = api_key
-        environment[variable] = key
+    secrets = dict([api_key]) if api_key else {}
 
     mounts = (
         Mount(workspace.path, f"/work/{job.repo_dir}"),
@@ -128,8 +144,8 @@ def build_spec(
     # the job's own agent home is mounted over its .codex folder.
     uid, _, gid = user.partition(":")
     tmpfs = {
-        "/tmp": "rw,nosuid,nodev,mode=1777,size=1g",
-        IMAGE_HOME: f"rw,nosuid,nodev,uid={uid},gid={gid},size=512m",
+        "/tmp": Tmpfs(size=1024**3, mode=0o1777),
+        IMAGE_HOME: Tmpfs(size=512 * 1024**2, mode=0o755, uid=int(uid), gid=int(gid)),
     }
     memory = min(job.memory or config.memory_limit, config.memory_limit)
     cpus = min(job.cpus or config.cpus, config.cpus)
@@ -145,5 +161,8 @@ def build_spec(
         nano_cpus=int(cpus * 1e9),
         pids_limit=config.pids_limit,
         log_max_size=config.log_max_size,
+        stop_grace=config.stop_grace,
         tmpfs=tmpfs,
+        secrets=secrets,
+        placement=config.pools.get(job.pool, ()) if job.pool else (),
     )

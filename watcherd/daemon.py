@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watcherd.auth import load_api_keys, login_dirs
+from watcherd.backends import EngineUnavailable, Runner, RunnerError, make_runner
 from watcherd.config import Config
 from watcherd.fsutil import require_room
 from watcherd.inbox import Inbox
@@ -26,7 +27,6 @@ from watcherd.notify import Notifications
 from watcherd.reload import reload_config
 from watcherd.results import JobState, Outcome, write_exit_json
 from watcherd.retry import Backoff
-from watcherd.runner import DockerRunner, EngineUnavailable, Runner, RunnerError
 from watcherd.scheduler import Scheduler
 from watcherd.sdnotify import Notifier, QueueCounts
 from watcherd.signals import SignalRelay
@@ -62,7 +62,7 @@ class Server:
         self._notifier = Notifier.from_environ()
         self._counts = QueueCounts()
         self.spool = Spool(Layout(config.root))
-        self.runner: Runner = runner or DockerRunner(config.docker_host)
+        self.runner: Runner = runner or make_runner(config)
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self._wake = threading.Event()

@@ -55,6 +55,7 @@ class JobSpec:
     agent: str = "codex"
     max_turns: int | None = None
     resume: str | None = None  # the name or id of an earlier job whose session goes on
+    pool: str | None = None  # a placement pool of the config's (Swarm backend)
 
     @property
     def max_attempts(self) -> int:
@@ -65,7 +66,7 @@ KEYS = frozenset(
     {
         "repo_url", "prompt", "repo_ref", "repo_dir", "mode", "flags", "model",
         "timeout", "env", "retries", "memory", "cpus", "branch", "disk", "notify",
-        "agent", "max_turns", "resume",
+        "agent", "max_turns", "resume", "pool",
     }
 )  # fmt: skip
 
@@ -324,6 +325,16 @@ def _check_notify(value: Any, config: Config) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _check_pool(value: Any, config: Config) -> str:
+    """A pool the operator named; a job never gives raw placement constraints."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a pool name, got {_kind(value)}")
+    if value not in config.pools:
+        configured = ", ".join(sorted(config.pools)) or "none are configured"
+        raise ValueError(f"no pool named {value!r} in the daemon's config (pools: {configured})")
+    return value
+
+
 _CHECKS = {
     "repo_url": _check_repo_url,
     "prompt": _check_prompt,
@@ -343,4 +354,5 @@ _CHECKS = {
     "agent": _check_agent,
     "max_turns": _check_max_turns,
     "resume": _check_resume,
+    "pool": _check_pool,
 }

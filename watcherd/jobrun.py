@@ -25,6 +25,13 @@ from pathlib import Path
 
 from watcherd.agenthome import AgentHomes
 from watcherd.agents import AGENTS, AgentProfile, AgentReport
+from watcherd.backends import (
+    EngineUnavailable,
+    NameConflict,
+    Runner,
+    RunnerError,
+    TransientRunnerError,
+)
 from watcherd.config import Config
 from watcherd.container import build_spec, job_user
 from watcherd.diskuse import tree_bytes
@@ -42,13 +49,6 @@ from watcherd.results import (
 )
 from watcherd.resume import ResumeError, ResumePoint, find_resume_point
 from watcherd.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
-from watcherd.runner import (
-    EngineUnavailable,
-    NameConflict,
-    Runner,
-    RunnerError,
-    TransientRunnerError,
-)
 from watcherd.spool import Claimed, RunState, Spool
 from watcherd.steplog import StepLog
 from watcherd.workspace import Workspaces
@@ -59,6 +59,7 @@ STOPPED_EXIT_CODE = 124  # the worker, after SIGTERM: it saved the agent's work 
 WAIT_SLICE_SECONDS = 1.0  # how often a waiting job looks up for a shutdown
 DISK_CHECK_MIN_SECONDS = 1.0
 DISK_CHECK_MAX_SECONDS = 5.0  # however slow a measurement, never longer between two
+PLACEMENT_POLL_SECONDS = (0.05, 1.0)  # first and longest pause while a container has no place
 DISK_CHECK_DUTY = 50  # measuring may take at most 1/50 of the time between two measurements
 
 
@@ -214,6 +215,7 @@ class JobLife:
             log.info("job %s: adopting its container %s", job.job_id, handle[:12])
             if self.runner.inspect(handle).status == "created":
                 self.runner.resume(handle)
+        self._until_placed(job, spec, handle, state)
         end = self._wait(job, spec, handle, state)
         outcome: Outcome | None = None
 
@@ -321,6 +323,24 @@ class JobLife:
         results = self.cache.results_path(cache_key(spec.repo_url))
         return find_resume_point(self.spool.layout, spec.resume, spec.agent, results)
 
+    def _until_placed(self, job: Claimed, spec: JobSpec, handle: str, state: RunState) -> None:
+        """Until the backend has found the container a place (at once on one Engine; a
+        Swarm may have no node with room): the reason goes to ``status``, and the job's
+        timeout starts when it has a place."""
+        pause = PLACEMENT_POLL_SECONDS[0]
+        while (reason := self.runner.unplaced(handle)) is not None:
+            if reason and reason != state.waiting:
+                log.info("job %s: waiting for a place: %s", job.job_id, reason)
+                state.waiting = reason
+                self.spool.write_state(job.job_id, state)
+            if self.stop_event.wait(pause):
+                raise Interrupted
+            pause = min(pause * 2, PLACEMENT_POLL_SECONDS[1])
+        if state.waiting:
+            state.waiting = ""
+            state.deadline = time.time() + spec.timeout
+            self.spool.write_state(job.job_id, state)
+
     def _wait(self, job: Claimed, spec: JobSpec, handle: str, state: RunState) -> ContainerEnd:
         deadline = state.deadline or time.time() + spec.timeout
         budget = spec.disk or self.config.disk_budget
@@ -381,7 +401,9 @@ class JobLife:
         code = end.exit_code
         if end.how is Ending.EXITED and not container.oom_killed:
             transient = ""
-            if code in TRANSIENT_EXIT_CODES:
+            if container.lost:  # its node or Engine went away under it (Swarm)
+                transient = f"the container was lost: {container.error}"
+            elif code in TRANSIENT_EXIT_CODES:
                 transient = worker_reason or f"worker exited with transient code {code}"
             elif code is not None and (code > 128 or code == STOPPED_EXIT_CODE):
                 # Neither its timeout nor the OOM killer: an Engine restart, someone's
@@ -404,7 +426,8 @@ class JobLife:
             return outcome.judged(JobState.FAILED, "out of memory: a process in the container "
                            "was killed by the kernel's OOM killer")  # fmt: skip
         if code != 0:
-            reason = worker_reason or _describe_exit(code, self.runner.logs_tail(handle, 5))
+            logs = container.error if code in (None, -1) else self.runner.logs_tail(handle, 5)
+            reason = worker_reason or _describe_exit(code, logs)
             if report.error and report.error not in reason:
                 reason = f"{reason}: {report.error[:500]}"
             return outcome.judged(JobState.FAILED, reason)
@@ -525,8 +548,8 @@ def _worker_reason(out_dir: Path) -> str:
 
 
 def _describe_exit(code: int | None, logs: str) -> str:
-    if code is None:
-        return "the container's exit code is unknown"
+    if code is None or code == -1:
+        return "the container's exit code is unknown" + (f": {logs[:500]}" if logs else "")
     if code > 128:
         return f"worker killed by signal {code - 128}"
     tail = logs.strip().splitlines()[-1:] if logs.strip() else []

@@ -98,6 +98,7 @@ class RunState:
     auth_dir: str | None = None  # the login leased to it
     commit_before: str | None = None  # where its workspace started
     starting: bool = False  # the last attempt is counted but its container not made yet
+    waiting: str = ""  # why its container has no place yet (a Swarm with no room)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source_name: str) -> RunState:
@@ -105,6 +106,15 @@ class RunState:
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("source_name", source_name)
         return cls(**values)
+
+
+def read_run_state(layout: Layout, job_id: str, source_name: str = "") -> RunState:
+    """A running job's record; a fresh one when there is none (or it cannot be read)."""
+    try:
+        loaded = json.loads((layout.state / f"{job_id}.json").read_text())
+    except (FileNotFoundError, ValueError):
+        loaded = {}
+    return RunState.from_json(loaded if isinstance(loaded, dict) else {}, source_name)
 
 
 @dataclass(frozen=True)
@@ -292,11 +302,7 @@ class Spool:
     # -- daemon bookkeeping ------------------------------------------------------------
 
     def read_state(self, job_id: str, source_name: str = "") -> RunState:
-        try:
-            loaded = json.loads((self.layout.state / f"{job_id}.json").read_text())
-        except (FileNotFoundError, ValueError):
-            loaded = {}
-        return RunState.from_json(loaded if isinstance(loaded, dict) else {}, source_name)
+        return read_run_state(self.layout, job_id, source_name)
 
     def write_state(self, job_id: str, state: RunState) -> None:
         data = json.dumps(dataclasses.asdict(state)).encode()

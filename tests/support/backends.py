@@ -1,0 +1,58 @@
+"""Running a test on both backends: ``@on_both_backends`` and the config each one needs.
+
+A test marked so runs once with the local backend and once with ``backend: swarm`` on the
+Engine's swarm (``.ci/run`` makes this Engine a one-node swarm and leaves it afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+on_both_backends = pytest.mark.parametrize("backend", ["local", "swarm"])
+
+# Swarm reserves what a job may use: two cores (and 4 GiB) each would place one job at a
+# time on a 2-core machine.
+SWARM_TEST_CPUS = 0.5
+SWARM_TEST_MEMORY = "1g"
+
+
+def require_swarm(client: docker.DockerClient) -> None:
+    swarm = client.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
+        return
+    message = "this Engine is not a Swarm manager (docker swarm init --advertise-addr 127.0.0.1)"
+    if os.environ.get("CI"):
+        pytest.fail(message)  # .ci/run makes one: a missing swarm is its failure
+    pytest.skip(message)
+
+
+def for_backend(
+    backend: str, config: dict[str, Any], client: docker.DockerClient
+) -> dict[str, Any]:
+    """The daemon config for ``backend``: Swarm has no ``none`` network (see README)."""
+    if backend == "local":
+        return config
+    require_swarm(client)
+    network = config.get("network_mode", "bridge")
+    return {
+        **config,
+        "backend": "swarm",
+        "network_mode": "bridge" if network == "none" else network,
+        "cpus": min(float(config.get("cpus", SWARM_TEST_CPUS)), SWARM_TEST_CPUS),
+        "memory_limit": config.get("memory_limit", SWARM_TEST_MEMORY),
+    }
+
+
+def remove_jobs_of(client: docker.DockerClient, root: Path) -> None:
+    """Every service and container a test's daemons left for this work root."""
+    label = {"label": f"watcherd.root={root}"}
+    if (client.info().get("Swarm") or {}).get("ControlAvailable"):
+        for service in client.services.list(filters=label):
+            service.remove()
+    for container in client.containers.list(all=True, filters=label):
+        container.remove(force=True)

@@ -1,0 +1,329 @@
+"""The Swarm backend: each job is one ``replicated-job`` service (one task, never restarted).
+
+The service carries what the local container would: labels, user, environment, mounts,
+read-only root, dropped capabilities, an init, capped logs; its memory, CPUs and pids as
+limits, and memory and CPUs as reservations too, so that Swarm places a job only on a node
+where it fits. Credentials are Swarm secrets (files in /run/secrets, read by the worker),
+not variables in the service's spec. The handle is the service's id; the job's exit code
+is its task's.
+
+Where the task runs on this Engine (always, on a one-node swarm), waiting, stopping and
+the OOM flag go through its container, as on the local backend; on another node, through
+the task's record (a stop then removes the service: Swarm gives it its stop grace period).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+
+from watcherd.backends.base import ContainerState, NameConflict, RunnerError
+from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
+from watcherd.container import JOB_LABEL, ROOT_LABEL, ContainerSpec
+
+SECRET_PREFIX = "watcherd-"
+SECRET_VARIABLES = "WATCHERD_SECRET_ENV"  # names of the variables the worker reads from files
+POLL_SECONDS = 0.1  # a remote task's record, while waiting for it
+NOT_PLACED = ("new", "pending")  # Swarm has not found it a node yet
+ENDED_WITH_CODE = ("complete", "failed")
+ENDED_WITHOUT = ("shutdown", "rejected", "orphaned", "remove")  # no exit code of its own
+KILLED_EXIT_CODE = 137  # what a killed container reports: a remote kill removes the service
+
+
+class SwarmRunner:
+    def __init__(self, base_url: str | None = None, api_timeout: float = 60.0) -> None:
+        self.docker = DockerAPI(base_url, api_timeout)
+        self._node_id = ""
+        self._secret_ids: dict[str, str] = {}  # secret name -> id
+        self._removed: dict[str, ContainerState] = {}  # handles this runner ended remotely
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return self.docker.client
+
+    def ping(self) -> None:
+        swarm = self.docker.info().get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            raise RunnerError(
+                "backend swarm: this Docker Engine is not a Swarm manager "
+                "(run `docker swarm init`, or set docker_host to a manager)"
+            )
+        self._node_id = str(swarm.get("NodeID") or "")
+
+    @property
+    def node_id(self) -> str:
+        """This Engine's node in the swarm."""
+        if not self._node_id:
+            self._node_id = str((self.docker.info().get("Swarm") or {}).get("NodeID") or "")
+        return self._node_id
+
+    def live_restore(self) -> bool:
+        return bool(self.docker.info().get("LiveRestoreEnabled"))
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self, spec: ContainerSpec) -> str:
+        """One service for one run. Swarm refuses a second service with the same name: the
+        last guard against running a job twice (as Docker does for containers)."""
+        uid, _, gid = spec.user.partition(":")
+        secrets = [
+            docker.types.SecretReference(
+                self._secret_id(variable, value),
+                self._secret_name(variable, value),
+                filename=variable,
+                uid=uid,
+                gid=gid,
+                mode=0o400,
+            )
+            for variable, value in sorted(spec.secrets.items())
+        ]
+        environment = dict(spec.environment)
+        if spec.secrets:
+            environment[SECRET_VARIABLES] = " ".join(sorted(spec.secrets))
+        mounts = [
+            docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+            for m in spec.mounts
+        ] + [
+            # A service's tmpfs has no owner option: one owned by the job's uid gets 1777.
+            docker.types.Mount(
+                target,
+                None,
+                type="tmpfs",
+                tmpfs_size=tmpfs.size,
+                tmpfs_mode=0o1777 if tmpfs.uid is not None else tmpfs.mode,
+            )
+            for target, tmpfs in spec.tmpfs.items()
+        ]
+        container = docker.types.ContainerSpec(
+            spec.image,
+            env=[f"{key}={value}" for key, value in environment.items()],
+            user=spec.user,
+            labels=dict(spec.labels),
+            mounts=mounts,
+            secrets=secrets,
+            read_only=spec.read_only,
+            cap_drop=list(spec.cap_drop),
+            init=True,
+            stop_grace_period=int(spec.stop_grace * 1e9),
+            tty=False,
+            open_stdin=False,
+        )
+        resources = docker.types.Resources(
+            cpu_limit=spec.nano_cpus,
+            mem_limit=spec.mem_limit,
+            cpu_reservation=spec.nano_cpus,
+            mem_reservation=spec.mem_limit,
+        )
+        resources["Limits"]["Pids"] = spec.pids_limit  # Engine API 1.41; docker-py lacks it
+        template = docker.types.TaskTemplate(
+            container,
+            resources=resources,
+            restart_policy=docker.types.RestartPolicy(condition="none", max_attempts=0),
+            placement=docker.types.Placement(constraints=list(spec.placement)),
+            log_driver=docker.types.DriverConfig(
+                "json-file", {"max-size": str(spec.log_max_size), "max-file": "2"}
+            ),
+            networks=[docker.types.NetworkAttachmentConfig(spec.network_mode)],
+        )
+        created = self.docker.call(
+            lambda: self.client.api.create_service(
+                template,
+                name=spec.name,
+                labels=dict(spec.labels),
+                mode=docker.types.ServiceMode("replicated-job", replicas=1, concurrency=1),
+            )
+        )
+        return str(created["ID"])
+
+    @staticmethod
+    def _secret_name(variable: str, value: str) -> str:
+        """Named by the value's hash: a changed key is a new secret, the same key one secret."""
+        digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+        return f"{SECRET_PREFIX}{variable.lower()}-{digest}"
+
+    def _secret_id(self, variable: str, value: str) -> str:
+        name = self._secret_name(variable, value)
+        with self._lock:
+            if name in self._secret_ids:
+                return self._secret_ids[name]
+            try:
+                made = self.docker.call(
+                    lambda: self.client.api.create_secret(
+                        name, value.encode(), labels={"watcherd.secret": variable}
+                    )
+                )
+                secret_id = str(made["ID"])
+            except NameConflict:  # made by an earlier run of the daemon
+                found = self.docker.call(lambda: self.client.api.secrets(filters={"name": name}))
+                exact = [s for s in found if s.get("Spec", {}).get("Name") == name]
+                if not exact:
+                    raise RunnerError(f"secret {name} exists but cannot be found") from None
+                secret_id = str(exact[0]["ID"])
+            self._secret_ids[name] = secret_id
+            return secret_id
+
+    def resume(self, handle: str) -> None:
+        pass  # a service is scheduled from the moment it exists
+
+    # -- following -----------------------------------------------------------------------
+
+    def _task(self, handle: str) -> dict[str, Any] | None:
+        """The service's task, the newest should Swarm have made more than one."""
+        tasks: list[dict[str, Any]] = self.docker.call(
+            lambda: self.client.api.tasks(filters={"service": handle})
+        )
+        if not tasks:
+            return None
+        return max(tasks, key=lambda task: str(task.get("CreatedAt", "")))
+
+    def _local_container(self, task: dict[str, Any] | None) -> str | None:
+        """The task's container when it runs on this Engine (its calls then work directly)."""
+        if task is None or task.get("NodeID") != self.node_id:
+            return None
+        container = (task.get("Status") or {}).get("ContainerStatus", {}).get("ContainerID")
+        return str(container) if container else None
+
+    def unplaced(self, handle: str) -> str | None:
+        """Why Swarm has not placed the task yet ("" before it says), None once it has."""
+        if handle in self._removed:
+            return None
+        task = self._task(handle)
+        if task is None:
+            return ""
+        status = task.get("Status") or {}
+        if status.get("State") not in NOT_PLACED:
+            return None
+        return str(status.get("Err") or "")
+
+    def wait(self, handle: str, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.inspect(handle)
+            if state.finished:
+                return -1 if state.exit_code is None else state.exit_code
+            container = self._local_container(self._task(handle))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if container is not None and state.status == "running":
+                # Its task's record follows the container's exit a moment later.
+                return self.docker.wait_container(container, remaining)
+            time.sleep(min(POLL_SECONDS, remaining))
+
+    def inspect(self, handle: str) -> ContainerState:
+        if handle in self._removed:
+            return self._removed[handle]
+        task = self._task(handle)
+        if task is None:
+            self.docker.call(lambda: self.client.api.inspect_service(handle))  # NotFound: gone
+            return ContainerState("pending", None, oom_killed=False, error="")
+        status = task.get("Status") or {}
+        state = str(status.get("State", "unknown"))
+        error = str(status.get("Err") or "")
+        if state in ENDED_WITH_CODE:
+            code = status.get("ContainerStatus", {}).get("ExitCode")
+            container = self._local_container(task)
+            oom = bool(container) and self._oom_killed(str(container))
+            return ContainerState("exited", code, oom_killed=oom, error=error)
+        if state in ENDED_WITHOUT:
+            lost = state != "rejected"  # a rejection (no such image, no mount source) is ours
+            why = error or str(status.get("Message") or state)
+            return ContainerState("exited", None, oom_killed=False, error=f"task {state}: {why}",
+                                  lost=lost)  # fmt: skip
+        container = self._local_container(task)
+        if container is not None:  # its record may lag behind the container's own
+            ended = self._container_state(container)
+            if ended is not None:
+                return ended
+        if state == "running":
+            return ContainerState("running", None, oom_killed=False, error="")
+        return ContainerState("pending", None, oom_killed=False, error=error)
+
+    def _container_state(self, container: str) -> ContainerState | None:
+        """A local task container's end, if it has ended."""
+        try:
+            data = self.docker.call(lambda: self.client.api.inspect_container(container))
+        except RunnerError:
+            return None
+        state = data.get("State", {})
+        if state.get("Status") not in ("exited", "dead"):
+            return None
+        return ContainerState(
+            "exited", state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
+            error=str(state.get("Error") or ""),
+        )  # fmt: skip
+
+    def _oom_killed(self, container: str) -> bool:
+        try:
+            return self.docker.oom_killed(container)
+        except RunnerError:
+            return False  # the container is already gone: its task's record is all there is
+
+    # -- ending --------------------------------------------------------------------------
+
+    def kill(self, handle: str) -> None:
+        self._end(handle, grace=None)
+
+    def stop(self, handle: str, grace: float) -> None:
+        self._end(handle, grace=grace)
+
+    def _end(self, handle: str, grace: float | None) -> None:
+        container = self._local_container(self._task(handle))
+        if container is not None:
+            if grace is None:
+                self.docker.signal_container(container)
+            else:
+                self.docker.stop_container(container, grace)
+            return
+        # On another node: only Swarm reaches it. Removing the service stops its task
+        # (SIGTERM, then SIGKILL after the service's stop grace period).
+        self._removed[handle] = ContainerState(
+            "exited", KILLED_EXIT_CODE, oom_killed=False, error="its service was removed"
+        )
+        self.remove(handle)
+
+    def remove(self, handle: str) -> None:
+        """The service, and its task's container: Engine 20.10 leaves a job's exited
+        container behind when its service goes (one on another node stays there)."""
+        try:
+            container = self._local_container(self._task(handle))
+            self.client.api.remove_service(handle)
+            if container is not None:
+                self.client.api.remove_container(container, force=True)
+        except docker.errors.NotFound:
+            pass
+        except DOCKER_ERRORS as exc:
+            raise translate(exc) from exc
+
+    # -- finding -------------------------------------------------------------------------
+
+    def find(self, job_id: str) -> str | None:
+        found = self.docker.call(
+            lambda: self.client.api.services(filters={"label": f"{JOB_LABEL}={job_id}"})
+        )
+        return str(found[0]["ID"]) if found else None
+
+    def jobs(self, root: str) -> dict[str, str]:
+        """job id → service id for every service of this work root."""
+        found = self.docker.call(
+            lambda: self.client.api.services(filters={"label": f"{ROOT_LABEL}={root}"})
+        )
+        return {
+            s["Spec"]["Labels"][JOB_LABEL]: str(s["ID"])
+            for s in found
+            if JOB_LABEL in s.get("Spec", {}).get("Labels", {})
+        }
+
+    def logs_tail(self, handle: str, lines: int) -> str:
+        try:
+            chunks = self.client.api.service_logs(handle, stdout=True, stderr=True, tail=lines)
+            return b"".join(chunks).decode("utf-8", "replace")
+        except DOCKER_ERRORS:
+            return ""
