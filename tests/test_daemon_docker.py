@@ -83,6 +83,7 @@ def yaml_bytes_kept(path: Path, prompt: str) -> bool:
     return f"prompt: {prompt}" in path.read_text()
 
 
+@on_both_backends
 def test_an_agent_failure_is_not_retried_and_a_kill_from_outside_is(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
@@ -116,6 +117,7 @@ def test_failures_are_not_retried(
     assert reason in record["reason"]
 
 
+@on_both_backends
 def test_missing_image_fails_the_job_with_the_reason(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
@@ -147,6 +149,7 @@ def test_one_job_at_a_time_per_login_dir(work_root: Path, start_daemon: StartDae
     assert (work_root / ".codex-bot").stat().st_mode & 0o777 == 0o700
 
 
+@on_both_backends
 def test_timeout_kills_the_container(work_root: Path, start_daemon: StartDaemon) -> None:
     start_daemon()
     job(work_root / "inbox", "slow.yaml", "hang", timeout=2)
@@ -156,6 +159,7 @@ def test_timeout_kills_the_container(work_root: Path, start_daemon: StartDaemon)
     assert "timed out after 2s" in record["reason"]
 
 
+@on_both_backends
 def test_transient_failure_is_retried_then_succeeds(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
@@ -222,6 +226,7 @@ def test_slow_writer_is_never_claimed_early(work_root: Path, start_daemon: Start
     assert path.read_bytes() == content
 
 
+@on_both_backends
 def test_daemon_killed_mid_run_adopts_the_container(
     work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient
 ) -> None:
@@ -258,6 +263,7 @@ def test_jobs_on_one_repository_run_at_the_same_time_on_their_own_workspaces(
     assert len(branches) == 2
 
 
+@on_both_backends
 def test_two_daemons_on_one_inbox_run_each_job_once(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
@@ -287,6 +293,7 @@ def test_engine_down_at_first(work_root: Path, start_daemon: StartDaemon, tmp_pa
         daemon.stop()
 
 
+@on_both_backends
 def test_engine_lost_mid_job_is_waited_for_and_the_container_adopted(
     work_root: Path, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
@@ -396,6 +403,7 @@ def orphan(root: Path, job_id: str, prompt: str, attempts: int) -> None:
     )
 
 
+@on_both_backends
 def test_recovery_reruns_an_orphan_with_attempts_left_and_fails_one_without(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
@@ -419,6 +427,7 @@ def test_json_logs(work_root: Path, start_daemon: StartDaemon) -> None:
     assert {"time", "level", "logger", "message"} <= set(records[0])
 
 
+@on_both_backends
 def test_a_worker_that_wedges_its_outputs_still_ends_with_a_regular_exit_json(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
@@ -456,6 +465,7 @@ def test_container_logs_are_capped(
     container.kill()
 
 
+@on_both_backends
 def test_an_oom_kill_of_any_process_fails_the_job_even_when_the_worker_exits_0(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.support.backends import on_both_backends
 from tests.support.helpers import (
     DaemonProcess,
     StartDaemon,
@@ -59,6 +60,7 @@ class ContainerStarts:
         return self.counts
 
 
+@on_both_backends
 def test_kill_9_in_every_window_runs_every_job_exactly_once(
     work_root: Path, start_daemon: StartDaemon, repo_url: str, docker_client: docker.DockerClient
 ) -> None:
@@ -145,6 +147,7 @@ def test_a_full_disk_is_waited_out_and_every_job_filed_without_a_restart(
             container.remove(force=True)
 
 
+@on_both_backends
 def test_a_surviving_daemon_takes_over_a_dead_ones_jobs(
     work_root: Path, start_daemon: StartDaemon, repo_url: str, docker_client: docker.DockerClient
 ) -> None:

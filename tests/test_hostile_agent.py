@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.backends import on_both_backends
 from tests.support.git_server import GitServer, make_repo
 from tests.support.helpers import DaemonProcess, wait_finished, write_job
 from tests.support.model_server import ScriptedModel, Step, has_tool_output, prompt_of
@@ -51,6 +52,7 @@ def other_repo(git_server: GitServer) -> str:
     return git_server.url("other.git")
 
 
+@on_both_backends
 def test_the_agent_home_is_no_channel_between_jobs(
     work_root: Path, codex_daemon: CodexDaemon, model: ScriptedModel, git_server: GitServer,
     other_repo: str, tmp_path: Path,
@@ -94,6 +96,7 @@ def test_the_agent_home_is_no_channel_between_jobs(
     assert not (work_root / "homes").exists() or not list((work_root / "homes").iterdir())
 
 
+@on_both_backends
 def test_the_workspace_is_no_channel_between_jobs_nor_to_the_host(
     work_root: Path, codex_daemon: CodexDaemon, model: ScriptedModel, git_server: GitServer,
     tmp_path: Path,
@@ -167,6 +170,7 @@ def test_the_workspace_is_no_channel_between_jobs_nor_to_the_host(
     assert not marker.exists()
 
 
+@on_both_backends
 def test_the_agent_can_neither_forge_nor_wedge_the_results(
     work_root: Path, codex_daemon: CodexDaemon, model: ScriptedModel, git_server: GitServer,
 ) -> None:  # fmt: skip
@@ -199,6 +203,7 @@ def test_the_agent_can_neither_forge_nor_wedge_the_results(
     assert daemon.alive()
 
 
+@on_both_backends
 def test_the_bounds_hold(
     work_root: Path, codex_daemon: CodexDaemon, model: ScriptedModel, git_server: GitServer,
 ) -> None:  # fmt: skip
@@ -243,6 +248,7 @@ def test_the_prompt_reaches_the_model_literally(
     assert prompt in prompt_of(model.requests[0])
 
 
+@on_both_backends
 def test_the_agents_work_is_kept_on_its_own_branch(
     work_root: Path, codex_daemon: CodexDaemon, model: ScriptedModel, git_server: GitServer,
 ) -> None:  # fmt: skip

@@ -11,8 +11,16 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.support.backends import on_both_backends
 from tests.support.git_server import GitServer
-from tests.support.helpers import DaemonProcess, StartDaemon, exit_record, wait_finished, write_job
+from tests.support.helpers import (
+    DaemonProcess,
+    StartDaemon,
+    exit_record,
+    wait_finished,
+    wait_for,
+    write_job,
+)
 from tests.support.model_server import ScriptedModel, Step, codex_config
 from watcherd.config import DEFAULT_IMAGE
 
@@ -173,9 +181,10 @@ def test_one_shot_docker_run_as_in_the_readme(
 SECRET = "sk-watcherd-test-secret-4f1c9a"
 
 
+@on_both_backends
 def test_hostile_agent_is_contained(
     work_root: Path, start_daemon: StartDaemon, model: ScriptedModel, git_server: GitServer,
-    tmp_path: Path, docker_client: docker.DockerClient,
+    tmp_path: Path, docker_client: docker.DockerClient, backend: str,
 ) -> None:  # fmt: skip
     key_file = tmp_path / "secrets.env"
     key_file.write_text(f"CODEX_API_KEY={SECRET}\n")
@@ -191,7 +200,11 @@ def test_hostile_agent_is_contained(
         "id > /work/out/id.txt", "sudo -n id", "su -c id </dev/null",
         "find / -xdev -perm -4000 -type f 2>/dev/null > /work/out/setuid.txt",
     ])  # fmt: skip
-    model.steps += [Step("tool", attempts + "; true"), Step("message", "tried everything")]
+    model.steps += [
+        Step("tool", "sleep 2"),  # while the test reads the container's (and service's) spec
+        Step("tool", attempts + "; true"),
+        Step("message", "tried everything"),
+    ]
     provider = (
         f'model_providers.scripted={{name="scripted", base_url="{model.base_url}", '
         'wire_api="responses", env_key="CODEX_API_KEY", supports_websockets=false, '
@@ -204,9 +217,17 @@ def test_hostile_agent_is_contained(
     flags = ["-c", provider, "-c", "model_provider=scripted"]
     write_job(work_root / "inbox", "hostile.yaml", repo_url=git_server.url("demo.git"),
               prompt="be evil", flags=flags, model="scripted-model")  # fmt: skip
+    label = {"label": f"watcherd.root={work_root}"}
+    container = wait_for(lambda: docker_client.containers.list(filters=label), 60, "container")[0]
+    specs = [str(container.attrs)]  # on Swarm the key is a secret file, in no spec
+    if backend == "swarm":
+        specs += [str(service.attrs) for service in docker_client.services.list(filters=label)]
     folder, path = wait_finished(work_root, "hostile.yaml", timeout=120)
     out = work_root / "out" / path.name.removesuffix(".yaml")
     assert folder == "done", (out / "run.log").read_text()
+    if backend == "swarm":
+        assert len(specs) == 2 and all(SECRET not in spec for spec in specs)
+    assert (out / "setuid.txt").read_text() == ""  # no setuid program in the image
     assert not list((work_root / "inbox").iterdir())  # no job was planted
     assert not (out / "private.txt").exists()
     assert "uid=1000" in (out / "id.txt").read_text()

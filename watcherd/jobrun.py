@@ -26,6 +26,7 @@ from pathlib import Path
 from watcherd.agenthome import AgentHomes
 from watcherd.agents import AGENTS, AgentProfile, AgentReport
 from watcherd.backends import (
+    NO_EXIT_CODE,
     EngineUnavailable,
     NameConflict,
     Runner,
@@ -397,8 +398,8 @@ class JobLife:
         removed = tuple(make_safe(out_dir))
         report = _agent_report(profile, out_dir)
         worker_reason = _worker_reason(out_dir)
-        state.exit_code = end.exit_code
-        code = end.exit_code
+        code = None if end.exit_code == NO_EXIT_CODE else end.exit_code
+        state.exit_code = code
         if end.how is Ending.EXITED and not container.oom_killed:
             transient = ""
             if container.lost:  # its node or Engine went away under it (Swarm)
@@ -425,9 +426,12 @@ class JobLife:
         if container.oom_killed:  # any process, even when the agent itself exited 0
             return outcome.judged(JobState.FAILED, "out of memory: a process in the container "
                            "was killed by the kernel's OOM killer")  # fmt: skip
+        if code is None and container.error and end.how is Ending.EXITED:
+            # It never ran: the backend could not start it (a Swarm node rejected the task).
+            return outcome.judged(JobState.FAILED, f"could not start the container: "
+                                  f"{container.error[:1000]}")  # fmt: skip
         if code != 0:
-            logs = container.error if code in (None, -1) else self.runner.logs_tail(handle, 5)
-            reason = worker_reason or _describe_exit(code, logs)
+            reason = worker_reason or _describe_exit(code, self.runner.logs_tail(handle, 5))
             if report.error and report.error not in reason:
                 reason = f"{reason}: {report.error[:500]}"
             return outcome.judged(JobState.FAILED, reason)
@@ -548,8 +552,8 @@ def _worker_reason(out_dir: Path) -> str:
 
 
 def _describe_exit(code: int | None, logs: str) -> str:
-    if code is None or code == -1:
-        return "the container's exit code is unknown" + (f": {logs[:500]}" if logs else "")
+    if code is None:
+        return "the container's exit code is unknown"
     if code > 128:
         return f"worker killed by signal {code - 128}"
     tail = logs.strip().splitlines()[-1:] if logs.strip() else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from watcherd.backends.base import (
+    NO_EXIT_CODE,
     ContainerState,
     EngineUnavailable,
     NameConflict,
@@ -28,6 +29,7 @@ def make_runner(config: Config) -> Runner:
 
 __all__ = [
     "BACKENDS",
+    "NO_EXIT_CODE",
     "ContainerState",
     "EngineUnavailable",
     "LocalRunner",

@@ -13,6 +13,10 @@ from typing import Protocol
 
 from watcherd.container import ContainerSpec
 
+# What ``wait`` returns for a container that ended without an exit code of its own (a Swarm
+# task rejected by its node, or lost with it): ``inspect`` then says why.
+NO_EXIT_CODE = -1
+
 
 class RunnerError(Exception):
     """A container operation failed for good (bad image name, refused config, ...)."""

@@ -23,7 +23,7 @@ import docker
 import docker.errors
 import docker.types
 
-from watcherd.backends.base import ContainerState, NameConflict, RunnerError
+from watcherd.backends.base import NO_EXIT_CODE, ContainerState, NameConflict, RunnerError
 from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
 from watcherd.container import JOB_LABEL, ROOT_LABEL, ContainerSpec
 
@@ -207,7 +207,7 @@ class SwarmRunner:
         while True:
             state = self.inspect(handle)
             if state.finished:
-                return -1 if state.exit_code is None else state.exit_code
+                return NO_EXIT_CODE if state.exit_code is None else state.exit_code
             container = self._local_container(self._task(handle))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
