@@ -82,6 +82,12 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
         ("retries: 11", "retries must be between 0 and max_retries (10), got 11"),
         ("retries: 1.5", "setting 'retries': expected a whole number, got 1.5"),
         ("max_retries: -1\nretries: 0", "max_retries must not be negative, got -1"),
+        ("backend: k8s", "backend must be one of local, swarm, got 'k8s'"),
+        ("backend: swarm\nnetwork_mode: none", "network_mode none is not available with backend"),
+        ("pools: [gpu]", "setting 'pools': expected a mapping of pool names"),
+        ("pools: {gpu: []}", "pool 'gpu': each constraint needs == or !="),
+        ("pools: {gpu: [node.labels.gpu]}", "pool 'gpu': each constraint needs == or !="),
+        ("pools: {'a b': [node.role==worker]}", "pool name 'a b': letters, digits"),
     ],
 )
 def test_numbers_out_of_range_are_refused_by_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -154,3 +160,11 @@ def test_extra_env_takes_ordinary_names(tmp_path: Path) -> None:
     # The end-to-end tests pass a key for their scripted model this way.
     path = write_config(tmp_path, "extra_env: {SCRIPTED_API_KEY: k, CI: 1}\n")
     assert load_config(path, environ={}).extra_env == {"SCRIPTED_API_KEY": "k", "CI": "1"}
+
+
+def test_swarm_backend_and_pools(tmp_path: Path) -> None:
+    text = "backend: swarm\npools:\n  gpu: [node.labels.gpu==true, node.role!=manager]\n"
+    config = load_config(write_config(tmp_path, text), environ={})
+    assert config.backend == "swarm"
+    assert config.pools == {"gpu": ("node.labels.gpu==true", "node.role!=manager")}
+    assert load_config(None, environ={"WATCHERD_BACKEND": "swarm"}).backend == "swarm"

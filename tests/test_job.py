@@ -80,6 +80,8 @@ def test_full_job() -> None:
         ("a: 1\n---\nb: 2\n", "YAML syntax error"),
         ("repo_url: [unclosed\n", "YAML syntax error: line"),
         ("a: &x [1]\nb: *x\n", "line 2: YAML aliases"),
+        ("repo_url: https://h/r\nprompt: p\npool: gpu\n", "no pool named 'gpu' in the daemon's"),
+        ("repo_url: https://h/r\nprompt: p\npool: [node.role==manager]\n", "pool: expected"),
     ],
 )
 def test_invalid_jobs_name_the_problem(text: str, expected: str) -> None:
@@ -164,3 +166,8 @@ def test_agent_keys_are_checked_against_what_the_agent_supports() -> None:
         parse_job((base + "max_turns: 0\n").encode(), config)
     with pytest.raises(InvalidJob, match=re.escape("resume: '../x' is not the name or id")):
         parse_job((base + "resume: ../x\n").encode(), config)
+
+
+def test_a_pool_is_a_name_the_operator_configured() -> None:
+    config = Config(pools={"gpu": ("node.labels.gpu==true",)})
+    assert parse("repo_url: https://h/r\nprompt: p\npool: gpu\n", config).pool == "gpu"

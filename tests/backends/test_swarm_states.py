@@ -1,0 +1,85 @@
+"""How the Swarm backend reads a task's record (pure logic, a stand-in for the API): the
+states one node cannot show, a task lost with its node, one rejected by its node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from watcherd.backends import NO_EXIT_CODE
+from watcherd.backends.swarm import SwarmRunner
+
+HERE, THERE = "node-here", "node-there"
+
+
+class FakeAPI:
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        self._tasks = tasks
+
+    def tasks(self, filters: dict[str, str]) -> list[dict[str, Any]]:
+        return self._tasks
+
+    def inspect_container(self, container: str) -> dict[str, Any]:
+        return {"State": {"Status": "exited", "ExitCode": 137, "OOMKilled": True}}
+
+
+class FakeClient:
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        self.api = FakeAPI(tasks)
+
+    def info(self) -> dict[str, Any]:
+        return {"Swarm": {"NodeID": HERE, "LocalNodeState": "active", "ControlAvailable": True}}
+
+
+def runner_with(*tasks: dict[str, Any]) -> SwarmRunner:
+    runner = SwarmRunner()
+    runner.docker._client = FakeClient(list(tasks))
+    return runner
+
+
+def task(state: str, node: str = THERE, created: str = "2026-11-27T10:00:00Z",
+         **status: Any) -> dict[str, Any]:  # fmt: skip
+    return {"NodeID": node, "CreatedAt": created, "Status": {"State": state, **status}}
+
+
+@pytest.mark.parametrize("state", ["shutdown", "orphaned"])
+def test_a_task_gone_with_its_node_is_lost_and_worth_another_attempt(state: str) -> None:
+    runner = runner_with(task(state, Err="node is down"))
+    found = runner.inspect("svc")
+    assert (found.finished, found.lost, found.exit_code) == (True, True, None)
+    assert found.error == f"task {state}: node is down"
+    assert runner.wait("svc", 1.0) == NO_EXIT_CODE
+
+
+def test_a_rejected_task_never_ran_and_is_not_worth_retrying() -> None:
+    found = runner_with(task("rejected", Err="No such image: nothing:1")).inspect("svc")
+    assert (found.finished, found.lost) == (True, False)
+    assert "No such image: nothing:1" in found.error
+
+
+def test_an_ended_task_on_another_node_gives_its_exit_code() -> None:
+    code = {"ContainerStatus": {"ContainerID": "c1", "ExitCode": 3}}
+    found = runner_with(task("failed", **code)).inspect("svc")
+    assert (found.status, found.exit_code) == ("exited", 3)
+    assert not (found.lost or found.oom_killed)
+
+
+def test_a_local_containers_end_is_read_before_its_task_record_follows() -> None:
+    running_here = task("running", node=HERE, ContainerStatus={"ContainerID": "c1"})
+    found = runner_with(running_here).inspect("svc")
+    assert (found.status, found.exit_code, found.oom_killed) == ("exited", 137, True)
+
+
+def test_the_newest_task_counts() -> None:
+    old = task("failed", created="2026-11-27T09:00:00Z", ContainerStatus={"ExitCode": 1})
+    new = task("running", created="2026-11-27T10:00:00Z")
+    assert runner_with(old, new).inspect("svc").status == "running"
+
+
+def test_unplaced_says_why_until_the_task_has_a_node() -> None:
+    assert runner_with().unplaced("svc") == ""  # no task yet
+    waiting = task("pending", Err="no suitable node (insufficient resources on 1 node)")
+    assert runner_with(waiting).unplaced("svc") == waiting["Status"]["Err"]
+    assert runner_with(task("assigned")).unplaced("svc") is None
+    assert runner_with(task("running")).unplaced("svc") is None
