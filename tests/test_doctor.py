@@ -22,6 +22,7 @@ BUILT = datetime(2026, 11, 20, tzinfo=UTC)
 @dataclass
 class FakeEngine:
     live: bool = True
+    manager: bool = True
     images: dict[str, datetime] = field(
         default_factory=lambda: {"watcherd-codex:0.171.0": BUILT, "debian:bookworm-slim": BUILT}
     )
@@ -34,6 +35,9 @@ class FakeEngine:
 
     def image_created(self, name: str) -> datetime | None:
         return self.images.get(name)
+
+    def swarm_manager(self) -> bool:
+        return self.manager
 
 
 def unreachable() -> FakeEngine:
@@ -69,6 +73,16 @@ def test_a_healthy_machine_passes_every_check(tmp_path: Path, dockerfile: Path) 
         "engine", "live-restore", "worker image", "base image", "login", "root", "disk",
         "clock", "inbox",
     }  # fmt: skip
+
+
+def test_the_swarm_backend_needs_a_manager_not_live_restore(
+    tmp_path: Path, dockerfile: Path
+) -> None:
+    config = healthy(tmp_path).replace(backend="swarm")
+    checks = by_name(run_checks(config, FakeEngine, NOW, dockerfile))
+    assert "live-restore" not in checks and checks["swarm"].ok
+    checks = by_name(run_checks(config, lambda: FakeEngine(manager=False), NOW, dockerfile))
+    assert not checks["swarm"].ok and "docker swarm init" in checks["swarm"].fix
 
 
 def test_what_is_missing_is_named_with_a_fix(tmp_path: Path, dockerfile: Path) -> None:

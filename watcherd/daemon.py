@@ -112,8 +112,9 @@ class Server:
         self.ready.set()
         self._notifier.ready(self._status())
         log.info(
-            "ready: watching %s (image %s, concurrency %d)",
+            "ready: watching %s (image %s, concurrency %d, backend %s)",
             self.spool.layout.inbox, self.config.image, self.config.concurrency,
+            self.config.backend,
         )  # fmt: skip
         return True
 
@@ -219,6 +220,8 @@ class Server:
     # -- recovery ----------------------------------------------------------------------
 
     def _warn_without_live_restore(self) -> None:
+        if self.config.backend != "local":
+            return  # Swarm mode cannot have it; a task lost with its Engine is run again
         try:
             if not self.runner.live_restore():
                 log.warning(

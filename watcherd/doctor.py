@@ -43,6 +43,7 @@ class Engine(Protocol):
     def ping(self) -> str: ...  # the Engine's version; raises if unreachable
     def live_restore(self) -> bool: ...
     def image_created(self, name: str) -> datetime | None: ...  # None: not on this Engine
+    def swarm_manager(self) -> bool: ...
 
 
 class DockerEngine:
@@ -61,6 +62,10 @@ class DockerEngine:
 
     def live_restore(self) -> bool:
         return bool(self._client.info().get("LiveRestoreEnabled"))
+
+    def swarm_manager(self) -> bool:
+        swarm = self._client.info().get("Swarm") or {}
+        return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
 
     def image_created(self, name: str) -> datetime | None:
         import docker.errors
@@ -111,7 +116,7 @@ def run_checks(
         for name in ("live-restore", "worker image", "base image"):
             checks.append(Check(name, False, "not checked: no Docker Engine", "see engine above"))
     else:
-        checks.append(_live_restore(engine))
+        checks.append(_swarm(engine) if config.backend == "swarm" else _live_restore(engine))
         worker_created = engine.image_created(config.image)
         checks.append(_worker_image(config, worker_created))
         checks += _base_images(engine, dockerfile, worker_created is not None)
@@ -122,6 +127,17 @@ def run_checks(
     checks.append(_inbox(config.root))
     checks += _notify_secrets(config)
     return checks
+
+
+def _swarm(engine: Engine) -> Check:
+    if engine.swarm_manager():
+        return Check("swarm", True, "backend swarm: this Engine is a Swarm manager")
+    return Check(
+        "swarm",
+        False,
+        "backend swarm: this Engine is not a Swarm manager (jobs wait in the inbox)",
+        "docker swarm init (README, Swarm), or set docker_host to a manager",
+    )
 
 
 def _live_restore(engine: Engine) -> Check:

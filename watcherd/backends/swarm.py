@@ -23,7 +23,13 @@ import docker
 import docker.errors
 import docker.types
 
-from watcherd.backends.base import NO_EXIT_CODE, ContainerState, NameConflict, RunnerError
+from watcherd.backends.base import (
+    NO_EXIT_CODE,
+    ContainerState,
+    EngineUnavailable,
+    NameConflict,
+    RunnerError,
+)
 from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
 from watcherd.container import JOB_LABEL, ROOT_LABEL, ContainerSpec
 
@@ -51,7 +57,8 @@ class SwarmRunner:
     def ping(self) -> None:
         swarm = self.docker.info().get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
-            raise RunnerError(
+            # Waited for like an Engine that is down: a swarm may be being set up.
+            raise EngineUnavailable(
                 "backend swarm: this Docker Engine is not a Swarm manager "
                 "(run `docker swarm init`, or set docker_host to a manager)"
             )
