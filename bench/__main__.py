@@ -7,7 +7,8 @@ work without watcherd) and its goal; a table on stdout, JSON with ``--json PATH`
 
 Sections (issue 11): spool (parse and claim, no Docker), latency (one job at a time),
 throughput (many jobs at concurrency 2 and 4), queue (10,000 queued, a runner that returns
-at once), idle (daemon CPU at rest, the worker image), workspace (a large repository).
+at once), idle (daemon CPU at rest, the worker image), workspace (a large repository),
+swarm (issue 12: the same no-op jobs through backend local and backend swarm).
 Needs the Docker Engine and root (the daemon runs as it would in production). Every
 container it starts is removed and every process stopped, also on failure.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import docker
 
-from bench import backlog, idle, latency, spool, throughput, workspace
+from bench import backlog, idle, latency, spool, swarm, throughput, workspace
 from bench.common import PROFILE, client, log
 from bench.report import Report
 
@@ -36,6 +37,7 @@ SECTIONS: dict[str, Section] = {
     "queue": backlog.run,
     "idle": idle.run,
     "workspace": workspace.run,
+    "swarm": swarm.run,
 }
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -38,7 +39,7 @@ def run(report: Report, quick: bool, image: str, docker_client: docker.DockerCli
     details: dict[str, dict[str, float]] = {}
     for concurrency in (2, 4):
         with scratch(f"throughput{concurrency}") as base:
-            daemon = _daemon(base, image, docker_client, jobs, concurrency)
+            daemon = daemon_wall(base, image, docker_client, jobs, concurrency)
             xargs = _xargs(base, image, docker_client, jobs, concurrency)
             pool = _pool(base, image, docker_client, jobs, concurrency)
         details[f"concurrency {concurrency}"] = {
@@ -84,9 +85,11 @@ def run(report: Report, quick: bool, image: str, docker_client: docker.DockerCli
     report.details["throughput"] = details
 
 
-def _daemon(
-    base: Path, image: str, docker_client: docker.DockerClient, jobs: int, concurrency: int
-) -> float:
+def daemon_wall(
+    base: Path, image: str, docker_client: docker.DockerClient, jobs: int, concurrency: int,
+    **overrides: Any,
+) -> float:  # fmt: skip
+    """Seconds from dropping ``jobs`` at once until every one is filed (after one warm-up)."""
     url = make_upstream(base)
     root = make_root(base)
     filed = 0
@@ -102,7 +105,7 @@ def _daemon(
                     all_filed.set()
 
     watch = FolderWatch(root, ["done", "failed"], on_event=on_event).start()
-    daemon = Daemon(base, daemon_config(root, image, concurrency=concurrency))
+    daemon = Daemon(base, daemon_config(root, image, concurrency=concurrency, **overrides))
     data = job_bytes(url)
     try:
         daemon.start()
