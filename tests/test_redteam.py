@@ -240,6 +240,15 @@ def _disk_attack(codex_home_marker: str, spray: int) -> str:
     )
 
 
+def _tool_outputs(request: dict[str, Any]) -> str:
+    """What the tool calls printed (not the commands: those name ATTACK-DONE too)."""
+    items = request.get("input", [])
+    return "\n".join(
+        json.dumps(item.get("output", ""))
+        for item in items if isinstance(item, dict) and item.get("type") == "function_call_output"
+    )  # fmt: skip
+
+
 def _keep_busy(marker: str, after: int) -> Callable[[dict[str, Any]], Step]:
     """The model: the attack first, then `sleep` tool calls until the attack says it is
     done, then ``after`` more, then a final message."""
@@ -249,7 +258,7 @@ def _keep_busy(marker: str, after: int) -> Callable[[dict[str, Any]], Step]:
         state["calls"] += 1
         if state["calls"] == 1:
             return Step("tool", _disk_attack(marker, 100000))
-        if state["seen"] < 0 and "ATTACK-DONE" in json.dumps(request.get("input", "")):
+        if state["seen"] < 0 and "ATTACK-DONE" in _tool_outputs(request):
             state["seen"] = state["calls"]
         if state["seen"] >= 0 and state["calls"] - state["seen"] >= after:
             return Step("message", "done")
@@ -282,8 +291,8 @@ def test_the_disk_poll_cannot_be_stretched_by_many_empty_files(
             record["state"],
             f"{left} bytes left in out/big.bin",
         )
-        requests = [json.dumps(r) for r in model.requests]
-        done_at = next((i for i, r in enumerate(requests) if "ATTACK-DONE" in r), None)
+        outputs = [_tool_outputs(r) for r in model.requests]
+        done_at = next((i for i, out in enumerate(outputs) if "ATTACK-DONE" in out), None)
         if done_at is not None:
             assert len(model.requests) <= done_at + 2, len(model.requests)
     finally:
