@@ -161,7 +161,11 @@ class JobLife:
                 retry_on=TransientFailure,
                 give_up=lambda: state.attempts >= spec.max_attempts,
                 stop_event=self.stop_event,
-            )
+                on_retry=lambda failure, pause: log.warning(
+                    "job %s: attempt %d failed (%s); again in %.1fs",
+                    job.job_id, state.attempts, failure, pause,
+                ),
+            )  # fmt: skip
             try:
                 for attempt in retrying:
                     with attempt:

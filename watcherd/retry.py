@@ -28,6 +28,7 @@ class Backoff:
         retry_on: type[BaseException],
         give_up: Callable[[], bool],
         stop_event: threading.Event,
+        on_retry: Callable[[BaseException, float], None] | None = None,
     ) -> tenacity.Retrying:
         """Exponential backoff with jitter, interrupted by ``stop_event``.
 
@@ -44,6 +45,7 @@ class Backoff:
                 multiplier=self.initial, max=self.maximum, jitter=self.initial
             ),
             sleep=lambda seconds: _interruptible_sleep(stop_event, seconds),
+            before_sleep=_reporter(on_retry),
             reraise=True,
         )
 
@@ -84,3 +86,18 @@ class _StopWhen(tenacity.stop.stop_base):
 
 def _interruptible_sleep(stop_event: threading.Event, seconds: float) -> None:
     stop_event.wait(seconds)
+
+
+def _reporter(
+    on_retry: Callable[[BaseException, float], None] | None,
+) -> Callable[[tenacity.RetryCallState], None] | None:
+    """tenacity's before-sleep hook, as (the failure, the pause before the next attempt)."""
+    if on_retry is None:
+        return None
+
+    def report(state: tenacity.RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if failure is not None:
+            on_retry(failure, state.upcoming_sleep)
+
+    return report

@@ -14,8 +14,13 @@ HERE, THERE = "node-here", "node-there"
 
 
 class FakeAPI:
-    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+    def __init__(self, tasks: list[dict[str, Any]], down: bool) -> None:
         self._tasks = tasks
+        self._down = down
+
+    def inspect_node(self, node: str) -> dict[str, Any]:
+        state = "down" if self._down else "ready"
+        return {"Status": {"State": state}, "Description": {"Hostname": f"host-{node}"}}
 
     def tasks(self, filters: dict[str, str]) -> list[dict[str, Any]]:
         return self._tasks
@@ -25,16 +30,16 @@ class FakeAPI:
 
 
 class FakeClient:
-    def __init__(self, tasks: list[dict[str, Any]]) -> None:
-        self.api = FakeAPI(tasks)
+    def __init__(self, tasks: list[dict[str, Any]], down: bool) -> None:
+        self.api = FakeAPI(tasks, down)
 
     def info(self) -> dict[str, Any]:
         return {"Swarm": {"NodeID": HERE, "LocalNodeState": "active", "ControlAvailable": True}}
 
 
-def runner_with(*tasks: dict[str, Any]) -> SwarmRunner:
+def runner_with(*tasks: dict[str, Any], node_down: bool = False) -> SwarmRunner:
     runner = SwarmRunner()
-    runner.docker._client = FakeClient(list(tasks))
+    runner.docker._client = FakeClient(list(tasks), node_down)
     return runner
 
 
@@ -50,6 +55,13 @@ def test_a_task_gone_with_its_node_is_lost_and_worth_another_attempt(state: str)
     assert (found.finished, found.lost, found.exit_code) == (True, True, None)
     assert found.error == f"task {state}: node is down"
     assert runner.wait("svc", 1.0) == NO_EXIT_CODE
+
+
+def test_a_task_still_running_on_a_node_that_is_down_is_lost() -> None:
+    found = runner_with(task("running"), node_down=True).inspect("svc")
+    assert (found.finished, found.lost, found.exit_code) == (True, True, None)
+    assert found.error == f"its node host-{THERE} is down"
+    assert runner_with(task("running")).inspect("svc").status == "running"
 
 
 def test_a_rejected_task_never_ran_and_is_not_worth_retrying() -> None:
@@ -83,3 +95,12 @@ def test_unplaced_says_why_until_the_task_has_a_node() -> None:
     assert runner_with(waiting).unplaced("svc") == waiting["Status"]["Err"]
     assert runner_with(task("assigned")).unplaced("svc") is None
     assert runner_with(task("running")).unplaced("svc") is None
+
+
+def test_a_retired_service_is_judged_by_the_task_that_ran_not_its_unplaceable_next_run() -> None:
+    ran = task("shutdown", created="2026-11-27T09:00:00Z", ContainerStatus={"ExitCode": 124})
+    ran["Status"]["State"] = "complete"
+    never = {"NodeID": "", "CreatedAt": "2026-11-27T10:00:00Z", "Status": {"State": "pending"}}
+    runner = runner_with(ran, never)
+    assert runner.inspect("svc").exit_code == 124
+    assert runner.unplaced("svc") is None

@@ -9,7 +9,8 @@ is its task's.
 
 Where the task runs on this Engine (always, on a one-node swarm), waiting, stopping and
 the OOM flag go through its container, as on the local backend; on another node, through
-the task's record (a stop then removes the service: Swarm gives it its stop grace period).
+the task's record and Swarm: a stop "retires" the service (see ``_retire``), and a task
+whose node is down is lost.
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ from watcherd.container import JOB_LABEL, ROOT_LABEL, ContainerSpec
 
 SECRET_PREFIX = "watcherd-"
 SECRET_VARIABLES = "WATCHERD_SECRET_ENV"  # names of the variables the worker reads from files
-POLL_SECONDS = 0.1  # a remote task's record, while waiting for it
+POLL_SECONDS = 0.5  # a task on another node: its record, and its node's, while waiting
 NOT_PLACED = ("new", "pending")  # Swarm has not found it a node yet
 ENDED_WITH_CODE = ("complete", "failed")
 ENDED_WITHOUT = ("shutdown", "rejected", "orphaned", "remove")  # no exit code of its own
-KILLED_EXIT_CODE = 137  # what a killed container reports: a remote kill removes the service
+# A constraint no node meets: a job service updated to it shuts its task down, and the
+# task of its next run is never placed.
+RETIRED = "node.id==watcherd-retired"
+RETIRE_SLACK_SECONDS = 30.0  # for Swarm to tell a node to stop a task, beyond its grace
 
 
 class SwarmRunner:
@@ -47,7 +51,6 @@ class SwarmRunner:
         self.docker = DockerAPI(base_url, api_timeout)
         self._node_id = ""
         self._secret_ids: dict[str, str] = {}  # secret name -> id
-        self._removed: dict[str, ContainerState] = {}  # handles this runner ended remotely
         self._lock = threading.Lock()
 
     @property
@@ -188,7 +191,14 @@ class SwarmRunner:
         )
         if not tasks:
             return None
-        return max(tasks, key=lambda task: str(task.get("CreatedAt", "")))
+        # The newest that was given a node: a retired service's next run never is.
+        placed = [task for task in tasks if task.get("NodeID")] or tasks
+        return max(placed, key=lambda task: str(task.get("CreatedAt", "")))
+
+    @staticmethod
+    def _ended(task: dict[str, Any]) -> bool:
+        state = (task.get("Status") or {}).get("State")
+        return state in ENDED_WITH_CODE or state in ENDED_WITHOUT
 
     def _local_container(self, task: dict[str, Any] | None) -> str | None:
         """The task's container when it runs on this Engine (its calls then work directly)."""
@@ -199,8 +209,6 @@ class SwarmRunner:
 
     def unplaced(self, handle: str) -> str | None:
         """Why Swarm has not placed the task yet ("" before it says), None once it has."""
-        if handle in self._removed:
-            return None
         task = self._task(handle)
         if task is None:
             return ""
@@ -225,8 +233,6 @@ class SwarmRunner:
             time.sleep(min(POLL_SECONDS, remaining))
 
     def inspect(self, handle: str) -> ContainerState:
-        if handle in self._removed:
-            return self._removed[handle]
         task = self._task(handle)
         if task is None:
             self.docker.call(lambda: self.client.api.inspect_service(handle))  # NotFound: gone
@@ -249,9 +255,26 @@ class SwarmRunner:
             ended = self._container_state(container)
             if ended is not None:
                 return ended
+        elif task.get("NodeID"):
+            # Swarm keeps the task of a node that went down "running" until the node is
+            # back: for the job it is lost.
+            node = self._node_down(str(task["NodeID"]))
+            if node:
+                return ContainerState("exited", None, oom_killed=False,
+                                      error=f"its node {node} is down", lost=True)  # fmt: skip
         if state == "running":
             return ContainerState("running", None, oom_killed=False, error="")
         return ContainerState("pending", None, oom_killed=False, error=error)
+
+    def _node_down(self, node_id: str) -> str:
+        """The node's name if Swarm says it is down, else ""."""
+        try:
+            node = self.docker.call(lambda: self.client.api.inspect_node(node_id))
+        except RunnerError:
+            return ""  # left the swarm: its task's record says what became of it
+        if (node.get("Status") or {}).get("State") != "down":
+            return ""
+        return str((node.get("Description") or {}).get("Hostname") or node_id[:12])
 
     def _container_state(self, container: str) -> ContainerState | None:
         """A local task container's end, if it has ended."""
@@ -289,18 +312,39 @@ class SwarmRunner:
             else:
                 self.docker.stop_container(container, grace)
             return
-        # On another node: only Swarm reaches it. Removing the service stops its task
-        # (SIGTERM, then SIGKILL after the service's stop grace period).
-        self._removed[handle] = ContainerState(
-            "exited", KILLED_EXIT_CODE, oom_killed=False, error="its service was removed"
-        )
-        self.remove(handle)
+        self._retire(handle)
+        # As a local stop does: back once the task has ended (or surely should have).
+        deadline = time.monotonic() + (grace or 0.0) + RETIRE_SLACK_SECONDS
+        while time.monotonic() < deadline and not self.inspect(handle).finished:
+            time.sleep(POLL_SECONDS)
+
+    def _retire(self, handle: str) -> None:
+        """Stop a task on another node, which only Swarm reaches. Removing the service does
+        not do it (Engine 20.10 leaves a job's task running); a new run of the job whose
+        task can never be placed does: Swarm stops the old task (SIGTERM, SIGKILL after the
+        stop grace period), and its exit code stays in its record."""
+        service = self.docker.call(lambda: self.client.api.inspect_service(handle))
+        spec = service["Spec"]
+        template = dict(spec["TaskTemplate"])
+        template["Placement"] = {"Constraints": [RETIRED]}
+        template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
+        version = service["Version"]["Index"]
+        self.docker.call(
+            lambda: self.client.api.update_service(
+                handle, version, task_template=template, name=spec["Name"],
+                labels=spec.get("Labels"), mode=spec["Mode"],
+            )
+        )  # fmt: skip
 
     def remove(self, handle: str) -> None:
         """The service, and its task's container: Engine 20.10 leaves a job's exited
-        container behind when its service goes (one on another node stays there)."""
+        container behind when its service goes (one on another node stays there), and a
+        task still running there too: that one is stopped first."""
         try:
-            container = self._local_container(self._task(handle))
+            task = self._task(handle)
+            container = self._local_container(task)
+            if container is None and task is not None and not self._ended(task):
+                self._retire(handle)
             self.client.api.remove_service(handle)
             if container is not None:
                 self.client.api.remove_container(container, force=True)

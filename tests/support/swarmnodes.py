@@ -1,0 +1,141 @@
+"""A two-node Docker Swarm on this machine, for tests only: two more Engines, each in a
+network namespace of its own (a manager and a worker, joined over a veth pair between the
+two namespaces), sharing this machine's filesystem as nodes share a network filesystem.
+
+The main Engine's swarm is advertised on 127.0.0.1, which no other namespace can reach;
+this one is the test's own. Data roots stay between runs (the loaded test image with
+them); exec roots, namespaces and swarm state are made afresh and removed at the end, and
+a stale set (a test killed before its teardown) is ended first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from tests.support.helpers import wait_for
+
+NODES = {"mgr": "10.213.0.2", "wrk": "10.213.0.3"}
+
+
+class Node:
+    def __init__(self, name: str, address: str) -> None:
+        self.name, self.address = name, address
+        self.netns = f"wdt-{name}"
+        self.data_root = Path(f"/var/lib/watcherd-test-swarm-{name}")
+        self.run_dir = Path(f"/run/wdt-{name}")  # short: socket paths stop at 108 bytes
+        self.url = f"unix://{self.run_dir / 'docker.sock'}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.url)
+
+    def start(self, log: Path) -> None:
+        self.run_dir.mkdir(exist_ok=True)
+        shutil.rmtree(self.data_root / "swarm", ignore_errors=True)  # a fresh swarm each time
+        run = ["ip", "-n", self.netns]
+        subprocess.run([*run, "link", "set", "lo", "up"], check=True)
+        subprocess.run([*run, "link", "add", "wdtb0", "type", "bridge"], check=True)
+        subprocess.run([*run, "link", "set", "wdtb0", "up"], check=True)
+        # nsenter, not `ip netns exec`: that remounts /sys, and dockerd needs the cgroups.
+        self.proc = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.netns}", "dockerd",
+             "--data-root", str(self.data_root), "--exec-root", str(self.run_dir),
+             "--pidfile", str(self.run_dir / "dockerd.pid"), "-H", self.url,
+             "--bridge=wdtb0", "--iptables=false", "--ip6tables=false"],
+            stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True,
+        )  # fmt: skip
+        wait_for(self._answers, 60, f"Engine {self.name}")
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except docker.errors.DockerException:
+            return False
+
+    def crash(self) -> None:
+        """The node dies at once: its Engine, containerd, shims and every container process."""
+        containers = [c.id for c in self.client.containers.list()]
+        subprocess.run(["pkill", "-9", "-f", str(self.run_dir)], check=False)
+        for container in containers:
+            for procs in Path("/sys/fs/cgroup").glob(f"*/docker/{container}/cgroup.procs"):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+
+    def end(self) -> None:
+        subprocess.run(["pkill", "-9", "-f", str(self.run_dir)], check=False)
+        if self.proc is not None:
+            self.proc.wait(30)  # reaped: a zombie would look alive
+            self.proc = None
+        with contextlib.suppress(OSError, ValueError):  # a stale one, not our child
+            pid = int((self.run_dir / "dockerd.pid").read_text())
+            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, "an Engine to end")
+        subprocess.run(["umount", "-R", "-l", str(self.run_dir)], check=False,
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        subprocess.run(["ip", "netns", "del", self.netns], check=False, capture_output=True)
+
+
+class TwoNodeSwarm:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.manager = Node("mgr", NODES["mgr"])
+        self.worker = Node("wrk", NODES["wrk"])
+
+    def start(self, images: list[str]) -> TwoNodeSwarm:
+        self.close()  # a stale set first
+        self.base.mkdir(parents=True, exist_ok=True)
+        for node in (self.manager, self.worker):
+            subprocess.run(["ip", "netns", "add", node.netns], check=True)
+        subprocess.run(
+            ["ip", "link", "add", "wdt-mgr-n", "netns", self.manager.netns, "type", "veth",
+             "peer", "name", "wdt-wrk-n", "netns", self.worker.netns], check=True,
+        )  # fmt: skip
+        for node in (self.manager, self.worker):
+            device = f"wdt-{node.name}-n"
+            subprocess.run(["ip", "-n", node.netns, "addr", "add", f"{node.address}/24", "dev",
+                            device], check=True)  # fmt: skip
+            subprocess.run(["ip", "-n", node.netns, "link", "set", device, "up"], check=True)
+            node.start(self.base / f"dockerd-{node.name}.log")
+            self._load(node, images)
+        manager = self.manager.client
+        manager.swarm.init(advertise_addr=self.manager.address)
+        token = manager.swarm.attrs["JoinTokens"]["Worker"]
+        self.worker.client.swarm.join([f"{self.manager.address}:2377"], token)
+        wait_for(lambda: len(self.ready_nodes()) == 2, 60, "both nodes ready")
+        return self
+
+    def ready_nodes(self) -> list[str]:
+        nodes = self.manager.client.nodes.list()
+        return [n.id for n in nodes if n.attrs["Status"]["State"] == "ready"]
+
+    def node_id(self, node: Node) -> str:
+        return str(node.client.info()["Swarm"]["NodeID"])
+
+    def label(self, node: Node, **labels: str) -> None:
+        found = self.manager.client.nodes.get(self.node_id(node))
+        spec = found.attrs["Spec"]
+        found.update({**spec, "Labels": {**spec.get("Labels", {}), **labels}})
+
+    @staticmethod
+    def _load(node: Node, images: list[str]) -> None:
+        client = node.client
+        for image in images:
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:  # once: the data root keeps it
+                saved = docker.from_env().images.get(image).save(named=True)
+                client.images.load(b"".join(saved))
+
+    def close(self) -> None:
+        for node in (self.worker, self.manager):
+            node.end()
