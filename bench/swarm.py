@@ -50,6 +50,7 @@ def run(report: Report, quick: bool, image: str, docker_client: docker.DockerCli
     report.add(Figure(SECTION, "service path: added time per job (per slot)", per_job, "ms",
                       note="(swarm - local) wall / jobs x concurrency"))  # fmt: skip
     report.details["swarm"] = {"jobs": jobs, "concurrency": CONCURRENCY, **walls}
+    report.notes.append("section swarm: both backends on network_mode bridge (Swarm has no none)")
 
 
 def _remove_services(docker_client: docker.DockerClient, base: object) -> None:

@@ -37,6 +37,7 @@ from watcherd.container import JOB_LABEL, ROOT_LABEL, ContainerSpec
 SECRET_PREFIX = "watcherd-"
 SECRET_VARIABLES = "WATCHERD_SECRET_ENV"  # names of the variables the worker reads from files
 POLL_SECONDS = 0.5  # a task on another node: its record, and its node's, while waiting
+STARTING_POLL_SECONDS = 0.05  # a task being started: moments from a container to wait on
 NOT_PLACED = ("new", "pending")  # Swarm has not found it a node yet
 ENDED_WITH_CODE = ("complete", "failed")
 ENDED_WITHOUT = ("shutdown", "rejected", "orphaned", "remove")  # no exit code of its own
@@ -230,7 +231,8 @@ class SwarmRunner:
             if container is not None and state.status == "running":
                 # Its task's record follows the container's exit a moment later.
                 return self.docker.wait_container(container, remaining)
-            time.sleep(min(POLL_SECONDS, remaining))
+            pause = STARTING_POLL_SECONDS if state.status == "pending" else POLL_SECONDS
+            time.sleep(min(pause, remaining))
 
     def inspect(self, handle: str) -> ContainerState:
         task = self._task(handle)
