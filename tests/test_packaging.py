@@ -66,6 +66,17 @@ def test_installed_command_and_module_report_the_version(venv: Path) -> None:
     assert run([venv / "bin" / "python", "-m", "watcherd", "--version"]) == expected
 
 
+def test_the_wheel_carries_every_module_of_the_checkout(venv: Path) -> None:
+    package = Path(watcherd.__file__).parent
+    modules = sorted(
+        ".".join(("watcherd", *path.relative_to(package).with_suffix("").parts))
+        for path in package.rglob("*.py")
+    )
+    script = f"import importlib; [importlib.import_module(m) for m in {modules!r}]"
+    imported = run([venv / "bin" / "python", "-c", script])
+    assert imported == ""  # a subpackage missing from the wheel fails the import
+
+
 def test_the_wheel_carries_the_image_build_context(venv: Path) -> None:
     found = run(
         [venv / "bin" / "python", "-c",
