@@ -35,3 +35,21 @@ def test_wait_for_gives_up_when_stopped() -> None:
         raise Flaky
 
     assert not Backoff(0.001, 0.002).wait_for(action, retry_on=Flaky, stop_event=stop)
+
+
+def test_retrying_reports_each_failure_before_the_next_attempt() -> None:
+    reported: list[tuple[str, float]] = []
+    attempts = 0
+    retrying = Backoff(0.001, 0.002).retrying(
+        retry_on=Flaky, give_up=lambda: attempts >= 3, stop_event=threading.Event(),
+        on_retry=lambda exc, pause: reported.append((str(exc), pause)),
+    )  # fmt: skip
+    try:
+        for attempt in retrying:
+            with attempt:
+                attempts += 1
+                raise Flaky(f"try {attempts}")
+    except Flaky as exc:
+        assert str(exc) == "try 3"  # the last failure is the caller's, not reported
+    assert [text for text, _ in reported] == ["try 1", "try 2"]
+    assert all(0 <= pause <= 0.003 for _, pause in reported)
