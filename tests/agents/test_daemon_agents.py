@@ -15,6 +15,7 @@ import docker
 import pytest
 
 from tests.support import anthropic_server, gemini_server, openai_chat_server
+from tests.support.backends import on_both_backends
 from tests.support.git_server import GitServer
 from tests.support.helpers import DaemonProcess, StartDaemon, wait_finished, write_job
 from watcherd.agents import AGENTS
@@ -124,6 +125,7 @@ def run(root: Path, case: Case, git_server: GitServer, name: str, prompt: str) -
     return folder, root / "out" / path.name.removesuffix(".yaml")
 
 
+@on_both_backends
 def test_the_agent_edits_the_repository_on_its_branch(
     work_root: Path, case: Case, server: Any, agent_daemon: Callable[[], DaemonProcess],
     git_server: GitServer,
@@ -158,6 +160,7 @@ def test_a_failing_model_fails_the_job_with_the_agents_reason(
     assert "the scripted model refuses" in record["reason"]
 
 
+@on_both_backends
 def test_a_hostile_agent_reaches_no_other_home_nor_the_inbox(
     work_root: Path, case: Case, server: Any, agent_daemon: Callable[[], DaemonProcess],
     git_server: GitServer,
