@@ -83,6 +83,13 @@ class SwarmRunner:
     def start(self, spec: ContainerSpec) -> str:
         """One service for one run. Swarm refuses a second service with the same name: the
         last guard against running a job twice (as Docker does for containers)."""
+        if spec.nano_cpus <= 0 or spec.mem_limit <= 0:
+            # Swarm reads 0 as "no limit and no reservation": a job file's `cpus: 1e-10`
+            # (0 nano-CPUs once rounded) would run uncapped, placed on a node already full.
+            raise RunnerError(
+                f"cpus {spec.nano_cpus / 1e9:g} and memory {spec.mem_limit} bytes: "
+                "a task needs at least 0.001 CPUs and 4 MiB"
+            )
         uid, _, gid = spec.user.partition(":")
         secrets = [
             docker.types.SecretReference(
