@@ -5,6 +5,7 @@ is told runs elsewhere (its node id changed), so that its calls go through Swarm
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import docker.errors
 import pytest
 
 from tests.support.backends import require_swarm
-from tests.support.helpers import StartDaemon, exit_record, wait_finished, write_job
+from tests.support.helpers import StartDaemon, exit_record, wait_finished, wait_for, write_job
+from watcherd.backends.swarm import SwarmRunner
 
 pytestmark = pytest.mark.docker
 
@@ -45,3 +47,29 @@ def test_a_job_whose_cpus_round_to_nothing_is_refused_not_run_uncapped_and_unres
     assert "could not start the container" in record["reason"]
     assert "0.001 CPUs" in record["reason"]
     assert not services(docker_client, work_root)
+
+
+# -- credentials -------------------------------------------------------------------------
+
+
+def test_a_removed_idle_secret_is_made_again_for_the_next_job(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient,
+    repo_url: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The daemon remembered a secret's id: once an operator removed the idle secret
+    (`docker secret rm`, it is listed by its label), every later job failed for good."""
+    key = f"sk-redteam-{time.time_ns()}"
+    key_file = tmp_path / "secrets.env"
+    key_file.write_text(f"CODEX_API_KEY={key}\n")
+    key_file.chmod(0o600)
+    start_daemon(auth_mode="api_key", api_key_file=str(key_file))
+    write_job(work_root / "inbox", "one.yaml", repo_url=repo_url, prompt="succeed", retries=0)
+    assert wait_finished(work_root, "one.yaml", timeout=60)[0] == "done"
+    wait_for(lambda: not services(docker_client, work_root), 30, "the first service gone")
+    secret = docker_client.secrets.get(SwarmRunner._secret_name("CODEX_API_KEY", key))
+    secret.remove()  # this test's own key: no other job uses it
+    write_job(work_root / "inbox", "two.yaml", repo_url=repo_url, prompt="succeed", retries=0)
+    folder, path = wait_finished(work_root, "two.yaml", timeout=60)
+    assert folder == "done", exit_record(work_root, path)["reason"]
+    wait_for(lambda: not services(docker_client, work_root), 30, "the second service gone")
+    docker_client.secrets.get(SwarmRunner._secret_name("CODEX_API_KEY", key)).remove()

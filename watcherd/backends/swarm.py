@@ -170,7 +170,15 @@ class SwarmRunner:
         name = self._secret_name(variable, value)
         with self._lock:
             if name in self._secret_ids:
-                return self._secret_ids[name]
+                # Still there? An operator may have removed it (`docker secret rm` of the
+                # idle ones): a service naming a removed secret is refused, every job after.
+                try:
+                    self.client.api.inspect_secret(self._secret_ids[name])
+                    return self._secret_ids[name]
+                except docker.errors.NotFound:
+                    del self._secret_ids[name]
+                except DOCKER_ERRORS as exc:
+                    raise translate(exc) from exc
             try:
                 made = self.docker.call(
                     lambda: self.client.api.create_secret(
