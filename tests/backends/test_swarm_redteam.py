@@ -5,7 +5,10 @@ is told runs elsewhere (its node id changed), so that its calls go through Swarm
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,9 @@ import pytest
 
 from tests.support.backends import require_swarm
 from tests.support.helpers import StartDaemon, exit_record, wait_finished, wait_for, write_job
+from watcherd.backends import NO_EXIT_CODE, RunnerError
 from watcherd.backends.swarm import SwarmRunner
+from watcherd.container import ContainerSpec, Mount, Tmpfs
 
 pytestmark = pytest.mark.docker
 
@@ -73,3 +78,87 @@ def test_a_removed_idle_secret_is_made_again_for_the_next_job(
     assert folder == "done", exit_record(work_root, path)["reason"]
     wait_for(lambda: not services(docker_client, work_root), 30, "the second service gone")
     docker_client.secrets.get(SwarmRunner._secret_name("CODEX_API_KEY", key)).remove()
+
+
+# -- the runner on its own: a service as the daemon makes it ----------------------------
+
+
+@pytest.fixture
+def make_service(
+    tmp_path: Path, behave: str, docker_client: docker.DockerClient
+) -> Iterator[Callable[..., tuple[SwarmRunner, str]]]:
+    """A job's service from the stand-in image, made by the Swarm runner; removed after."""
+    require_swarm(docker_client)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, 1000, 1000)
+    label = f"redteam-{time.time_ns()}"
+    made: list[str] = []
+
+    def make(prompt: str, **changes: Any) -> tuple[SwarmRunner, str]:
+        name = f"{label}-{len(made)}"
+        spec = ContainerSpec(
+            name=f"watcherd-{name}", image=behave, user="1000:1000",
+            environment={"PROMPT": prompt}, mounts=(Mount(out, "/work/out"),),
+            labels={"watcherd.job": name, "watcherd.root": str(tmp_path)},
+            network_mode="bridge", mem_limit=64 * 1024**2, nano_cpus=10**8, pids_limit=64,
+            log_max_size=1024**2, stop_grace=2,
+            tmpfs={"/tmp": Tmpfs(size=1024**2, mode=0o1777)}, **changes,
+        )  # fmt: skip
+        runner = SwarmRunner()
+        made.append(runner.start(spec))
+        return runner, made[-1]
+
+    yield make
+    for handle in made:
+        with contextlib.suppress(RunnerError):
+            SwarmRunner().remove(handle)
+    for container in docker_client.containers.list(
+        all=True, filters={"label": f"watcherd.root={tmp_path}"}
+    ):
+        container.remove(force=True)
+
+
+def container_of(client: docker.DockerClient, handle: str) -> Any:
+    def running() -> Any:
+        for task in client.api.tasks(filters={"service": handle}):
+            found = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+            if found and task["Status"]["State"] == "running":
+                return client.containers.get(found)
+        return None
+
+    return wait_for(running, 30, "the task's container running")
+
+
+def test_a_stopped_task_on_another_node_ends_and_a_restarted_daemon_does_not_wait_forever(
+    make_service: Callable[..., tuple[SwarmRunner, str]], docker_client: docker.DockerClient
+) -> None:
+    """A stop reaches a task only Swarm can reach (retire). Swarm then drops the record of
+    the task that ran: the service shows only its never-placed next run, which a daemon
+    restarted after the retire took for a job waiting for a place, forever (its timeout
+    starts only once placed), and which kept a stop waiting its full slack."""
+    runner, handle = make_service("hang")
+    container = container_of(docker_client, handle)
+    runner._node_id = "another-node"  # every task is elsewhere: calls go through Swarm
+    began = time.monotonic()
+    runner.stop(handle, grace=2)
+    assert time.monotonic() - began < 20
+    container.reload()
+    assert container.status == "exited"  # stopped, not left running
+
+    def placed() -> list[Any]:
+        return [t for t in docker_client.api.tasks(filters={"service": handle}) if t.get("NodeID")]
+
+    wait_for(lambda: not placed(), 30, "the record of the task that ran dropped")
+    restarted = SwarmRunner()  # what the next start of the daemon makes
+    job = docker_client.api.inspect_service(handle)["Spec"]["Labels"]["watcherd.job"]
+    assert restarted.find(job) == handle
+    assert restarted.unplaced(handle) is None  # not waiting for a place
+    state = restarted.inspect(handle)
+    assert (state.finished, state.exit_code) == (True, None), state
+    assert restarted.wait(handle, 1.0) == NO_EXIT_CODE
+    restarted._node_id = "another-node"
+    restarted.stop(handle, grace=2)  # a second stop (the job's timeout, again): at once
+    restarted.remove(handle)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_service(handle)

@@ -229,7 +229,7 @@ class SwarmRunner:
         if task is None:
             return ""
         status = task.get("Status") or {}
-        if status.get("State") not in NOT_PLACED:
+        if status.get("State") not in NOT_PLACED or self._retired(handle, task):
             return None
         return str(status.get("Err") or "")
 
@@ -257,6 +257,9 @@ class SwarmRunner:
         status = task.get("Status") or {}
         state = str(status.get("State", "unknown"))
         error = str(status.get("Err") or "")
+        if self._retired(handle, task):  # its task that ran is gone from the records
+            return ContainerState("exited", None, oom_killed=False, lost=True,
+                                  error="task shutdown: its service was retired")  # fmt: skip
         if state in ENDED_WITH_CODE:
             code = status.get("ContainerStatus", {}).get("ExitCode")
             container = self._local_container(task)
@@ -282,6 +285,16 @@ class SwarmRunner:
         if state == "running":
             return ContainerState("running", None, oom_killed=False, error="")
         return ContainerState("pending", None, oom_killed=False, error=error)
+
+    def _retired(self, handle: str, task: dict[str, Any]) -> bool:
+        """Whether ``task`` is the never-placed next run of a retired service. Swarm may
+        drop the record of the task that ran once its service is retired: that run ended,
+        and there is no place to wait for (after a restart, the job would wait forever)."""
+        if task.get("NodeID") or (task.get("Status") or {}).get("State") not in NOT_PLACED:
+            return False
+        service = self.docker.call(lambda: self.client.api.inspect_service(handle))
+        placement = (service.get("Spec", {}).get("TaskTemplate") or {}).get("Placement") or {}
+        return RETIRED in (placement.get("Constraints") or [])
 
     def _node_down(self, node_id: str) -> str:
         """The node's name if Swarm says it is down, else ""."""
