@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from tests.support.backends import require_swarm
 from tests.support.helpers import StartDaemon, exit_record, wait_finished, wait_for, write_job
+from watcherd.agents import AGENTS
 from watcherd.backends import NO_EXIT_CODE, RunnerError
 from watcherd.backends.swarm import SwarmRunner
 from watcherd.container import ContainerSpec, Mount, Tmpfs
@@ -130,6 +133,47 @@ def container_of(client: docker.DockerClient, handle: str) -> Any:
     return wait_for(running, 30, "the task's container running")
 
 
+def test_the_key_is_a_read_only_file_of_the_jobs_uid_and_in_no_record_nor_privilege(
+    make_service: Callable[..., tuple[SwarmRunner, str]], docker_client: docker.DockerClient
+) -> None:
+    """No no-new-privileges on a service: what is left is an empty bounding set. The key
+    is nowhere else: not the spec, the task records, the container, PID 1's environ."""
+    key = f"sk-redteam-{time.time_ns()}"
+    runner, handle = make_service("hang", secrets={"CODEX_API_KEY": key})
+    container = container_of(docker_client, handle)
+
+    def sh(command: str) -> str:
+        done = container.exec_run(["bash", "-c", command], user="1000:1000")
+        return str(done.output.decode(errors="replace"))
+
+    status = sh(
+        "grep -h -E '^(CapPrm|CapEff|CapBnd|CapAmb|Seccomp):' /proc/1/status /proc/self/status"
+    )
+    assert status.count("0000000000000000") == 8 and "Seccomp:\t2" in status, status
+    assert sh("stat -c '%a %u:%g' /run/secrets/CODEX_API_KEY") == "400 1000:1000\n"
+    assert "ro," in sh("grep ' /run/secrets/CODEX_API_KEY ' /proc/mounts")
+    sh(
+        "echo x >> /run/secrets/CODEX_API_KEY; chmod 644 /run/secrets/CODEX_API_KEY; "
+        "ln -s /etc/passwd /run/secrets/OTHER_KEY; touch /run/secrets/OTHER_KEY"
+    )
+    assert sh("ls /run/secrets; stat -c '%a %s' /run/secrets/CODEX_API_KEY") == (
+        f"CODEX_API_KEY\n400 {len(key)}\n"
+    )  # unchanged, and no other variable's file planted for the worker to read
+    assert key not in sh("tr '\\0' '\\n' < /proc/1/environ")
+    assert "WATCHERD_SECRET_ENV=CODEX_API_KEY" in sh("tr '\\0' '\\n' < /proc/1/environ")
+    records = [
+        docker_client.api.inspect_service(handle),
+        docker_client.api.tasks(filters={"service": handle}),
+        docker_client.api.inspect_container(container.id),
+        runner.logs_tail(handle, 100),
+    ]
+    assert key not in str(records)
+    # Its name carries a hash, not the key; the secret's data is not readable back.
+    secrets = [s for s in docker_client.api.secrets() if s["Spec"]["Name"].endswith(
+        SwarmRunner._secret_name("CODEX_API_KEY", key).rsplit("-", 1)[1])]  # fmt: skip
+    assert len(secrets) == 1 and "Data" not in secrets[0]["Spec"]
+
+
 def test_a_stopped_task_on_another_node_ends_and_a_restarted_daemon_does_not_wait_forever(
     make_service: Callable[..., tuple[SwarmRunner, str]], docker_client: docker.DockerClient
 ) -> None:
@@ -162,3 +206,32 @@ def test_a_stopped_task_on_another_node_ends_and_a_restarted_daemon_does_not_wai
     restarted.remove(handle)
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_service(handle)
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_no_agent_image_has_a_setuid_setgid_or_file_capability_program(
+    agent: str, docker_client: docker.DockerClient
+) -> None:
+    """A service cannot ask for no-new-privileges (Engine 20.10): the images must give
+    nothing to gain. The files of the image as a container sees them (its export), with
+    security.capability as Docker exports it (SCHILY.xattr.security.capability)."""
+    image = AGENTS[agent].image
+    try:
+        docker_client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{image} is not built (watcherd image build {agent})")
+    created = docker_client.containers.create(image)
+    found = []
+    try:
+        export = subprocess.Popen(["docker", "export", created.id], stdout=subprocess.PIPE)
+        assert export.stdout is not None
+        with tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+            for member in tar:
+                special = member.mode & 0o6000 and not member.isdir()
+                xattrs = [key for key in member.pax_headers if "capability" in key]
+                if special or xattrs:
+                    found.append((member.name, oct(member.mode), xattrs))
+        assert export.wait() == 0
+    finally:
+        created.remove(force=True)
+    assert found == []
