@@ -83,6 +83,13 @@ class SwarmRunner:
     def start(self, spec: ContainerSpec) -> str:
         """One service for one run. Swarm refuses a second service with the same name: the
         last guard against running a job twice (as Docker does for containers)."""
+        if spec.nano_cpus <= 0 or spec.mem_limit <= 0:
+            # Swarm reads 0 as "no limit and no reservation": a job file's `cpus: 1e-10`
+            # (0 nano-CPUs once rounded) would run uncapped, placed on a node already full.
+            raise RunnerError(
+                f"cpus {spec.nano_cpus / 1e9:g} and memory {spec.mem_limit} bytes: "
+                "a task needs at least 0.001 CPUs and 4 MiB"
+            )
         uid, _, gid = spec.user.partition(":")
         secrets = [
             docker.types.SecretReference(
@@ -163,7 +170,15 @@ class SwarmRunner:
         name = self._secret_name(variable, value)
         with self._lock:
             if name in self._secret_ids:
-                return self._secret_ids[name]
+                # Still there? An operator may have removed it (`docker secret rm` of the
+                # idle ones): a service naming a removed secret is refused, every job after.
+                try:
+                    self.client.api.inspect_secret(self._secret_ids[name])
+                    return self._secret_ids[name]
+                except docker.errors.NotFound:
+                    del self._secret_ids[name]
+                except DOCKER_ERRORS as exc:
+                    raise translate(exc) from exc
             try:
                 made = self.docker.call(
                     lambda: self.client.api.create_secret(
@@ -214,7 +229,7 @@ class SwarmRunner:
         if task is None:
             return ""
         status = task.get("Status") or {}
-        if status.get("State") not in NOT_PLACED:
+        if status.get("State") not in NOT_PLACED or self._retired(handle, task):
             return None
         return str(status.get("Err") or "")
 
@@ -242,6 +257,9 @@ class SwarmRunner:
         status = task.get("Status") or {}
         state = str(status.get("State", "unknown"))
         error = str(status.get("Err") or "")
+        if self._retired(handle, task):  # its task that ran is gone from the records
+            return ContainerState("exited", None, oom_killed=False, lost=True,
+                                  error="task shutdown: its service was retired")  # fmt: skip
         if state in ENDED_WITH_CODE:
             code = status.get("ContainerStatus", {}).get("ExitCode")
             container = self._local_container(task)
@@ -267,6 +285,16 @@ class SwarmRunner:
         if state == "running":
             return ContainerState("running", None, oom_killed=False, error="")
         return ContainerState("pending", None, oom_killed=False, error=error)
+
+    def _retired(self, handle: str, task: dict[str, Any]) -> bool:
+        """Whether ``task`` is the never-placed next run of a retired service. Swarm may
+        drop the record of the task that ran once its service is retired: that run ended,
+        and there is no place to wait for (after a restart, the job would wait forever)."""
+        if task.get("NodeID") or (task.get("Status") or {}).get("State") not in NOT_PLACED:
+            return False
+        service = self.docker.call(lambda: self.client.api.inspect_service(handle))
+        placement = (service.get("Spec", {}).get("TaskTemplate") or {}).get("Placement") or {}
+        return RETIRED in (placement.get("Constraints") or [])
 
     def _node_down(self, node_id: str) -> str:
         """The node's name if Swarm says it is down, else ""."""

@@ -1,0 +1,237 @@
+"""Red team of the Swarm backend: a hostile job file, a hostile agent and the lifecycle of
+a service on this Engine's one-node swarm. A task "on another node" is one the runner
+is told runs elsewhere (its node id changed), so that its calls go through Swarm only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from tests.support.backends import require_swarm
+from tests.support.helpers import StartDaemon, exit_record, wait_finished, wait_for, write_job
+from watcherd.agents import AGENTS
+from watcherd.backends import NO_EXIT_CODE, RunnerError
+from watcherd.backends.swarm import SwarmRunner
+from watcherd.container import ContainerSpec, Mount, Tmpfs
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def backend(docker_client: docker.DockerClient) -> str:
+    require_swarm(docker_client)
+    return "swarm"
+
+
+def services(client: docker.DockerClient, root: Path) -> list[Any]:
+    return list(client.services.list(filters={"label": f"watcherd.root={root}"}))
+
+
+# -- a hostile job file ----------------------------------------------------------------
+
+
+def test_a_job_whose_cpus_round_to_nothing_is_refused_not_run_uncapped_and_unreserved(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient, repo_url: str
+) -> None:
+    """`cpus: 1e-10` passes `0 < cpus <= config.cpus` and becomes 0 nano-CPUs, which Swarm
+    reads as no CPU limit and no reservation: the job ran uncapped on a node already full."""
+    start_daemon(cpus=0.5)
+    write_job(work_root / "inbox", "greedy.yaml", repo_url=repo_url, prompt="succeed",
+              cpus=1e-10, retries=0)  # fmt: skip
+    folder, path = wait_finished(work_root, "greedy.yaml", timeout=60)
+    record = exit_record(work_root, path)
+    assert folder == "failed", record
+    assert "could not start the container" in record["reason"]
+    assert "0.001 CPUs" in record["reason"]
+    assert not services(docker_client, work_root)
+
+
+# -- credentials -------------------------------------------------------------------------
+
+
+def test_a_removed_idle_secret_is_made_again_for_the_next_job(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient,
+    repo_url: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The daemon remembered a secret's id: once an operator removed the idle secret
+    (`docker secret rm`, it is listed by its label), every later job failed for good."""
+    key = f"sk-redteam-{time.time_ns()}"
+    key_file = tmp_path / "secrets.env"
+    key_file.write_text(f"CODEX_API_KEY={key}\n")
+    key_file.chmod(0o600)
+    start_daemon(auth_mode="api_key", api_key_file=str(key_file))
+    write_job(work_root / "inbox", "one.yaml", repo_url=repo_url, prompt="succeed", retries=0)
+    assert wait_finished(work_root, "one.yaml", timeout=60)[0] == "done"
+    wait_for(lambda: not services(docker_client, work_root), 30, "the first service gone")
+    secret = docker_client.secrets.get(SwarmRunner._secret_name("CODEX_API_KEY", key))
+    secret.remove()  # this test's own key: no other job uses it
+    write_job(work_root / "inbox", "two.yaml", repo_url=repo_url, prompt="succeed", retries=0)
+    folder, path = wait_finished(work_root, "two.yaml", timeout=60)
+    assert folder == "done", exit_record(work_root, path)["reason"]
+    wait_for(lambda: not services(docker_client, work_root), 30, "the second service gone")
+    docker_client.secrets.get(SwarmRunner._secret_name("CODEX_API_KEY", key)).remove()
+
+
+# -- the runner on its own: a service as the daemon makes it ----------------------------
+
+
+@pytest.fixture
+def make_service(
+    tmp_path: Path, behave: str, docker_client: docker.DockerClient
+) -> Iterator[Callable[..., tuple[SwarmRunner, str]]]:
+    """A job's service from the stand-in image, made by the Swarm runner; removed after."""
+    require_swarm(docker_client)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, 1000, 1000)
+    label = f"redteam-{time.time_ns()}"
+    made: list[str] = []
+
+    def make(prompt: str, **changes: Any) -> tuple[SwarmRunner, str]:
+        name = f"{label}-{len(made)}"
+        spec = ContainerSpec(
+            name=f"watcherd-{name}", image=behave, user="1000:1000",
+            environment={"PROMPT": prompt}, mounts=(Mount(out, "/work/out"),),
+            labels={"watcherd.job": name, "watcherd.root": str(tmp_path)},
+            network_mode="bridge", mem_limit=64 * 1024**2, nano_cpus=10**8, pids_limit=64,
+            log_max_size=1024**2, stop_grace=2,
+            tmpfs={"/tmp": Tmpfs(size=1024**2, mode=0o1777)}, **changes,
+        )  # fmt: skip
+        runner = SwarmRunner()
+        made.append(runner.start(spec))
+        return runner, made[-1]
+
+    yield make
+    for handle in made:
+        with contextlib.suppress(RunnerError):
+            SwarmRunner().remove(handle)
+    for container in docker_client.containers.list(
+        all=True, filters={"label": f"watcherd.root={tmp_path}"}
+    ):
+        container.remove(force=True)
+
+
+def container_of(client: docker.DockerClient, handle: str) -> Any:
+    def running() -> Any:
+        for task in client.api.tasks(filters={"service": handle}):
+            found = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+            if found and task["Status"]["State"] == "running":
+                return client.containers.get(found)
+        return None
+
+    return wait_for(running, 30, "the task's container running")
+
+
+def test_the_key_is_a_read_only_file_of_the_jobs_uid_and_in_no_record_nor_privilege(
+    make_service: Callable[..., tuple[SwarmRunner, str]], docker_client: docker.DockerClient
+) -> None:
+    """No no-new-privileges on a service: what is left is an empty bounding set. The key
+    is nowhere else: not the spec, the task records, the container, PID 1's environ."""
+    key = f"sk-redteam-{time.time_ns()}"
+    runner, handle = make_service("hang", secrets={"CODEX_API_KEY": key})
+    container = container_of(docker_client, handle)
+
+    def sh(command: str) -> str:
+        done = container.exec_run(["bash", "-c", command], user="1000:1000")
+        return str(done.output.decode(errors="replace"))
+
+    status = sh(
+        "grep -h -E '^(CapPrm|CapEff|CapBnd|CapAmb|Seccomp):' /proc/1/status /proc/self/status"
+    )
+    assert status.count("0000000000000000") == 8 and "Seccomp:\t2" in status, status
+    assert sh("stat -c '%a %u:%g' /run/secrets/CODEX_API_KEY") == "400 1000:1000\n"
+    assert "ro," in sh("grep ' /run/secrets/CODEX_API_KEY ' /proc/mounts")
+    sh(
+        "echo x >> /run/secrets/CODEX_API_KEY; chmod 644 /run/secrets/CODEX_API_KEY; "
+        "ln -s /etc/passwd /run/secrets/OTHER_KEY; touch /run/secrets/OTHER_KEY"
+    )
+    assert sh("ls /run/secrets; stat -c '%a %s' /run/secrets/CODEX_API_KEY") == (
+        f"CODEX_API_KEY\n400 {len(key)}\n"
+    )  # unchanged, and no other variable's file planted for the worker to read
+    assert key not in sh("tr '\\0' '\\n' < /proc/1/environ")
+    assert "WATCHERD_SECRET_ENV=CODEX_API_KEY" in sh("tr '\\0' '\\n' < /proc/1/environ")
+    records = [
+        docker_client.api.inspect_service(handle),
+        docker_client.api.tasks(filters={"service": handle}),
+        docker_client.api.inspect_container(container.id),
+        runner.logs_tail(handle, 100),
+    ]
+    assert key not in str(records)
+    # Its name carries a hash, not the key; the secret's data is not readable back.
+    secrets = [s for s in docker_client.api.secrets() if s["Spec"]["Name"].endswith(
+        SwarmRunner._secret_name("CODEX_API_KEY", key).rsplit("-", 1)[1])]  # fmt: skip
+    assert len(secrets) == 1 and "Data" not in secrets[0]["Spec"]
+
+
+def test_a_stopped_task_on_another_node_ends_and_a_restarted_daemon_does_not_wait_forever(
+    make_service: Callable[..., tuple[SwarmRunner, str]], docker_client: docker.DockerClient
+) -> None:
+    """A stop reaches a task only Swarm can reach (retire). Swarm then drops the record of
+    the task that ran: the service shows only its never-placed next run, which a daemon
+    restarted after the retire took for a job waiting for a place, forever (its timeout
+    starts only once placed), and which kept a stop waiting its full slack."""
+    runner, handle = make_service("hang")
+    container = container_of(docker_client, handle)
+    runner._node_id = "another-node"  # every task is elsewhere: calls go through Swarm
+    began = time.monotonic()
+    runner.stop(handle, grace=2)
+    assert time.monotonic() - began < 20
+    container.reload()
+    assert container.status == "exited"  # stopped, not left running
+
+    def placed() -> list[Any]:
+        return [t for t in docker_client.api.tasks(filters={"service": handle}) if t.get("NodeID")]
+
+    wait_for(lambda: not placed(), 30, "the record of the task that ran dropped")
+    restarted = SwarmRunner()  # what the next start of the daemon makes
+    job = docker_client.api.inspect_service(handle)["Spec"]["Labels"]["watcherd.job"]
+    assert restarted.find(job) == handle
+    assert restarted.unplaced(handle) is None  # not waiting for a place
+    state = restarted.inspect(handle)
+    assert (state.finished, state.exit_code) == (True, None), state
+    assert restarted.wait(handle, 1.0) == NO_EXIT_CODE
+    restarted._node_id = "another-node"
+    restarted.stop(handle, grace=2)  # a second stop (the job's timeout, again): at once
+    restarted.remove(handle)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_service(handle)
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_no_agent_image_has_a_setuid_setgid_or_file_capability_program(
+    agent: str, docker_client: docker.DockerClient
+) -> None:
+    """A service cannot ask for no-new-privileges (Engine 20.10): the images must give
+    nothing to gain. The files of the image as a container sees them (its export), with
+    security.capability as Docker exports it (SCHILY.xattr.security.capability)."""
+    image = AGENTS[agent].image
+    try:
+        docker_client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{image} is not built (watcherd image build {agent})")
+    created = docker_client.containers.create(image)
+    found = []
+    try:
+        export = subprocess.Popen(["docker", "export", created.id], stdout=subprocess.PIPE)
+        assert export.stdout is not None
+        with tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+            for member in tar:
+                special = member.mode & 0o6000 and not member.isdir()
+                xattrs = [key for key in member.pax_headers if "capability" in key]
+                if special or xattrs:
+                    found.append((member.name, oct(member.mode), xattrs))
+        assert export.wait() == 0
+    finally:
+        created.remove(force=True)
+    assert found == []
