@@ -16,7 +16,7 @@ import yaml
 
 from watcherd.agents import AGENTS
 from watcherd.agents.base import MAX_TURNS, MODEL, RESUME, REVIEW
-from watcherd.config import Config
+from watcherd.config import MIN_CPUS, Config
 from watcherd.envnames import check_env
 from watcherd.repourl import RepoUrlError, check_repo_url, is_safe_segment, repo_name
 from watcherd.units import parse_duration, parse_size
@@ -301,8 +301,10 @@ def _check_memory(value: Any, config: Config) -> int:
 def _check_cpus(value: Any, config: Config) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {_kind(value)}")
-    if not 0 < value <= config.cpus:
-        raise ValueError(f"must be more than 0 and at most {config.cpus}, got {value}")
+    if not MIN_CPUS <= value <= config.cpus:
+        # Below Docker's minimum a container is refused, and a Swarm service reads the
+        # 0 nano-CPUs it rounds to as no limit at all.
+        raise ValueError(f"must be at least {MIN_CPUS} and at most {config.cpus}, got {value}")
     return float(value)
 
 

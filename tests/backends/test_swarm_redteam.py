@@ -51,9 +51,8 @@ def test_a_job_whose_cpus_round_to_nothing_is_refused_not_run_uncapped_and_unres
               cpus=1e-10, retries=0)  # fmt: skip
     folder, path = wait_finished(work_root, "greedy.yaml", timeout=60)
     record = exit_record(work_root, path)
-    assert folder == "failed", record
-    assert "could not start the container" in record["reason"]
-    assert "0.001 CPUs" in record["reason"]
+    assert (folder, record["state"]) == ("failed", "invalid"), record
+    assert "cpus: must be at least 0.01" in record["reason"]  # refused before any service
     assert not services(docker_client, work_root)
 
 

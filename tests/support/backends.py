@@ -6,11 +6,13 @@ Engine's swarm (``.ci/run`` makes this Engine a one-node swarm and leaves it aft
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
 on_both_backends = pytest.mark.parametrize("backend", ["local", "swarm"])
@@ -55,4 +57,6 @@ def remove_jobs_of(client: docker.DockerClient, root: Path) -> None:
         for service in client.services.list(filters=label):
             service.remove()
     for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True)
+        # A removed service's container may be on its way out already (409) or gone.
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            container.remove(force=True)
