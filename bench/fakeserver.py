@@ -41,6 +41,9 @@ class FakeRunner:
     def resume(self, handle: str) -> None:
         return None
 
+    def unplaced(self, handle: str) -> str | None:
+        return None  # placed at once, as on one Engine
+
     def wait(self, handle: str, timeout: float) -> int | None:
         return 0
 
