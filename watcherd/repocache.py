@@ -167,14 +167,16 @@ class RepoCache:
         try:
             if bundle is None:
                 self._git(path, "update-ref", f"refs/heads/{branch}", commit_before)
-            else:
-                self._git(
-                    path, "-c", "transfer.fsckObjects=true", "-c", "core.bigFileThreshold=16m",
-                    "fetch", "--quiet", "--no-tags",
-                    "--no-write-fetch-head", "--", str(bundle),
-                    f"+refs/heads/{branch}:refs/heads/{branch}",
-                    protocols=("file",),
-                )  # fmt: skip
+                # Its head is commit_before (a commit id, resolved when the job started)
+                # and no commits are new: nothing to ask git.
+                return Results(branch, commit_before, ())
+            self._git(
+                path, "-c", "transfer.fsckObjects=true", "-c", "core.bigFileThreshold=16m",
+                "fetch", "--quiet", "--no-tags",
+                "--no-write-fetch-head", "--", str(bundle),
+                f"+refs/heads/{branch}:refs/heads/{branch}",
+                protocols=("file",),
+            )  # fmt: skip
             head = self._git(path, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
             listed = self._git(path, "rev-list", "--reverse", f"{commit_before}..{head.strip()}")
         except GitError as exc:
@@ -192,6 +194,10 @@ class RepoCache:
         tmp = target.with_name(f".{target.name}.tmp")
         remove_tree(tmp)
         span = (commit_before, head)
+        if commit_before == head:  # no change: git diff would write an empty file
+            tmp.write_bytes(b"")
+            os.replace(tmp, target)
+            return True
         try:
             whole = self._changed_bytes(path, *span) <= limit
             if whole:
