@@ -124,6 +124,7 @@ class InboxEntry:
     mtime_ns: int
     is_regular: bool
     kind: str  # "file", "symlink", "directory", "fifo", ...
+    ctime_ns: int = 0  # the last change to its bytes or metadata; no writer can set it
 
 
 @dataclass
@@ -398,6 +399,7 @@ def _inbox_entry(name: str, st: os.stat_result) -> InboxEntry:
         mtime_ns=st.st_mtime_ns,
         is_regular=stat.S_ISREG(st.st_mode),
         kind=_kind(st.st_mode),
+        ctime_ns=st.st_ctime_ns,
     )
 
 
