@@ -131,3 +131,22 @@ def test_a_job_taken_over_from_running_is_looked_up_and_its_container_adopted(
     assert runner.named("start") == []  # adopted, never made again
     record = exit_record(root, root / "failed" / f"{job_id}.yaml")
     assert record["attempts"] == 1
+
+
+def test_a_filed_jobs_leftover_container_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    """A crash after the job was filed and before its container was removed (the cleanup
+    thread's work): the next start removes it, and nothing runs again."""
+    root = tmp_path / "work"
+    Layout(root).ensure()
+    job_id = new_job_id("filed.yaml")
+    (root / "done" / f"{job_id}.yaml").write_text("prompt: succeed\n")
+    runner = RecordingRunner(root)
+    runner._by_job[job_id] = f"fake-{job_id}"  # exited (FakeRunner.inspect)
+    server, thread = serve(tmp_path, runner)
+    try:
+        wait_for(lambda: ("remove", f"fake-{job_id}") in runner.calls, 10, "leftover removed")
+    finally:
+        server.stop()
+        thread.join(30)
+    assert runner.named("start") == []
+    assert list((root / "done").iterdir()) == [root / "done" / f"{job_id}.yaml"]
