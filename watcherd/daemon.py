@@ -8,9 +8,7 @@ thread runs it → the spool finishes it. Signals only set flags and wake the lo
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import os
 import signal
 import threading
 import time
@@ -42,8 +40,6 @@ WRITER_POLL_SECONDS = 0.1  # how often a job claimed while still being written i
 STALE_STATE_SECONDS = 5.0
 NOTIFY_GRACE_SECONDS = 5.0  # at shutdown, for notifications still queued
 CLEANUP_GRACE_SECONDS = 5.0  # at shutdown, for containers of filed jobs still to remove
-M_ARENA_MAX = -8  # <malloc.h>: mallopt's parameter for the number of arenas
-MALLOC_ARENAS = 2
 
 
 @dataclass
@@ -105,7 +101,6 @@ class Server:
         self._wake.set()
 
     def startup(self) -> bool:
-        _limit_malloc_arenas()  # before the job threads allocate
         self.spool.layout.ensure()
         self._scheduler.auth_dirs = login_dirs(self.config)
         self._life.api_keys = load_api_keys(self.config)
@@ -430,18 +425,6 @@ def _ignore_lease_breaks() -> None:
     would send SIGIO, whose default action ends the process."""
     with contextlib.suppress(ValueError):  # not the main thread (tests): nothing to do
         signal.signal(signal.SIGIO, signal.SIG_IGN)
-
-
-def _limit_malloc_arenas() -> None:
-    """glibc gives threads malloc arenas of their own, up to 8 per core, each keeping its
-    high-water mark: with a thread per job, RSS crept up over thousands of jobs as more
-    arenas were touched (bench queue, 1k → 10k jobs: +2.9 MB with 16 arenas, +1.3 MB with
-    two). Two arenas serve the daemon's few busy threads. MALLOC_ARENA_MAX in the
-    environment (the operator's) wins."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def _path_or_none(value: object) -> Path | None:
