@@ -166,7 +166,7 @@ def run(report: Report, quick: bool, image: str, docker_client: docker.DockerCli
             f"claims per second (concurrency {CONCURRENCY}, fake runner)",
             drain["claims_per_s"],
             "jobs/s",
-            note="each job runs git ~9 times (fetch, workspace, results)",
+            note="each job runs git 3 times when it commits nothing (fetch, checkout, update-ref)",
         )
     )
     report.add(

@@ -42,7 +42,7 @@ class FakeRunner:
         return None
 
     def unplaced(self, handle: str) -> str | None:
-        return None
+        return None  # placed at once, as on one Engine
 
     def wait(self, handle: str, timeout: float) -> int | None:
         return 0

@@ -59,10 +59,10 @@ START_PHASES = (
         "claim → out/<id> made",
         "claim",
         "out",
-        "2 dir fsyncs, read, parse, thread, 2 state writes, docker find(), remove/mkdir out",
+        "2 dir fsyncs, read, parse, thread, remove/mkdir out (no find() for a fresh claim)",
     ),
-    ("out → workspace dir", "out", "workspace", "cache lock, git fetch file://, rev-parse"),
-    ("workspace → home dir", "workspace", "home", "git init + checkout, chown of the tree"),
+    ("out → workspace dir", "out", "workspace", "cache lock, git fetch file://, the ref read"),
+    ("workspace → home dir", "workspace", "home", ".git written, git checkout, chown of the tree"),
     ("home → docker create", "home", "create", "agent home, build_spec, state write, create"),
     ("docker create → start", "create", "start", "the start API call"),
 )
@@ -71,7 +71,7 @@ END_PHASES = (
         "die → changes.patch",
         "die",
         "patch",
-        "wait() returns, inspect, home collect, make_safe, take_results (3 git runs), git diff",
+        "wait() returns, inspect, home collect, make_safe, update-ref (no bundle: no diff)",
     ),
     ("changes.patch → exit.json", "patch", "exit", "make_safe, exit.json (fsync file+dir)"),
     ("exit.json → home removed", "exit", "home_gone", "rmtree of the agent home"),
@@ -319,7 +319,7 @@ def _report(report: Report, jobs: list[JobTimes], floor: list[FloorTimes]) -> No
             "filed → container removed p50",
             after["p50"],
             "ms",
-            note="the job's slot is held until then (find + remove + prune)",
+            note="off the job's slot: the cleanup thread removes it after the job is filed",
         )
     )
     writes = [j.state_writes for j in jobs]

@@ -39,6 +39,7 @@ WRITER_POLL_SECONDS = 0.1  # how often a job claimed while still being written i
 # A state file this old without a job is a crashed claim's (a claim takes milliseconds).
 STALE_STATE_SECONDS = 5.0
 NOTIFY_GRACE_SECONDS = 5.0  # at shutdown, for notifications still queued
+CLEANUP_GRACE_SECONDS = 5.0  # at shutdown, for containers of filed jobs still to remove
 
 
 @dataclass
@@ -178,6 +179,7 @@ class Server:
         for job in self._written_after_claim:
             job.release()
         self._written_after_claim.clear()
+        self._life.cleaner.close(grace=CLEANUP_GRACE_SECONDS)
         self._notifications.close(grace=NOTIFY_GRACE_SECONDS)
         log.info("stopped; jobs still in running/ are adopted at the next start")
 

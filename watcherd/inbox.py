@@ -9,7 +9,9 @@ A job file is complete, and may be claimed, when
 - it was renamed into the inbox (the documented way, and what ``submit`` does): at once;
 - or its writer closed it after writing (the kernel's close-after-write event);
 - or, for files known only from a scan, its inode, size and mtime have not changed for
-  ``settle_seconds``;
+  ``settle_seconds``: watched from when it is seen, or at once when its ctime (which every
+  write and every change of its metadata sets, and no writer can set back) is already
+  that old, as it is for a queue found at start-up;
 
 and, whichever of these, no process has it open for writing (``Spool.has_writer``). A
 writer that pauses with the file open is never claimed early.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -49,9 +52,12 @@ Stat = Callable[[str], InboxEntry | None]  # the inbox entry for a name, None if
 
 
 class Inbox:
-    def __init__(self, settle_seconds: float, stat: Stat) -> None:
+    def __init__(
+        self, settle_seconds: float, stat: Stat, wall_clock: Callable[[], float] = time.time
+    ) -> None:
         self.settle_seconds = settle_seconds
         self._stat = stat
+        self._wall_clock = wall_clock  # the clock file times are on (ctime)
         self._files: dict[str, _Known] = {}
         # Heaps; an entry that no longer matches its file is stale and skipped.
         self._ready: list[tuple[int, str]] = []  # (mtime_ns, name) of complete files
@@ -110,12 +116,20 @@ class Inbox:
                 known.complete = True
                 heapq.heappush(self._ready, (known.mtime_ns, entry.name))
             return
+        if not complete and self._unchanged_since(entry) >= self.settle_seconds:
+            complete = True  # settled before we saw it: nothing to wait for
         known = _Known(entry.signature, entry.mtime_ns, complete, ready_at=now)
         self._files[entry.name] = known
         if complete:
             heapq.heappush(self._ready, (known.mtime_ns, entry.name))
         else:
             self._settle_from(entry.name, known, now)
+
+    def _unchanged_since(self, entry: InboxEntry) -> float:
+        """Seconds since the file last changed, by its ctime; 0 when unknown."""
+        if not entry.ctime_ns:
+            return 0.0
+        return self._wall_clock() - entry.ctime_ns / 1e9
 
     def _settle_from(self, name: str, known: _Known, now: float) -> None:
         known.ready_at = now + self.settle_seconds

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import functools
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +64,7 @@ DISK_CHECK_MIN_SECONDS = 1.0
 DISK_CHECK_MAX_SECONDS = 5.0  # however slow a measurement, never longer between two
 PLACEMENT_POLL_SECONDS = (0.05, 1.0)  # first and longest pause while a container has no place
 DISK_CHECK_DUTY = 50  # measuring may take at most 1/50 of the time between two measurements
+CLEANUP_QUEUE = 16  # filed jobs whose containers may wait for removal before slots do
 
 
 @dataclass(frozen=True)
@@ -119,14 +122,16 @@ class JobLife:
         self.homes = AgentHomes(config.root)
         self.api_keys: dict[str, tuple[str, str]] = {}  # agent -> (variable, key)
         self._pruning = threading.Lock()
+        self.cleaner = Cleaner()
         self.on_finished: Callable[[Claimed, Config], None] = _nothing  # notifications
 
     # -- the whole life ----------------------------------------------------------------
 
     def run(self, job: Claimed, spec: JobSpec, lease: Lease) -> Outcome | None:
         """Run to an outcome and finish the job; None if interrupted by shutdown."""
+        # Nothing to write yet: the claim wrote this record (or an earlier life did), and
+        # the first write that matters counts the attempt, just before its container.
         state = self.spool.read_state(job.job_id, job.source_name)
-        self.spool.write_state(job.job_id, state)
         try:
             outcome = self._attempts(job, spec, lease, state)
             self._until_room(lambda: self.finish(job, outcome))
@@ -201,7 +206,14 @@ class JobLife:
             raise TransientFailure(str(exc)) from exc
 
     def _attempt_once(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
-        handle = self.runner.find(job.job_id)
+        # A job this process has just claimed from the inbox (job.fresh) has an id that
+        # the claim minted: a container of this id is made only by _start below, only by
+        # the process holding the job's lock (this one), and only after the state write
+        # that counts its attempt. So before its first start there is nothing to find and
+        # the Engine is not asked. From the first start on (even one that failed: the
+        # Engine may have made the container before failing), and for every job taken
+        # over from running/ (an earlier daemon may have started it), it is.
+        handle = None if job.fresh else self.runner.find(job.job_id)
         if handle is None:
             if state.starting:
                 # A crash came between counting the attempt and making its container:
@@ -215,11 +227,15 @@ class JobLife:
                     "and no container to collect"
                 )
                 return self._outcome(JobState.FAILED, reason, state)
+            job.fresh = False
+            job.container = None  # until this start says which: finish() then asks
             handle = self._start(job, spec, lease, state)
         else:
             log.info("job %s: adopting its container %s", job.job_id, handle[:12])
+            self._started(job, state)
             if self.runner.inspect(handle).status == "created":
                 self.runner.resume(handle)
+        job.container = handle
         self._until_placed(job, spec, handle, state)
         end = self._wait(job, spec, handle, state)
         outcome: Outcome | None = None
@@ -235,12 +251,14 @@ class JobLife:
     def _start(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> str:
         user = job_user(self.config)  # stats the work root: once per start
         owner = User.parse(user)
-        # Counted now and marked "starting" until its container exists: a crash before
-        # that gives the attempt back (_attempt_once); a failure to prepare uses it.
+        # Counted now, and marked "starting" until its container exists. One durable write
+        # records both, with the workspace's commit and the deadline, just before the
+        # container is created: a crash before it leaves the attempt uncounted on disk
+        # (nothing ran), a crash after it and before the container exists gives the
+        # attempt back (_attempt_once), and a failure to prepare uses it (written below).
         state.attempts += 1
         state.starting = True
         state.started_at = utc_now()
-        self.spool.write_state(job.job_id, state)
         branch = result_branch(job.job_id, spec)
         profile = AGENTS[spec.agent]
         try:
@@ -263,13 +281,11 @@ class JobLife:
             self.spool.write_state(job.job_id, state)
             raise PermanentFailure(str(exc)) from exc
         except Stopped as exc:
-            raise Interrupted from exc
+            raise Interrupted from exc  # on disk the attempt was never counted
         except (OSError, RepoError) as exc:
             state.starting = False
             if is_disk_full(exc):
-                state.attempts -= 1  # nothing ran
-                with contextlib.suppress(OSError):
-                    self.spool.write_state(job.job_id, state)
+                state.attempts -= 1  # nothing ran; on disk it was never counted
                 raise DiskFull(str(exc)) from exc
             self.spool.write_state(job.job_id, state)
             if isinstance(exc, RepoError) and exc.transient:
@@ -285,21 +301,21 @@ class JobLife:
         )  # fmt: skip
         state.commit_before = commit
         state.deadline = time.time() + spec.timeout
-        self.spool.write_state(job.job_id, state)
+        self.spool.write_state(job.job_id, state)  # durable before the container exists
         log.info(
             "job %s: attempt %d of %d, starting %s on %s at %s",
             job.job_id, state.attempts, spec.max_attempts, container.name, branch, commit[:12],
         )  # fmt: skip
         try:
             handle = self.runner.start(container)
-            state.starting = False
-            self.spool.write_state(job.job_id, state)
+            self._started(job, state)
             return handle
         except NameConflict as exc:
             found = self.runner.find(job.job_id)
             if found is None:
                 raise TransientFailure("container name taken by one being removed") from exc
             log.info("job %s: its container already exists, adopting it", job.job_id)
+            self._started(job, state)
             return found
         except EngineUnavailable:
             raise
@@ -307,6 +323,14 @@ class JobLife:
             raise TransientFailure(str(exc)) from exc
         except RunnerError as exc:
             raise PermanentFailure(f"could not start the container: {exc}") from exc
+
+    def _started(self, job: Claimed, state: RunState) -> None:
+        """The attempt's container exists (made now, or adopted): it is no longer
+        "starting", on disk too, so that a crash after the container is gone again (a
+        transient failure removes it) never gives back an attempt that ran."""
+        if state.starting:
+            state.starting = False
+            self.spool.write_state(job.job_id, state)
 
     def _fresh_out_dir(self, job_id: str, owner: User) -> Path:
         """out/<id>/ as the job's user, emptied: an attempt never reads an earlier one's."""
@@ -503,25 +527,79 @@ class JobLife:
         self.spool.finish(job, ok=outcome.state.ok)
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
         self.on_finished(job, self.config)  # queues notifications; never raises or blocks
+        self.spool.drop_state(job.job_id)
+        # The job is filed: what is left needs no slot. Its exited container (the one this
+        # life knows, else whatever the Engine has under its id) is removed behind it; a
+        # crash first leaves a finished container of a filed job, which the next start
+        # removes (Server._recover). A job just claimed that never reached _start has none.
+        if job.container is not None or not job.fresh:
+            self.cleaner.add(functools.partial(self._remove_container, job.job_id, job.container))
+        self.cleaner.add(self._prune_workspaces, coalesce=True)
+
+    def _remove_container(self, job_id: str, handle: str | None) -> None:
         try:
-            handle = self.runner.find(job.job_id)
+            handle = handle or self.runner.find(job_id)
             if handle is not None:
                 self.runner.remove(handle)
         except RunnerError as exc:
             log.warning("job %s: container not removed yet (%s); removed at next start",
-                        job.job_id, exc)  # fmt: skip
-        self.spool.drop_state(job.job_id)
-        self._prune_workspaces()
+                        job_id, exc)  # fmt: skip
 
     def _prune_workspaces(self) -> None:
         if not self._pruning.acquire(blocking=False):
-            return  # another job thread is at it
+            return  # another thread is at it
         try:
             self.workspaces.prune(self.spool.running_ids())
         except OSError as exc:
             log.warning("pruning workspaces: %s", exc)
         finally:
             self._pruning.release()
+
+
+class Cleaner:
+    """What is left of a filed job, done behind it so that it holds no slot: removing its
+    exited container, pruning old workspaces. One thread, tasks in order. The queue is
+    bounded: a slow Engine holds the job threads (and so their slots) back rather than
+    piling up containers. Nothing here is needed for a job to run once: a crash loses the
+    queue, the next start removes finished containers of filed jobs, and pruning runs
+    again after the next job."""
+
+    def __init__(self, limit: int = CLEANUP_QUEUE) -> None:
+        self._tasks: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=limit)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._coalesced: set[Callable[[], object]] = set()  # queued and not begun
+
+    def add(self, task: Callable[[], object], coalesce: bool = False) -> None:
+        """Queue ``task``; with ``coalesce``, not if the same task is queued already."""
+        with self._lock:
+            if coalesce:
+                if task in self._coalesced:
+                    return
+                self._coalesced.add(task)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="cleanup", daemon=True)
+                self._thread.start()
+        self._tasks.put(task)
+
+    def close(self, grace: float) -> None:
+        """Finish what is queued, for at most ``grace`` seconds (the rest: next start)."""
+        with self._lock:
+            thread = self._thread
+        if thread is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._tasks.put(None, timeout=grace)
+        thread.join(grace)
+
+    def _run(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            with self._lock:
+                self._coalesced.discard(task)
+            try:
+                task()
+            except Exception:
+                log.exception("cleaning up after a job")
 
 
 def _nothing(job: Claimed, config: Config) -> None:

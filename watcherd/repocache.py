@@ -32,6 +32,7 @@ from watcherd.repourl import redact, repo_name
 
 LOCK_POLL_SECONDS = 0.05
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256
 
 
 class RepoError(RuntimeError):
@@ -133,12 +134,26 @@ class RepoCache:
 
     def _resolve(self, path: Path, ref: str | None) -> str | None:
         if ref is None:
-            return self._resolve_one(path, "refs/upstream/HEAD")
+            return self._loose_ref(path, "refs/upstream/HEAD") or self._resolve_one(
+                path, "refs/upstream/HEAD"
+            )
         for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
             commit = self._resolve_one(path, candidate)
             if commit is not None:
                 return commit
         return None
+
+    @staticmethod
+    def _loose_ref(path: Path, name: str) -> str | None:
+        """A ref the fetch just wrote, read as the file it is (a git process less per
+        job); None when it is not a loose ref holding an object id (then git is asked).
+        Only for names the daemon chose: never a path from a job file. The id is not
+        peeled: the upstream HEAD names a commit, and the checkout refuses anything else."""
+        try:
+            text = (path / name).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text if _OBJECT_ID.fullmatch(text) else None
 
     def _resolve_one(self, path: Path, name: str) -> str | None:
         try:
@@ -167,14 +182,16 @@ class RepoCache:
         try:
             if bundle is None:
                 self._git(path, "update-ref", f"refs/heads/{branch}", commit_before)
-            else:
-                self._git(
-                    path, "-c", "transfer.fsckObjects=true", "-c", "core.bigFileThreshold=16m",
-                    "fetch", "--quiet", "--no-tags",
-                    "--no-write-fetch-head", "--", str(bundle),
-                    f"+refs/heads/{branch}:refs/heads/{branch}",
-                    protocols=("file",),
-                )  # fmt: skip
+                # Its head is commit_before (a commit id, resolved when the job started)
+                # and no commits are new: nothing to ask git.
+                return Results(branch, commit_before, ())
+            self._git(
+                path, "-c", "transfer.fsckObjects=true", "-c", "core.bigFileThreshold=16m",
+                "fetch", "--quiet", "--no-tags",
+                "--no-write-fetch-head", "--", str(bundle),
+                f"+refs/heads/{branch}:refs/heads/{branch}",
+                protocols=("file",),
+            )  # fmt: skip
             head = self._git(path, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
             listed = self._git(path, "rev-list", "--reverse", f"{commit_before}..{head.strip()}")
         except GitError as exc:
@@ -192,6 +209,10 @@ class RepoCache:
         tmp = target.with_name(f".{target.name}.tmp")
         remove_tree(tmp)
         span = (commit_before, head)
+        if commit_before == head:  # no change: git diff would write an empty file
+            tmp.write_bytes(b"")
+            os.replace(tmp, target)
+            return True
         try:
             whole = self._changed_bytes(path, *span) <= limit
             if whole:

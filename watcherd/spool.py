@@ -124,6 +124,7 @@ class InboxEntry:
     mtime_ns: int
     is_regular: bool
     kind: str  # "file", "symlink", "directory", "fifo", ...
+    ctime_ns: int = 0  # the last change to its bytes or metadata; no writer can set it
 
 
 @dataclass
@@ -135,6 +136,10 @@ class Claimed:
     fd: int
     data: bytes
     source_name: str
+    # Claimed from the inbox by this process just now, under an id minted by the claim:
+    # no runner has ever been asked for a container of this id (see JobLife._attempt_once).
+    fresh: bool = False
+    container: str | None = None  # its container's handle, once this process knows it
 
     def has_writer(self) -> bool | None:
         """A writer that still had the file open when it was claimed (see Spool.has_writer)."""
@@ -242,7 +247,10 @@ class Spool:
             self.drop_state(job_id)
             return None
         self._sync(self.layout.inbox, self.layout.running)
-        return Claimed(job_id=job_id, path=target, fd=fd, data=_read_limited(fd), source_name=name)
+        return Claimed(
+            job_id=job_id, path=target, fd=fd, data=_read_limited(fd), source_name=name,
+            fresh=True,
+        )  # fmt: skip
 
     def peek(self, name: str) -> bytes | None:
         """A job file's bytes without claiming it (to learn which clone it needs)."""
@@ -398,6 +406,7 @@ def _inbox_entry(name: str, st: os.stat_result) -> InboxEntry:
         mtime_ns=st.st_mtime_ns,
         is_regular=stat.S_ISREG(st.st_mode),
         kind=_kind(st.st_mode),
+        ctime_ns=st.st_ctime_ns,
     )
 
 
