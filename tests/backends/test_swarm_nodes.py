@@ -104,3 +104,26 @@ def test_a_job_whose_node_dies_runs_again_on_another(
     starts = (work_root / "out" / path.name.removesuffix(".yaml") / "starts").read_text()
     assert starts.count("start") == 1 and starts.count("end") == 1  # a fresh out/, one run
     assert "attempt 1 failed (the container was lost: its node" in daemon.log()
+
+
+def test_an_engine_restart_under_a_job_runs_it_again_once(
+    work_root: Path, start_daemon: StartDaemon, swarm: TwoNodeSwarm, repo_url: str
+) -> None:
+    """The manager's Engine (the daemon's) stops mid-job and comes back: the daemon waits
+    for it, finds the service again, and runs the job once more within its attempts."""
+    swarm.label(swarm.manager, **{"watcherd-test": "target"})
+    daemon = on_the_swarm(start_daemon, swarm)
+    write_job(work_root / "inbox", "restart.yaml", repo_url=repo_url,
+              prompt="count-and-sleep 4", pool="elsewhere", retries=1)  # fmt: skip
+    label = {"label": f"watcherd.root={work_root}"}
+    wait_for(lambda: swarm.manager.client.containers.list(filters=label), 60, "running")
+    swarm.manager.restart(swarm.base / "dockerd-mgr.log", down_for=3)
+    folder, path = wait_finished(work_root, "restart.yaml", timeout=120)
+    record = exit_record(work_root, path)
+    assert folder == "done", record["reason"]
+    assert "Docker Engine unavailable" in daemon.log() or "unreachable" in daemon.log()
+    out = work_root / "out" / path.name.removesuffix(".yaml")
+    starts = (out / "starts").read_text()
+    assert (starts.count("start"), starts.count("end")) == (1, 1)  # a fresh out/, one run
+    assert record["attempts"] == 2  # the killed run counted: not taken for a success
+    assert "the container was lost" in daemon.log()

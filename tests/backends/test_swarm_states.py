@@ -72,7 +72,7 @@ def test_a_rejected_task_never_ran_and_is_not_worth_retrying() -> None:
 
 def test_an_ended_task_on_another_node_gives_its_exit_code() -> None:
     code = {"ContainerStatus": {"ContainerID": "c1", "ExitCode": 3}}
-    found = runner_with(task("failed", **code)).inspect("svc")
+    found = runner_with(task("failed", Err="task: non-zero exit (3)", **code)).inspect("svc")
     assert (found.status, found.exit_code) == ("exited", 3)
     assert not (found.lost or found.oom_killed)
 
@@ -104,3 +104,18 @@ def test_a_retired_service_is_judged_by_the_task_that_ran_not_its_unplaceable_ne
     runner = runner_with(ran, never)
     assert runner.inspect("svc").exit_code == 124
     assert runner.unplaced("svc") is None
+
+
+def test_a_task_failed_under_its_container_is_lost_not_a_success() -> None:
+    """After an Engine restart Swarm says failed, "No such container", exit code 0."""
+    gone = task("failed", Err="No such container: watcherd-x.1.abc",
+                ContainerStatus={"ContainerID": "c1", "ExitCode": 0})  # fmt: skip
+    found = runner_with(gone).inspect("svc")
+    assert (found.finished, found.lost, found.exit_code) == (True, True, None)
+    assert "No such container" in found.error
+
+
+def test_a_task_whose_container_never_started_is_not_retried() -> None:
+    refused = task("failed", Err="starting container failed: invalid mount config")
+    found = runner_with(refused).inspect("svc")
+    assert (found.finished, found.lost, found.exit_code) == (True, False, None)

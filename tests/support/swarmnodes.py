@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import docker
@@ -45,6 +46,19 @@ class Node:
         subprocess.run([*run, "link", "set", "lo", "up"], check=True)
         subprocess.run([*run, "link", "add", "wdtb0", "type", "bridge"], check=True)
         subprocess.run([*run, "link", "set", "wdtb0", "up"], check=True)
+        self._run_engine(log)
+
+    def restart(self, log: Path, down_for: float = 0.0) -> None:
+        """Stopped as systemd stops dockerd (SIGTERM: without live-restore its containers
+        die), and started again with its swarm state."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(60)
+        wait_for(lambda: not self._answers(), 10, f"Engine {self.name} down")
+        time.sleep(down_for)  # the outage itself, not a synchronisation
+        self._run_engine(log)
+
+    def _run_engine(self, log: Path) -> None:
         # nsenter, not `ip netns exec`: that remounts /sys, and dockerd needs the cgroups.
         self.proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.netns}", "dockerd",
@@ -54,6 +68,13 @@ class Node:
             stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True,
         )  # fmt: skip
         wait_for(self._answers, 60, f"Engine {self.name}")
+
+    def _is_our_engine(self, pid: int) -> bool:
+        """Whether ``pid`` is still this node's dockerd (not a recycled pid)."""
+        try:
+            return str(self.run_dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
 
     def _answers(self) -> bool:
         try:
@@ -78,7 +99,7 @@ class Node:
             self.proc = None
         with contextlib.suppress(OSError, ValueError):  # a stale one, not our child
             pid = int((self.run_dir / "dockerd.pid").read_text())
-            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, "an Engine to end")
+            wait_for(lambda: not self._is_our_engine(pid), 30, "an Engine to end")
         subprocess.run(["umount", "-R", "-l", str(self.run_dir)], check=False,
                        capture_output=True)  # fmt: skip
         shutil.rmtree(self.run_dir, ignore_errors=True)

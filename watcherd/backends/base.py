@@ -30,6 +30,10 @@ class EngineUnavailable(TransientRunnerError):
     """Nothing answers on the Docker socket."""
 
 
+class Gone(RunnerError):
+    """The container (or service) asked about does not exist (any more)."""
+
+
 class NameConflict(RunnerError):
     """A container with this job's name exists: a previous attempt's, to adopt."""
 

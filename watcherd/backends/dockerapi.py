@@ -10,6 +10,7 @@ import requests.exceptions
 
 from watcherd.backends.base import (
     EngineUnavailable,
+    Gone,
     NameConflict,
     RunnerError,
     TransientRunnerError,
@@ -20,10 +21,13 @@ DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestExcep
 
 def translate(exc: Exception) -> RunnerError:
     if isinstance(exc, docker.errors.NotFound):
-        return RunnerError(str(exc.explanation or exc))
+        return Gone(str(exc.explanation or exc))
     if isinstance(exc, docker.errors.APIError):
         if exc.status_code == 409:
             return NameConflict(str(exc.explanation or exc))
+        if exc.status_code == 503:
+            # Going away or coming back ("This node is not a swarm manager" meanwhile).
+            return EngineUnavailable(f"Docker Engine unavailable: {exc.explanation or exc}")
         if exc.is_server_error():
             return TransientRunnerError(f"Docker Engine error: {exc.explanation or exc}")
         return RunnerError(f"Docker refused: {exc.explanation or exc}")

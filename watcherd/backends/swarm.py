@@ -15,6 +15,7 @@ whose node is down is lost.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -28,6 +29,7 @@ from watcherd.backends.base import (
     NO_EXIT_CODE,
     ContainerState,
     EngineUnavailable,
+    Gone,
     NameConflict,
     RunnerError,
 )
@@ -40,6 +42,8 @@ POLL_SECONDS = 0.5  # a task on another node: its record, and its node's, while 
 STARTING_POLL_SECONDS = 0.05  # a task being started: moments from a container to wait on
 NOT_PLACED = ("new", "pending")  # Swarm has not found it a node yet
 ENDED_WITH_CODE = ("complete", "failed")
+EXITED_ERROR = "task: non-zero exit"  # a failed task's Err when its container exited so
+NOT_STARTED_ERROR = "starting container failed"
 ENDED_WITHOUT = ("shutdown", "rejected", "orphaned", "remove")  # no exit code of its own
 # A constraint no node meets: a job service updated to it shuts its task down, and the
 # task of its next run is never placed.
@@ -245,7 +249,9 @@ class SwarmRunner:
                 return None
             if container is not None and state.status == "running":
                 # Its task's record follows the container's exit a moment later.
-                return self.docker.wait_container(container, remaining)
+                with contextlib.suppress(Gone):  # gone meanwhile: the next look says so
+                    return self.docker.wait_container(container, remaining)
+                continue
             pause = STARTING_POLL_SECONDS if state.status == "pending" else POLL_SECONDS
             time.sleep(min(pause, remaining))
 
@@ -260,6 +266,12 @@ class SwarmRunner:
         if self._retired(handle, task):  # its task that ran is gone from the records
             return ContainerState("exited", None, oom_killed=False, lost=True,
                                   error="task shutdown: its service was retired")  # fmt: skip
+        if state == "failed" and not error.startswith(EXITED_ERROR):
+            # Not its container's own end. It never started: the node's reason; else it
+            # was lost under the task (an Engine restart: "No such container", exit 0).
+            never_ran = error.startswith(NOT_STARTED_ERROR)
+            return ContainerState("exited", None, oom_killed=False, lost=not never_ran,
+                                  error=f"task failed: {error or 'no reason given'}")  # fmt: skip
         if state in ENDED_WITH_CODE:
             code = status.get("ContainerStatus", {}).get("ExitCode")
             container = self._local_container(task)
@@ -310,6 +322,11 @@ class SwarmRunner:
         """A local task container's end, if it has ended."""
         try:
             data = self.docker.call(lambda: self.client.api.inspect_container(container))
+        except Gone:
+            # Its record names it, yet this Engine has no such container: it went with the
+            # Engine's restart (Swarm's record soon says so too).
+            return ContainerState("exited", None, oom_killed=False, lost=True,
+                                  error="its container is gone (the Engine restarted)")  # fmt: skip
         except RunnerError:
             return None
         state = data.get("State", {})
