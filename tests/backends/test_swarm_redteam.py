@@ -23,6 +23,7 @@ from tests.support.helpers import StartDaemon, exit_record, wait_finished, wait_
 from watcherd.agents import AGENTS
 from watcherd.backends import NO_EXIT_CODE, RunnerError
 from watcherd.backends.swarm import SwarmRunner
+from watcherd.backends.swarmsecrets import secret_name
 from watcherd.container import ContainerSpec, Mount, Tmpfs
 
 pytestmark = pytest.mark.docker
@@ -73,13 +74,13 @@ def test_a_removed_idle_secret_is_made_again_for_the_next_job(
     write_job(work_root / "inbox", "one.yaml", repo_url=repo_url, prompt="succeed", retries=0)
     assert wait_finished(work_root, "one.yaml", timeout=60)[0] == "done"
     wait_for(lambda: not services(docker_client, work_root), 30, "the first service gone")
-    secret = docker_client.secrets.get(SwarmRunner._secret_name("CODEX_API_KEY", key))
+    secret = docker_client.secrets.get(secret_name("CODEX_API_KEY", key))
     secret.remove()  # this test's own key: no other job uses it
     write_job(work_root / "inbox", "two.yaml", repo_url=repo_url, prompt="succeed", retries=0)
     folder, path = wait_finished(work_root, "two.yaml", timeout=60)
     assert folder == "done", exit_record(work_root, path)["reason"]
     wait_for(lambda: not services(docker_client, work_root), 30, "the second service gone")
-    docker_client.secrets.get(SwarmRunner._secret_name("CODEX_API_KEY", key)).remove()
+    docker_client.secrets.get(secret_name("CODEX_API_KEY", key)).remove()
 
 
 # -- the runner on its own: a service as the daemon makes it ----------------------------
@@ -169,7 +170,7 @@ def test_the_key_is_a_read_only_file_of_the_jobs_uid_and_in_no_record_nor_privil
     assert key not in str(records)
     # Its name carries a hash, not the key; the secret's data is not readable back.
     secrets = [s for s in docker_client.api.secrets() if s["Spec"]["Name"].endswith(
-        SwarmRunner._secret_name("CODEX_API_KEY", key).rsplit("-", 1)[1])]  # fmt: skip
+        secret_name("CODEX_API_KEY", key).rsplit("-", 1)[1])]  # fmt: skip
     assert len(secrets) == 1 and "Data" not in secrets[0]["Spec"]
 
 

@@ -16,28 +16,24 @@ whose node is down is lost.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import threading
 import time
 from typing import Any
 
 import docker
 import docker.errors
-import docker.types
 
 from watcherd.backends.base import (
     NO_EXIT_CODE,
     ContainerState,
     EngineUnavailable,
     Gone,
-    NameConflict,
     RunnerError,
 )
 from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
+from watcherd.backends.swarmsecrets import SwarmSecrets
+from watcherd.backends.swarmservice import JOB_MODE, task_template
 from watcherd.container import JOB_LABEL, ROOT_LABEL, ContainerSpec
 
-SECRET_PREFIX = "watcherd-"
-SECRET_VARIABLES = "WATCHERD_SECRET_ENV"  # names of the variables the worker reads from files
 POLL_SECONDS = 0.5  # a task on another node: its record, and its node's, while waiting
 STARTING_POLL_SECONDS = 0.05  # a task being started: moments from a container to wait on
 NOT_PLACED = ("new", "pending")  # Swarm has not found it a node yet
@@ -55,8 +51,7 @@ class SwarmRunner:
     def __init__(self, base_url: str | None = None, api_timeout: float = 60.0) -> None:
         self.docker = DockerAPI(base_url, api_timeout)
         self._node_id = ""
-        self._secret_ids: dict[str, str] = {}  # secret name -> id
-        self._lock = threading.Lock()
+        self.secrets = SwarmSecrets(self.docker)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -96,108 +91,16 @@ class SwarmRunner:
             )
         uid, _, gid = spec.user.partition(":")
         secrets = [
-            docker.types.SecretReference(
-                self._secret_id(variable, value),
-                self._secret_name(variable, value),
-                filename=variable,
-                uid=uid,
-                gid=gid,
-                mode=0o400,
-            )
+            self.secrets.reference(variable, value, uid, gid)
             for variable, value in sorted(spec.secrets.items())
         ]
-        environment = dict(spec.environment)
-        if spec.secrets:
-            environment[SECRET_VARIABLES] = " ".join(sorted(spec.secrets))
-        mounts = [
-            docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
-            for m in spec.mounts
-        ] + [
-            # A service's tmpfs has no owner option: one owned by the job's uid gets 1777.
-            docker.types.Mount(
-                target,
-                None,
-                type="tmpfs",
-                tmpfs_size=tmpfs.size,
-                tmpfs_mode=0o1777 if tmpfs.uid is not None else tmpfs.mode,
-            )
-            for target, tmpfs in spec.tmpfs.items()
-        ]
-        container = docker.types.ContainerSpec(
-            spec.image,
-            env=[f"{key}={value}" for key, value in environment.items()],
-            user=spec.user,
-            labels=dict(spec.labels),
-            mounts=mounts,
-            secrets=secrets,
-            read_only=spec.read_only,
-            cap_drop=list(spec.cap_drop),
-            init=True,
-            stop_grace_period=int(spec.stop_grace * 1e9),
-            tty=False,
-            open_stdin=False,
-        )
-        resources = docker.types.Resources(
-            cpu_limit=spec.nano_cpus,
-            mem_limit=spec.mem_limit,
-            cpu_reservation=spec.nano_cpus,
-            mem_reservation=spec.mem_limit,
-        )
-        resources["Limits"]["Pids"] = spec.pids_limit  # Engine API 1.41; docker-py lacks it
-        template = docker.types.TaskTemplate(
-            container,
-            resources=resources,
-            restart_policy=docker.types.RestartPolicy(condition="none", max_attempts=0),
-            placement=docker.types.Placement(constraints=list(spec.placement)),
-            log_driver=docker.types.DriverConfig(
-                "json-file", {"max-size": str(spec.log_max_size), "max-file": "2"}
-            ),
-            networks=[docker.types.NetworkAttachmentConfig(spec.network_mode)],
-        )
         created = self.docker.call(
             lambda: self.client.api.create_service(
-                template,
-                name=spec.name,
-                labels=dict(spec.labels),
-                mode=docker.types.ServiceMode("replicated-job", replicas=1, concurrency=1),
+                task_template(spec, secrets), name=spec.name, labels=dict(spec.labels),
+                mode=JOB_MODE,
             )
-        )
+        )  # fmt: skip
         return str(created["ID"])
-
-    @staticmethod
-    def _secret_name(variable: str, value: str) -> str:
-        """Named by the value's hash: a changed key is a new secret, the same key one secret."""
-        digest = hashlib.sha256(value.encode()).hexdigest()[:16]
-        return f"{SECRET_PREFIX}{variable.lower()}-{digest}"
-
-    def _secret_id(self, variable: str, value: str) -> str:
-        name = self._secret_name(variable, value)
-        with self._lock:
-            if name in self._secret_ids:
-                # Still there? An operator may have removed it (`docker secret rm` of the
-                # idle ones): a service naming a removed secret is refused, every job after.
-                try:
-                    self.client.api.inspect_secret(self._secret_ids[name])
-                    return self._secret_ids[name]
-                except docker.errors.NotFound:
-                    del self._secret_ids[name]
-                except DOCKER_ERRORS as exc:
-                    raise translate(exc) from exc
-            try:
-                made = self.docker.call(
-                    lambda: self.client.api.create_secret(
-                        name, value.encode(), labels={"watcherd.secret": variable}
-                    )
-                )
-                secret_id = str(made["ID"])
-            except NameConflict:  # made by an earlier run of the daemon
-                found = self.docker.call(lambda: self.client.api.secrets(filters={"name": name}))
-                exact = [s for s in found if s.get("Spec", {}).get("Name") == name]
-                if not exact:
-                    raise RunnerError(f"secret {name} exists but cannot be found") from None
-                secret_id = str(exact[0]["ID"])
-            self._secret_ids[name] = secret_id
-            return secret_id
 
     def resume(self, handle: str) -> None:
         pass  # a service is scheduled from the moment it exists
