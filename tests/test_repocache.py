@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,24 @@ def test_results_come_in_from_a_bundle_checked_by_fsck(
     bundle.write_bytes(bundle.read_bytes()[:-40])  # truncated: refused, nothing half-saved
     with pytest.raises(RepoError, match="could not be saved"):
         cache.take_results(upstream, bundle, "watcherd/job-3", before)
+
+
+def test_a_fetch_begun_after_a_job_was_written_serves_it_and_a_later_job_fetches(
+    cache: RepoCache, upstream: str, tmp_path: Path
+) -> None:
+    bare = upstream.removeprefix("file://")
+    written_before = time.time()
+    first = cache.update(upstream, None, NEVER)
+    # A commit lands upstream after that fetch began.
+    work = tmp_path / "clone"
+    git("clone", "-q", bare, str(work))
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m",
+        "later", cwd=work)  # fmt: skip
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    # A job written before the fetch began takes it (a burst shares one fetch) ...
+    assert cache.update(upstream, None, NEVER, written_at=written_before) == first
+    # ... one written after the push gets a fetch of its own, with the new commit.
+    newest = cache.update(upstream, None, NEVER, written_at=time.time())
+    assert newest == git("--git-dir", bare, "rev-parse", "main") != first
+    # Without a time (as before), every call fetches.
+    assert cache.update(upstream, None, NEVER) == newest

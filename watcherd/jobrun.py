@@ -265,7 +265,9 @@ class JobLife:
             resume = self._resume_point(spec)
             require_room(self.config.root, self.config.min_free_disk)
             out_dir = self._fresh_out_dir(job.job_id, owner)
-            commit = self.cache.update(spec.repo_url, spec.repo_ref, self.stop_event)
+            commit = self.cache.update(
+                spec.repo_url, spec.repo_ref, self.stop_event, written_at=job.written_at
+            )
             earlier = None
             if resume is not None:  # on from where the earlier job's work ended
                 commit, earlier = resume.commit, (resume.results_repo, resume.branch)

@@ -76,6 +76,7 @@ class RepoCache:
         self.allowed_protocols = tuple(allowed_protocols)
         self.fetch_timeout = fetch_timeout
         self._fetch_began: dict[str, float] = {}  # key -> when its last good fetch began
+        self._fetch_began_at: dict[str, float] = {}  # the same, as wall-clock time
 
     def cache_path(self, key: str) -> Path:
         return self.root / "cache" / f"{key}.git"
@@ -85,19 +86,26 @@ class RepoCache:
 
     # -- the cache -----------------------------------------------------------------------
 
-    def update(self, url: str, ref: str | None, stop: threading.Event) -> str:
+    def update(
+        self, url: str, ref: str | None, stop: threading.Event, written_at: float | None = None
+    ) -> str:
         """Fetch ``url`` into its cache and return the commit ``ref`` names (the remote's
-        default branch when None)."""
+        default branch when None). ``written_at``: when the job was written (wall clock);
+        a fetch that began after that is as fresh as the job can ask for."""
         key = cache_key(url)
         path = self.cache_path(key)
         asked = time.monotonic()
         with self._locked(key, stop):
             if not (path / "HEAD").is_file():
                 self._create_bare(path, alternates=None)
-            # Jobs that waited for the lock while another fetched this repository take
-            # that fetch: it began after they asked, so it is as fresh as theirs would be.
-            if self._fetch_began.get(key, -1.0) < asked:
-                began = time.monotonic()
+            # A fetch that began after the job was written, or after this call (jobs that
+            # waited for the lock meanwhile), is as fresh as the job's own would be: a
+            # burst of jobs on one repository takes one fetch, not one each.
+            fresh_for_job = written_at is not None and self._fetch_began_at.get(
+                key, float("-inf")
+            ) > min(written_at, time.time())
+            if not fresh_for_job and self._fetch_began.get(key, -1.0) < asked:
+                began, began_at = time.monotonic(), time.time()
                 self._fetch(
                     path,
                     url,
@@ -106,6 +114,7 @@ class RepoCache:
                     prune=True,
                 )  # fmt: skip
                 self._fetch_began[key] = began
+                self._fetch_began_at[key] = began_at
             commit = self._resolve(path, ref)
             if commit is None and ref is not None:
                 # Not a branch or tag the remote advertises: a commit id or another ref.

@@ -141,6 +141,11 @@ class Claimed:
     fresh: bool = False
     container: str | None = None  # its container's handle, once this process knows it
 
+    @property
+    def written_at(self) -> float:
+        """When its writer last wrote it (its mtime, which the claim's rename keeps)."""
+        return os.fstat(self.fd).st_mtime if self.fd >= 0 else time.time()
+
     def has_writer(self) -> bool | None:
         """A writer that still had the file open when it was claimed (see Spool.has_writer)."""
         return _has_writer(self.fd) if self.fd >= 0 else None
