@@ -105,7 +105,7 @@ def test_a_fetch_begun_after_a_job_was_written_serves_it_and_a_later_job_fetches
     cache: RepoCache, upstream: str, tmp_path: Path
 ) -> None:
     bare = upstream.removeprefix("file://")
-    written_before = time.time()
+    written_before = time.time() - 1.0  # a job written a second before the fetch
     first = cache.update(upstream, None, NEVER)
     # A commit lands upstream after that fetch began.
     work = tmp_path / "clone"

@@ -35,6 +35,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256
 
 
+# File times come from the kernel's coarse clock, a tick (up to ~10 ms) behind time.time():
+# a fetch must have begun this much after a job's mtime to have begun after its write.
+MTIME_SLACK_SECONDS = 0.02
+
+
 class RepoError(RuntimeError):
     """The repository could not be fetched or the ref resolved; ``transient`` if worth
     another attempt (the network)."""
@@ -103,7 +108,7 @@ class RepoCache:
             # burst of jobs on one repository takes one fetch, not one each.
             fresh_for_job = written_at is not None and self._fetch_began_at.get(
                 key, float("-inf")
-            ) > min(written_at, time.time())
+            ) > min(written_at + MTIME_SLACK_SECONDS, time.time())
             if not fresh_for_job and self._fetch_began.get(key, -1.0) < asked:
                 began, began_at = time.monotonic(), time.time()
                 self._fetch(
