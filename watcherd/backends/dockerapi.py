@@ -9,6 +9,7 @@ import docker.errors
 import requests.exceptions
 
 from watcherd.backends.base import (
+    ContainerState,
     EngineUnavailable,
     Gone,
     NameConflict,
@@ -104,6 +105,12 @@ class DockerAPI:
         except DOCKER_ERRORS as exc:
             raise translate(exc) from exc
 
-    def oom_killed(self, container: str) -> bool:
+    def inspect_container(self, container: str) -> ContainerState:
         data = self.call(lambda: self.client.api.inspect_container(container))
-        return bool(data.get("State", {}).get("OOMKilled"))
+        state = data.get("State", {})
+        return ContainerState(
+            status=str(state.get("Status", "unknown")),
+            exit_code=state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            error=str(state.get("Error") or ""),
+        )

@@ -91,14 +91,7 @@ class LocalRunner:
             raise translate(exc) from exc
 
     def inspect(self, handle: str) -> ContainerState:
-        data = self.docker.call(lambda: self.client.api.inspect_container(handle))
-        state = data.get("State", {})
-        return ContainerState(
-            status=str(state.get("Status", "unknown")),
-            exit_code=state.get("ExitCode"),
-            oom_killed=bool(state.get("OOMKilled")),
-            error=str(state.get("Error") or ""),
-        )
+        return self.docker.inspect_container(handle)
 
     def find(self, job_id: str) -> str | None:
         found = self.docker.call(

@@ -143,10 +143,11 @@ class SwarmRunner:
     def wait(self, handle: str, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
         while True:
-            state = self.inspect(handle)
+            task = self._task(handle)
+            state = self._state(handle, task)
             if state.finished:
                 return NO_EXIT_CODE if state.exit_code is None else state.exit_code
-            container = self._local_container(self._task(handle))
+            container = self._local_container(task)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -159,7 +160,10 @@ class SwarmRunner:
             time.sleep(min(pause, remaining))
 
     def inspect(self, handle: str) -> ContainerState:
-        task = self._task(handle)
+        return self._state(handle, self._task(handle))
+
+    def _state(self, handle: str, task: dict[str, Any] | None) -> ContainerState:
+        """What the service's task record (and its container, when on this Engine) says."""
         if task is None:
             self.docker.call(lambda: self.client.api.inspect_service(handle))  # NotFound: gone
             return ContainerState("pending", None, oom_killed=False, error="")
@@ -224,7 +228,7 @@ class SwarmRunner:
     def _container_state(self, container: str) -> ContainerState | None:
         """A local task container's end, if it has ended."""
         try:
-            data = self.docker.call(lambda: self.client.api.inspect_container(container))
+            state = self.docker.inspect_container(container)
         except Gone:
             # Its record names it, yet this Engine has no such container: it went with the
             # Engine's restart (Swarm's record soon says so too).
@@ -232,17 +236,11 @@ class SwarmRunner:
                                   error="its container is gone (the Engine restarted)")  # fmt: skip
         except RunnerError:
             return None
-        state = data.get("State", {})
-        if state.get("Status") not in ("exited", "dead"):
-            return None
-        return ContainerState(
-            "exited", state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
-            error=str(state.get("Error") or ""),
-        )  # fmt: skip
+        return state if state.finished else None
 
     def _oom_killed(self, container: str) -> bool:
         try:
-            return self.docker.oom_killed(container)
+            return self.docker.inspect_container(container).oom_killed
         except RunnerError:
             return False  # the container is already gone: its task's record is all there is
 
