@@ -31,12 +31,9 @@ from watcherd.agents.base import (
     reported_count,
 )
 
-# These two move to watcherd/agents/base.py (the agent seam) when merged.
-
-
 NAME = "gemini"
 VERSION = "0.61.0"  # @google/gemini-cli, pinned by image/gemini/package-lock.json
-NODE_VERSION = "22.23.3"  # node-linux-<arch>, pinned in image/gemini/Dockerfile
+NODE_VERSION = "22.23.3"  # node-linux-<arch>, pinned in image/Dockerfile (gemini-fetch)
 IMAGE = f"watcherd-gemini:{VERSION}"
 
 # The per-job home: Gemini CLI's folder, ~/.gemini (settings.json, GEMINI.md, sessions).
