@@ -15,7 +15,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.support.backends import require_swarm
+from tests.support.backends import expected_binds, job_binds, require_swarm
 from tests.support.helpers import (
     StartDaemon,
     cli,
@@ -96,16 +96,9 @@ def test_a_job_is_a_hardened_replicated_job_that_reserves_what_it_may_use(
     assert host["Privileged"] is False
     assert host["Init"] is True
     assert (host["PidsLimit"], host["Memory"], host["NanoCpus"]) == (64, 512 * 1024**2, 5 * 10**8)
-    mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in container.attrs["Mounts"]}
-    binds = {target: where for target, where in mounts.items() if where[0]}
-    cache = next(target for target in binds if target.startswith("/cache/"))
-    assert binds == {
-        "/work/widgets": (str(work_root / "workspaces" / job_id), True),
-        "/work/out": (str(work_root / "out" / job_id), True),
-        "/home/codex/.codex": (str(work_root / "homes" / job_id), True),
-        cache: (str(work_root / cache.removeprefix("/")), False),  # the cache: read-only
-    }
-    assert {t for t, (source, _) in mounts.items() if not source} == {"/tmp", "/home/codex"}
+    assert job_binds(container) == expected_binds(work_root, job_id, "widgets")
+    mounts = {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}
+    assert {t for t, source in mounts.items() if not source} == {"/tmp", "/home/codex"}
 
 
 def test_a_job_without_a_place_waits_with_the_reason_in_status_then_runs(

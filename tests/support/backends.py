@@ -60,3 +60,21 @@ def remove_jobs_of(client: docker.DockerClient, root: Path) -> None:
         # A removed service's container may be on its way out already (409) or gone.
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)
+
+
+def job_binds(container: Any) -> dict[str, tuple[str, bool]]:
+    """A job container's bind mounts, target -> (source, writable)."""
+    mounts = container.attrs["Mounts"]
+    return {m["Destination"]: (m["Source"], m["RW"]) for m in mounts if m["Source"]}
+
+
+def expected_binds(root: Path, job_id: str, repo_dir: str) -> dict[str, tuple[str, bool]]:
+    """What a job's container must see, on either backend: its own workspace, out/ and
+    agent home writable, its repository's cache objects read-only, nothing else."""
+    cache = next((root / "cache").glob("*.git")) / "objects"
+    return {
+        f"/work/{repo_dir}": (str(root / "workspaces" / job_id), True),
+        "/work/out": (str(root / "out" / job_id), True),
+        "/home/codex/.codex": (str(root / "homes" / job_id), True),
+        f"/{cache.relative_to(root)}": (str(cache), False),  # the cache: read-only
+    }
