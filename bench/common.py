@@ -20,10 +20,11 @@ import docker
 import docker.types
 import yaml
 
+from watcherd.backends.spec import ContainerSpec
 from watcherd.config import Config
-from watcherd.container import ContainerSpec, build_spec
-from watcherd.job import parse_job
-from watcherd.workspace import Workspace
+from watcherd.job.container import build_spec
+from watcherd.job.spec import parse_job
+from watcherd.repo.workspace import Workspace
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 BENCH_CACHE = Path("/var/tmp/watcherd-bench")  # kept between runs (the large repository)
@@ -148,7 +149,7 @@ class Daemon:
         return [
             sys.executable,
             "-m",
-            "watcherd.cli",
+            "watcherd",
             "--config",
             str(self.config_path),
             "run",
@@ -284,7 +285,7 @@ def remove_containers(docker_client: docker.DockerClient, root: Path) -> int:
     """Every container labelled with this work root, whatever its state."""
     removed = 0
     for container in docker_client.containers.list(
-        all=True, filters={"label": f"watcherd.root={root}"}
+        ignore_removed=True, all=True, filters={"label": f"watcherd.root={root}"}
     ):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from watcherd.backends import ContainerState, Runner
+from watcherd.backends.spec import JOB_LABEL, ContainerSpec
 from watcherd.config import load_config
-from watcherd.container import JOB_LABEL, ContainerSpec
-from watcherd.daemon import Server
+from watcherd.daemon.server import Server
 
 
 class FakeRunner:

@@ -134,7 +134,7 @@ def _image(docker_client: docker.DockerClient) -> tuple[float, float, bool]:
                     [
                         sys.executable,
                         "-m",
-                        "watcherd.cli",
+                        "watcherd",
                         "--root",
                         str(base),
                         "image",

@@ -11,8 +11,8 @@ import docker
 from bench.common import scratch
 from bench.report import Figure, Report
 from watcherd.config import Config
-from watcherd.job import parse_job
-from watcherd.spool import Layout, Spool
+from watcherd.job.spec import parse_job
+from watcherd.spool.folders import Layout, Spool
 
 SECTION = "0 spool"
 JOB = b"""repo_url: https://github.com/acme/widgets.git

@@ -24,9 +24,9 @@ import docker
 
 from bench.common import BENCH_CACHE, log, scratch
 from bench.report import Figure, Report
-from watcherd.fsutil import User, remove_tree
-from watcherd.repocache import RepoCache, cache_key
-from watcherd.workspace import Workspaces
+from watcherd.repo.cache import RepoCache, cache_key
+from watcherd.repo.workspace import Workspaces
+from watcherd.util.fsutil import User, remove_tree
 
 SECTION = "5 workspace"
 

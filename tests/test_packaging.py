@@ -80,7 +80,7 @@ def test_the_wheel_carries_every_module_of_the_checkout(venv: Path) -> None:
 def test_the_wheel_carries_the_image_build_context(venv: Path) -> None:
     found = run(
         [venv / "bin" / "python", "-c",
-         "from watcherd.config import Config; from watcherd.image import image_dir; "
+         "from watcherd.config import Config; from watcherd.job.image import image_dir; "
          "print(image_dir(Config()))"]
     )  # fmt: skip
     context = Path(found.strip())

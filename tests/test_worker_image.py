@@ -218,7 +218,9 @@ def test_hostile_agent_is_contained(
     write_job(work_root / "inbox", "hostile.yaml", repo_url=git_server.url("demo.git"),
               prompt="be evil", flags=flags, model="scripted-model")  # fmt: skip
     label = {"label": f"watcherd.root={work_root}"}
-    container = wait_for(lambda: docker_client.containers.list(filters=label), 60, "container")[0]
+    container = wait_for(
+        lambda: docker_client.containers.list(ignore_removed=True, filters=label), 60, "container"
+    )[0]
     specs = [str(container.attrs)]  # on Swarm the key is a secret file, in no spec
     if backend == "swarm":
         specs += [str(service.attrs) for service in docker_client.services.list(filters=label)]

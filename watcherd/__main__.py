@@ -2,7 +2,7 @@
 
 import sys
 
-from watcherd.cli import main
+from watcherd.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

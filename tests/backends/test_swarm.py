@@ -86,7 +86,9 @@ def test_a_job_is_a_hardened_replicated_job_that_reserves_what_it_may_use(
     }  # fmt: skip
     assert "/var/run/docker.sock" not in str(service.attrs)
     container = wait_for(
-        lambda: docker_client.containers.list(filters={"label": f"watcherd.job={job_id}"}),
+        lambda: docker_client.containers.list(
+            ignore_removed=True, filters={"label": f"watcherd.job={job_id}"}
+        ),
         30, "its container running",
     )[0]  # fmt: skip
     host = container.attrs["HostConfig"]
@@ -132,10 +134,16 @@ def test_a_task_killed_under_it_is_run_again_within_its_attempts(
     write_job(work_root / "inbox", "killed.yaml", repo_url=repo_url, prompt="count-and-sleep 30",
               retries=1, repo_dir="killed")  # fmt: skip
     label = {"label": f"watcherd.root={work_root}"}
-    first = wait_for(lambda: docker_client.containers.list(filters=label), 30, "a container")[0]
+    first = wait_for(
+        lambda: docker_client.containers.list(ignore_removed=True, filters=label), 30, "a container"
+    )[0]
     first.kill()
     second = wait_for(
-        lambda: [c for c in docker_client.containers.list(filters=label) if c.id != first.id],
+        lambda: [
+            c
+            for c in docker_client.containers.list(ignore_removed=True, filters=label)
+            if c.id != first.id
+        ],
         30, "the second attempt running",
     )[0]  # fmt: skip
     second.kill()

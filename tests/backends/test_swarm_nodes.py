@@ -82,7 +82,11 @@ def test_a_job_times_out_on_another_node(
     label = {"label": f"watcherd.root={work_root}"}
     wait_for(lambda: not swarm.manager.client.services.list(filters=label), 30, "service gone")
     # Swarm stops the task when its service goes.
-    wait_for(lambda: not swarm.worker.client.containers.list(filters=label), 30, "task stopped")
+    wait_for(
+        lambda: not swarm.worker.client.containers.list(ignore_removed=True, filters=label),
+        30,
+        "task stopped",
+    )
 
 
 def test_a_job_whose_node_dies_runs_again_on_another(
@@ -94,7 +98,11 @@ def test_a_job_whose_node_dies_runs_again_on_another(
     write_job(work_root / "inbox", "doomed.yaml", repo_url=repo_url,
               prompt="count-and-sleep 6", pool="elsewhere", retries=1)  # fmt: skip
     label = {"label": f"watcherd.root={work_root}"}
-    wait_for(lambda: swarm.worker.client.containers.list(filters=label), 60, "running there")
+    wait_for(
+        lambda: swarm.worker.client.containers.list(ignore_removed=True, filters=label),
+        60,
+        "running there",
+    )
     swarm.label(swarm.manager, **{"watcherd-test": "target"})  # room for a second attempt
     swarm.worker.crash()
     folder, path = wait_finished(work_root, "doomed.yaml", timeout=90)
@@ -116,7 +124,11 @@ def test_an_engine_restart_under_a_job_runs_it_again_once(
     write_job(work_root / "inbox", "restart.yaml", repo_url=repo_url,
               prompt="count-and-sleep 4", pool="elsewhere", retries=1)  # fmt: skip
     label = {"label": f"watcherd.root={work_root}"}
-    wait_for(lambda: swarm.manager.client.containers.list(filters=label), 60, "running")
+    wait_for(
+        lambda: swarm.manager.client.containers.list(ignore_removed=True, filters=label),
+        60,
+        "running",
+    )
     swarm.manager.restart(swarm.base / "dockerd-mgr.log", down_for=3)
     folder, path = wait_finished(work_root, "restart.yaml", timeout=120)
     record = exit_record(work_root, path)

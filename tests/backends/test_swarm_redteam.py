@@ -18,13 +18,13 @@ import docker
 import docker.errors
 import pytest
 
-from tests.support.backends import require_swarm
+from tests.support.backends import remove_jobs_of, require_swarm
 from tests.support.helpers import StartDaemon, exit_record, wait_finished, wait_for, write_job
 from watcherd.agents import AGENTS
 from watcherd.backends import NO_EXIT_CODE, RunnerError
+from watcherd.backends.spec import ContainerSpec, Mount, Tmpfs
 from watcherd.backends.swarm import SwarmRunner
 from watcherd.backends.swarmsecrets import secret_name
-from watcherd.container import ContainerSpec, Mount, Tmpfs
 
 pytestmark = pytest.mark.docker
 
@@ -116,10 +116,7 @@ def make_service(
     for handle in made:
         with contextlib.suppress(RunnerError):
             SwarmRunner().remove(handle)
-    for container in docker_client.containers.list(
-        all=True, filters={"label": f"watcherd.root={tmp_path}"}
-    ):
-        container.remove(force=True)
+    remove_jobs_of(docker_client, tmp_path)
 
 
 def container_of(client: docker.DockerClient, handle: str) -> Any:
@@ -127,7 +124,8 @@ def container_of(client: docker.DockerClient, handle: str) -> Any:
         for task in client.api.tasks(filters={"service": handle}):
             found = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
             if found and task["Status"]["State"] == "running":
-                return client.containers.get(found)
+                with contextlib.suppress(docker.errors.NotFound):  # ended since the listing
+                    return client.containers.get(found)
         return None
 
     return wait_for(running, 30, "the task's container running")

@@ -56,7 +56,7 @@ def remove_jobs_of(client: docker.DockerClient, root: Path) -> None:
     if (client.info().get("Swarm") or {}).get("ControlAvailable"):
         for service in client.services.list(filters=label):
             service.remove()
-    for container in client.containers.list(all=True, filters=label):
+    for container in client.containers.list(ignore_removed=True, all=True, filters=label):
         # A removed service's container may be on its way out already (409) or gone.
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)

@@ -112,7 +112,7 @@ class DaemonProcess:
     def start(self, wait_ready: bool = True) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watcherd.cli", "--config", str(self.config_path), "run",
+            [sys.executable, "-m", "watcherd", "--config", str(self.config_path), "run",
              "--no-build"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self._environ(),
         )  # fmt: skip
@@ -151,7 +151,7 @@ StartDaemon = Callable[..., DaemonProcess]
 
 def cli(daemon: DaemonProcess, *args: str) -> list[str]:
     """A ``watcherd`` command line with this daemon's config, for subprocess."""
-    return [sys.executable, "-m", "watcherd.cli", "--config", str(daemon.config_path), *args]
+    return [sys.executable, "-m", "watcherd", "--config", str(daemon.config_path), *args]
 
 
 def cli_environ() -> dict[str, str]:

@@ -84,7 +84,7 @@ class Node:
 
     def crash(self) -> None:
         """The node dies at once: its Engine, containerd, shims and every container process."""
-        containers = [c.id for c in self.client.containers.list()]
+        containers = [c.id for c in self.client.containers.list(ignore_removed=True)]
         subprocess.run(["pkill", "-9", "-f", str(self.run_dir)], check=False)
         for container in containers:
             for procs in Path("/sys/fs/cgroup").glob(f"*/docker/{container}/cgroup.procs"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from watcherd.container import ContainerSpec
+from watcherd.backends.spec import ContainerSpec
 
 # What ``wait`` returns for a container that ended without an exit code of its own (a Swarm
 # task rejected by its node, or lost with it): ``inspect`` then says why.

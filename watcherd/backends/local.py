@@ -7,7 +7,7 @@ import docker.errors
 
 from watcherd.backends.base import ContainerState
 from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
-from watcherd.container import JOB_LABEL, ROOT_LABEL, ContainerSpec
+from watcherd.backends.spec import JOB_LABEL, ROOT_LABEL, ContainerSpec
 
 
 class LocalRunner:

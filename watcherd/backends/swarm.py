@@ -30,9 +30,9 @@ from watcherd.backends.base import (
     RunnerError,
 )
 from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
+from watcherd.backends.spec import JOB_LABEL, ROOT_LABEL, ContainerSpec
 from watcherd.backends.swarmsecrets import SwarmSecrets
 from watcherd.backends.swarmservice import JOB_MODE, task_template
-from watcherd.container import JOB_LABEL, ROOT_LABEL, ContainerSpec
 
 POLL_SECONDS = 0.5  # a task on another node: its record, and its node's, while waiting
 STARTING_POLL_SECONDS = 0.05  # a task being started: moments from a container to wait on

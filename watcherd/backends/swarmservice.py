@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import docker.types
 
-from watcherd.container import ContainerSpec
+from watcherd.backends.spec import ContainerSpec
 
 JOB_MODE = docker.types.ServiceMode("replicated-job", replicas=1, concurrency=1)
 SECRET_VARIABLES = "WATCHERD_SECRET_ENV"  # names of the variables the worker reads from files

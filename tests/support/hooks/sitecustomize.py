@@ -28,7 +28,7 @@ if os.environ.get("WATCHERD_TEST_MDWX") == "1":
 _STALL_FILE = os.environ.get("WATCHERD_TEST_STALL_FILE")
 
 if _STALL_FILE:
-    from watcherd.spool import InboxEntry, Spool
+    from watcherd.spool.folders import InboxEntry, Spool
 
     _scan_inbox = Spool.scan_inbox
     _stall = Path(_STALL_FILE)

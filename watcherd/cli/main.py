@@ -1,0 +1,519 @@
+"""``watcherd`` command line: run, submit, wait, show, logs, status, validate, retry, doctor,
+image build, login."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from watcherd import __version__
+from watcherd.cli.jobview import age_text, describe, view_job
+from watcherd.cli.logfollow import follow_logs
+from watcherd.config import Config, ConfigError, load_config
+from watcherd.job.eventfile import read_all_events
+from watcherd.job.events import one_line, render
+from watcherd.job.progress import read_progress
+from watcherd.job.spec import InvalidJob, parse_job
+from watcherd.spool.filters import is_job_name
+from watcherd.spool.folders import MAX_JOB_BYTES, Layout, NotRetryable, Spool, read_run_state
+from watcherd.spool.jobid import JOB_ID_EXAMPLE, is_job_id
+from watcherd.spool.lookup import JobRef, Place, dropped_name, resolve
+from watcherd.spool.waiting import Ended, NotYet, WaitExit, wait_for_end
+from watcherd.util.fsutil import fsync_dir, rename_noreplace
+from watcherd.util.units import parse_duration
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(
+            args.config,
+            root=str(args.root) if args.root else None,
+            log_format=getattr(args, "log_format", None),
+        )
+    except ConfigError as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_format)
+    result: int = args.command(config, args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="watcherd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"watcherd {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help="config file (default /etc/watcherd/config.yaml)"
+    )
+    parser.add_argument(
+        "--root", type=Path, help="work root holding inbox/, done/, ... (default /work)"
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--log-format", choices=("text", "json"))
+    run.add_argument("--no-build", action="store_true", help="do not build a missing image")
+    run.set_defaults(command=_run)
+
+    submit = commands.add_parser("submit", help="drop a job into the inbox safely")
+    submit.add_argument("file", nargs="?", type=Path, help="a job file to submit")
+    submit.add_argument("--repo-url")
+    submit.add_argument("--prompt")
+    submit.add_argument("--repo-ref")
+    submit.add_argument("--repo-dir")
+    submit.add_argument("--mode", choices=("exec", "review"))
+    submit.add_argument("--model")
+    submit.add_argument("--timeout")
+    submit.add_argument("--name", help="job file name in the inbox (default: from FILE or 'job')")
+    submit.add_argument("--notify", action="append", metavar="TARGET",
+                        help="a notify target named in the config (repeatable)")  # fmt: skip
+    submit.set_defaults(command=_submit)
+
+    wait = commands.add_parser(
+        "wait", help="block until a job ends; print its exit record (exit 0 done, see README)"
+    )
+    wait.add_argument("job", metavar="NAME|ID", help="the name it was dropped as, or its id")
+    wait.add_argument("--timeout", type=_duration, metavar="SECONDS",
+                      help="give up after this long (30, 90s, 10m); exit 124")  # fmt: skip
+    wait.set_defaults(command=_wait)
+
+    show = commands.add_parser("show", help="a job's state, record, summary and files")
+    show.add_argument("job", metavar="NAME|ID")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(command=_show)
+
+    logs = commands.add_parser("logs", help="a job's progress: commands, edits, messages, tokens")
+    logs.add_argument("job", metavar="NAME|ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+    logs.set_defaults(command=_logs)
+
+    status = commands.add_parser("status", help="jobs per folder, running jobs with their age")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(command=_status)
+
+    validate = commands.add_parser("validate", help="check job files without running them")
+    validate.add_argument("files", nargs="+", type=Path)
+    validate.set_defaults(command=_validate)
+
+    retry = commands.add_parser("retry", help="put a failed job back into the inbox")
+    retry.add_argument("job_id")
+    retry.set_defaults(command=_retry)
+
+    doctor = commands.add_parser("doctor", help="check what this machine lacks to run jobs")
+    doctor.set_defaults(command=_doctor)
+
+    image = commands.add_parser("image", help="the worker image")
+    image_commands = image.add_subparsers(required=True, metavar="ACTION")
+    build = image_commands.add_parser("build", help="build an agent's worker image")
+    build.add_argument("agents", nargs="*", metavar="AGENT",
+                       help="codex, claude, ... or all (default: default_agent)")  # fmt: skip
+    build.add_argument("--ca-cert", action="append", type=Path, default=[],
+                       help="extra CA certificate to trust in the image (repeatable)")  # fmt: skip
+    build.add_argument("--tag", help="image tag (default: the agent's image; one agent only)")
+    build.set_defaults(command=_image_build)
+
+    login = commands.add_parser("login", help="log Codex in, into the bot auth dir")
+    login.add_argument("--with-api-key", action="store_true", help="read an API key from stdin")
+    login.set_defaults(command=_login)
+    return parser
+
+
+def _setup_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    ))  # fmt: skip
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.daemon.server import Server
+    from watcherd.job.image import ImageError, ensure_image
+
+    if not args.no_build:
+        try:
+            ensure_image(config)
+        except ImageError as exc:
+            logging.getLogger("watcherd").error("%s", exc)
+            return 1
+
+    def reload() -> Config:
+        # SIGHUP: the same file, environment and flags that `main` built `config` from.
+        return load_config(
+            args.config, root=str(args.root) if args.root else None, log_format=args.log_format
+        )
+
+    Server(config, reload=reload).run()
+    return 0
+
+
+SUBMIT_FIELDS = ("repo_url", "prompt", "repo_ref", "repo_dir", "mode", "model", "timeout", "notify")
+
+
+def _submit(config: Config, args: argparse.Namespace) -> int:
+    if args.name is not None and not _is_plain_name(args.name):
+        print(
+            f"watcherd: --name {args.name!r}: give a plain file name, without '/' and not "
+            "starting with '.' (the daemon never claims those)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.file:
+        try:
+            data = _read_job_file(args.file)
+        except OSError as exc:
+            print(f"watcherd: {args.file}: {_os_problem(exc)}", file=sys.stderr)
+            return 1
+        # A dot-name would sit in the inbox unclaimed, as if still being written.
+        name = args.name or args.file.name.lstrip(".") or "job.yaml"
+        if args.notify:
+            print("watcherd: --notify goes with --prompt; put notify: in FILE", file=sys.stderr)
+            return 1
+    else:
+        fields = {
+            key: getattr(args, key) for key in SUBMIT_FIELDS if getattr(args, key) is not None
+        }
+        data = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True).encode()
+        name = args.name or "job.yaml"
+    if not is_job_name(name):
+        name = f"{name}.yaml"
+    try:
+        parse_job(data, config)
+    except InvalidJob as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    inbox = Layout(config.root).inbox
+    try:
+        inbox.mkdir(parents=True, exist_ok=True)
+        target = submit_bytes(inbox, name, data)
+    except OSError as exc:
+        print(f"watcherd: cannot write into {inbox}: {_os_problem(exc)}", file=sys.stderr)
+        return 1
+    print(target)
+    # How to follow it, on stderr: stdout stays the one path programs read.
+    handle = job_stem_for_humans(target.name)
+    prefix = _command_prefix(args)
+    print(
+        f"dropped as {target.name}; follow it with\n"
+        f"  {prefix} wait {handle}      (until it ends; prints its exit record)\n"
+        f"  {prefix} logs -f {handle}   (its commands, edits and messages as they happen)\n"
+        f"  {prefix} show {handle}      (its state, summary and files)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def job_stem_for_humans(name: str) -> str:
+    """``fix-42.yaml`` -> ``fix-42``, which lookup takes too; other names as they are."""
+    return name.removesuffix(".yaml") if name.endswith(".yaml") else name
+
+
+def _command_prefix(args: argparse.Namespace) -> str:
+    """``watcherd`` with the --config and --root this command was given."""
+    words = ["watcherd"]
+    if args.config:
+        words += ["--config", str(args.config)]
+    if args.root:
+        words += ["--root", str(args.root)]
+    return shlex.join(words)
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+
+
+def _read_job_file(path: Path) -> bytes:
+    """A job file's bytes, at most one more than a job may have: enough for parse_job to
+    say it is too big without reading all of a huge file."""
+    with path.open("rb") as handle:
+        return handle.read(MAX_JOB_BYTES + 1)
+
+
+def _os_problem(exc: OSError) -> str:
+    """'no such file' rather than "[Errno 2] No such file or directory: '...'"."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a job file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or str(exc)).lower()
+
+
+def submit_bytes(inbox: Path, name: str, data: bytes) -> Path:
+    """Write under a dot-name the daemon ignores, then rename in: it never sees half a file.
+    A name already taken gets a suffix rather than replacing another job."""
+    tmp = inbox / f".{name}.{secrets.token_hex(4)}.tmp"
+    with tmp.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    target = inbox / name
+    for _ in range(100):
+        try:
+            rename_noreplace(tmp, target)
+            break
+        except FileExistsError:
+            stem, dot, suffix = name.rpartition(".")
+            target = inbox / f"{stem}-{secrets.token_hex(3)}{dot}{suffix}"
+    else:  # pragma: no cover - 100 random collisions
+        tmp.unlink()
+        raise FileExistsError(target)
+    fsync_dir(inbox)
+    return target
+
+
+def _status(config: Config, args: argparse.Namespace) -> int:
+    layout = Layout(config.root)
+    counts = {
+        folder.name: sum(1 for p in folder.iterdir() if is_job_name(p.name))
+        if folder.is_dir()
+        else 0
+        for folder in (layout.inbox, layout.running, layout.done, layout.failed)
+    }
+    now = time.time()
+    running: list[dict[str, str | int | None]] = []
+    if layout.running.is_dir():
+        for path in sorted(layout.running.glob("*.yaml")):
+            job_id = path.name.removesuffix(".yaml")
+            try:
+                age = round(now - path.stat().st_ctime)  # ctime: the claim (rename)
+            except FileNotFoundError:
+                continue  # it finished just now
+            progress = read_progress(layout.out_dir(job_id))
+            last_at = progress.last_activity_at
+            running.append({
+                "job_id": job_id,
+                "name": dropped_name(layout, job_id, Place.RUNNING),
+                "age_seconds": age,
+                "last_activity": progress.last_activity,
+                "last_activity_age_seconds": None if last_at is None else round(now - last_at),
+                "tokens": progress.tokens,
+                "waiting": _placement_wait(layout, job_id),
+            })  # fmt: skip
+    if args.json:
+        print(json.dumps({"counts": counts, "running": running}))
+        return 0
+    print("  ".join(f"{name}: {count}" for name, count in counts.items()))
+    for job in running:
+        print(_running_line(job))
+    return 0
+
+
+def _placement_wait(layout: Layout, job_id: str) -> str | None:
+    """Why a running job's container has no place yet (its state is the daemon's user's)."""
+    try:
+        return read_run_state(layout, job_id).waiting or None
+    except OSError:
+        return None
+
+
+def _running_line(job: dict[str, str | int | None]) -> str:
+    """``running  <id>  fix-42.yaml  2m05s  72 tokens  last: ran pytest (exit 0), 3s ago``"""
+    name = one_line(job["name"], 120) if job["name"] else "(name: daemon's user only)"
+    parts = ["running ", str(job["job_id"]), name]
+    parts.append(age_text(float(job["age_seconds"] or 0)))
+    if job["waiting"]:
+        parts.append(f"waiting for a place: {one_line(job['waiting'], 200)}")
+    if job["tokens"] is not None:
+        parts.append(f"{int(job['tokens']):,} tokens")
+    if job["last_activity"]:
+        ago = job["last_activity_age_seconds"]
+        parts.append(f"last: {job['last_activity']}" + (f", {age_text(float(ago))} ago"
+                                                         if ago is not None else ""))  # fmt: skip
+    return "  ".join(parts)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _find(config: Config, query: str) -> JobRef | None:
+    """The job a NAME|ID argument means, or None after saying there is none."""
+    ref = resolve(Layout(config.root), query)
+    if ref is None:
+        print(
+            f"watcherd: no job {query!r} under {config.root} (give the name it was dropped "
+            f"as, with or without .yaml, or its id such as {JOB_ID_EXAMPLE})",
+            file=sys.stderr,
+        )
+    return ref
+
+
+def _wait(config: Config, args: argparse.Namespace) -> int:
+    ref = _find(config, args.job)
+    if ref is None:
+        return WaitExit.UNKNOWN
+    try:
+        result = wait_for_end(Layout(config.root), ref, args.timeout)
+    except KeyboardInterrupt:
+        return 130
+    if isinstance(result, Ended):
+        print(json.dumps(result.record, indent=2, sort_keys=True))
+        return result.exit_code
+    where = _where(result.ref)
+    if isinstance(result, NotYet):
+        print(f"watcherd: {where} has not ended after {args.timeout:g}s", file=sys.stderr)
+        return WaitExit.WAIT_TIMEOUT
+    print(f"watcherd: {where} is gone (removed before it was claimed?)", file=sys.stderr)
+    return WaitExit.UNKNOWN
+
+
+def _where(ref: JobRef) -> str:
+    if ref.job_id is None:
+        return f"{one_line(ref.name, 120)} (queued in the inbox)"
+    return f"job {ref.job_id} ({ref.place.value})"
+
+
+def _show(config: Config, args: argparse.Namespace) -> int:
+    ref = _find(config, args.job)
+    if ref is None:
+        return WaitExit.UNKNOWN
+    view = view_job(Layout(config.root), config, ref)
+    if args.json:
+        print(json.dumps(view.to_json(), indent=2, sort_keys=True))
+    else:
+        print("\n".join(describe(view)))
+    return 0
+
+
+def _logs(config: Config, args: argparse.Namespace) -> int:
+    ref = _find(config, args.job)
+    if ref is None:
+        return WaitExit.UNKNOWN
+    layout = Layout(config.root)
+    sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]  # any terminal
+    if args.follow:
+        if ref.job_id is None:
+            print(f"{_where(ref)}: waiting for the daemon to claim it", file=sys.stderr)
+        try:
+            result = follow_logs(layout, ref, lambda line: print(line, flush=True))
+        except KeyboardInterrupt:
+            return 130
+        if isinstance(result, Ended):
+            return result.exit_code
+        print(f"watcherd: {_where(result.ref)} is gone", file=sys.stderr)
+        return WaitExit.UNKNOWN
+    if ref.job_id is None:
+        print(f"{_where(ref)}: no events yet", file=sys.stderr)
+        return 0
+    for line in render(read_all_events(layout.out_dir(ref.job_id) / "events.jsonl")):
+        print(line)
+    return 0
+
+
+def _validate(config: Config, args: argparse.Namespace) -> int:
+    bad = 0
+    for path in args.files:
+        try:
+            # As the daemon sees it: it never follows a link nor opens a fifo.
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise InvalidJob("not a regular file")
+            parse_job(_read_job_file(path), config)
+        except InvalidJob as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            bad += 1
+        except OSError as exc:
+            print(f"{path}: {_os_problem(exc)}", file=sys.stderr)
+            bad += 1
+        else:
+            print(f"{path}: ok")
+    return 1 if bad else 0
+
+
+def _retry(config: Config, args: argparse.Namespace) -> int:
+    # Checked here before anything is created under the root; requeue checks again.
+    if not is_job_id(args.job_id):
+        print(
+            f"watcherd: retry takes a failed job's id, such as {JOB_ID_EXAMPLE}, "
+            f"not a path or file name: {args.job_id!r}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        layout = Layout(config.root)
+        layout.ensure()
+        target = Spool(layout).requeue(args.job_id)
+    except NotRetryable as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"watcherd: {exc.filename or config.root}: {_os_problem(exc)}", file=sys.stderr)
+        return 1
+    print(target)
+    return 0
+
+
+def _doctor(config: Config, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from watcherd.cli.doctor import DockerEngine, format_checks, run_checks
+    from watcherd.job.image import ImageError, image_dir
+
+    try:
+        dockerfile: Path | None = image_dir(config) / "Dockerfile"
+    except ImageError:
+        dockerfile = None
+    checks = run_checks(
+        config, lambda: DockerEngine(config.docker_host), datetime.now(UTC), dockerfile
+    )
+    print("\n".join(format_checks(checks)))
+    return 0 if all(check.ok for check in checks) else 1
+
+
+def _image_build(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.agents import AGENTS
+    from watcherd.job.image import ImageError, build_image
+
+    agents = args.agents or [config.default_agent]
+    if agents == ["all"]:
+        agents = sorted(AGENTS)
+    if args.tag and len(agents) > 1:
+        print("watcherd: --tag names one image: build one agent at a time", file=sys.stderr)
+        return 2
+    try:
+        for agent in agents:
+            build_image(config, ca_certs=args.ca_cert, tag=args.tag, agent=agent)
+    except ImageError as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _login(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.job.image import login
+
+    return login(config, with_api_key=args.with_api_key)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Reading out/<id>/events.jsonl while the agent writes it (the daemon's step log,
+``watcherd logs -f``, ``status``).
+
+The agent writes this file, so it is read as untrusted input: never through a link, never
+blocking on a fifo, at most so much per read, whole lines only, and a line longer than
+any event is skipped rather than buffered. A new attempt of a job starts a new file
+(out/<id>/ is made anew): the reader notices the new inode, or a file shorter than where
+it was, and starts again from the top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watcherd.util.safeio import open_regular, read_tail
+
+READ_BYTES = 1024 * 1024  # per read; also the longest line kept
+TAIL_BYTES = 16 * 1024  # what ``status`` looks at: the last events only
+
+
+class EventReader:
+    """New whole events since the last ``read``."""
+
+    def __init__(self, path: Path, from_end: bool = False) -> None:
+        self.path = path
+        self._from_end = from_end  # skip what is there at first sight (already seen)
+        self._inode: int | None = None
+        self._offset = 0
+        self._in_long_line = False  # skipping the rest of a line over READ_BYTES
+        self.restarts = 0  # times the file was replaced or cut: a new attempt
+
+    @property
+    def offset(self) -> int:
+        """How far the file has been read (whole lines, and skipped long ones)."""
+        return self._offset
+
+    def read(self) -> list[dict[str, Any]]:
+        fd = open_regular(self.path)
+        if fd is None:
+            return []
+        try:
+            return self._read(fd)
+        except OSError:
+            return []
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _read(self, fd: int) -> list[dict[str, Any]]:
+        st = os.fstat(fd)
+        if self._inode is None:
+            self._offset = st.st_size if self._from_end else 0
+        elif st.st_ino != self._inode or st.st_size < self._offset:
+            self._offset, self._in_long_line = 0, False
+            self.restarts += 1
+        self._inode = st.st_ino
+        if st.st_size <= self._offset:
+            return []
+        data = os.pread(fd, min(READ_BYTES, st.st_size - self._offset), self._offset)
+        end = data.rfind(b"\n")
+        if end < 0:
+            if len(data) == READ_BYTES:  # one line longer than any event: skip it
+                self._offset += len(data)
+                self._in_long_line = True
+            return []  # else the end of the line is not written yet
+        self._offset += end + 1
+        lines = data[:end].split(b"\n")
+        if self._in_long_line:
+            lines, self._in_long_line = lines[1:], False  # the end of the skipped line
+        return parse_lines(lines)
+
+
+@dataclass(frozen=True)
+class Tail:
+    events: list[dict[str, Any]]
+    modified: float  # the file's mtime: when the agent last did something
+
+
+def read_tail_events(path: Path, limit: int = TAIL_BYTES) -> Tail | None:
+    """The events in the last ``limit`` bytes of the file; None if there is no file."""
+    found = read_tail(path, limit)
+    if found is None:
+        return None
+    data, st = found
+    lines = data.split(b"\n")
+    if len(data) < st.st_size:
+        lines = lines[1:]  # starts in the middle of a line
+    return Tail(parse_lines(lines), st.st_mtime)
+
+
+def read_all_events(path: Path) -> list[dict[str, Any]]:
+    """Every whole event in the file, as it is now."""
+    reader = EventReader(path)
+    events: list[dict[str, Any]] = []
+    while True:
+        before = reader.offset
+        events += reader.read()
+        if reader.offset == before:
+            return events
+
+
+def parse_lines(lines: list[bytes]) -> list[dict[str, Any]]:
+    events = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash, or not JSON at all
+        if isinstance(event, dict):
+            events.append(event)
+    return events

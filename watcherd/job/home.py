@@ -1,0 +1,141 @@
+"""A fresh agent home for every job: the operator's config in, the job's session out.
+
+homes/<id>/   the home of one job's agent (0700, the job's user), mounted where its
+              profile says (Codex: /home/codex/.codex, CODEX_HOME). It starts with copies
+              of the operator's config files for that agent (root's and read-only when the
+              daemon is root) and, with a refreshable login, of the login file. After the
+              job a changed login goes back to the operator's dir once the profile's check
+              accepts it; the sessions move to out/<id>/sessions/ (where a later job can
+              resume them); the home is removed. No job sees another's home, and nothing a
+              job writes there reaches a later job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from watcherd.agents.base import AgentProfile
+from watcherd.util.fsutil import User, chown_tree, remove_tree, write_atomic
+from watcherd.util.safeio import read_whole
+
+log = logging.getLogger("watcherd.home")
+
+MAX_SHARED_BYTES = 1024 * 1024
+MAX_LOGIN_BYTES = 64 * 1024
+
+
+class AgentHomes:
+    def __init__(self, root: Path) -> None:
+        self.folder = root / "homes"
+
+    def path(self, job_id: str) -> Path:
+        return self.folder / job_id
+
+    def create(
+        self, job_id: str, user: User, profile: AgentProfile, source: Path | None,
+        login: bool, resume_from: Path | None = None,
+    ) -> Path:  # fmt: skip
+        """A new home with what the job may have of ``source`` (the operator's dir for
+        this agent), and the sessions of ``resume_from`` (an earlier job's out/<id>/)."""
+        home = self.path(job_id)
+        remove_tree(home)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home.mkdir(mode=0o700)
+        owner = (user.uid, user.gid)
+        if os.geteuid() == 0:
+            os.chown(home, *owner)
+        if source is not None:
+            for name in profile.config_files:
+                data = read_whole(source / name, MAX_SHARED_BYTES)
+                if data is not None:
+                    # Root's and 0444: the agent cannot change it (only replace its copy).
+                    _folders_for(home, name, user)
+                    write_atomic(home / name, data, mode=0o444)
+            if login and profile.login_file:
+                data = read_whole(source / profile.login_file, MAX_LOGIN_BYTES)
+                if data is not None:
+                    _folders_for(home, profile.login_file, user)
+                    write_atomic(home / profile.login_file, data, mode=0o600, owner=owner)
+        if resume_from is not None:
+            _copy_session(resume_from, home, user)
+        return home
+
+    def collect(
+        self, job_id: str, profile: AgentProfile, login: Path | None, out_dir: Path
+    ) -> None:
+        """After the container exited: write back a refreshed login, keep the sessions."""
+        home = self.path(job_id)
+        if not home.is_dir() or home.is_symlink():
+            return
+        if login is not None:
+            self._write_back_login(home, profile, login)
+        target = out_dir / "sessions"
+        remove_tree(target)  # the agent's own, if it made one there
+        folder = out_dir.stat()  # out/<id> is the job's user's, sessions/ too
+        owner = User(folder.st_uid, folder.st_gid)
+        for pattern in profile.session_files:
+            for found in sorted(home.glob(pattern)):
+                if found.is_symlink() or not (found.is_dir() or found.is_file()):
+                    continue
+                relative = found.relative_to(home)  # kept: a resume puts it back there
+                _folders_for(target, str(relative), owner, top=out_dir)
+                os.rename(found, target / relative)
+
+    def remove(self, job_id: str) -> None:
+        remove_tree(self.path(job_id))
+
+    def _write_back_login(self, home: Path, profile: AgentProfile, login: Path) -> None:
+        """A refreshable login rotates its single-use refresh token during a job; the new
+        one must reach the next job, once the agent's check takes it for a refresh."""
+        if not profile.login_file or profile.check_login is None:
+            return
+        new = read_whole(home / profile.login_file, MAX_LOGIN_BYTES)
+        old = read_whole(login / profile.login_file, MAX_LOGIN_BYTES)
+        if new is None or new == old:
+            return
+        problem = profile.check_login(new, old)
+        if problem:
+            log.warning("not taking the job's %s back into %s: %s",
+                        profile.login_file, login, problem)  # fmt: skip
+            return
+        folder = login.stat()
+        write_atomic(
+            login / profile.login_file, new, mode=0o600, owner=(folder.st_uid, folder.st_gid)
+        )
+        log.info("the login in %s was refreshed by a job; saved", login)
+
+
+def _folders_for(base: Path, relative: str, user: User, top: Path | None = None) -> None:
+    """The folders between ``base`` and the file ``relative`` below it, the user's."""
+    folder = (base / relative).parent
+    missing = []
+    while folder != (top or base).parent and not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o755)
+        if os.geteuid() == 0:
+            os.chown(path, user.uid, user.gid)
+
+
+def _copy_session(source: Path, home: Path, user: User) -> None:
+    """An earlier job's session (out/<id>/sessions/, already made safe) into a new home,
+    as the job's user: regular files and folders only, nothing followed."""
+    if not source.is_dir() or source.is_symlink():
+        return
+    target = home
+
+    def copy_regular(src: str, dst: str) -> None:
+        if os.path.islink(src) or not os.path.isfile(src):
+            return
+        shutil.copyfile(src, dst, follow_symlinks=False)
+
+    def links(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if os.path.islink(os.path.join(folder, n))]
+
+    shutil.copytree(source, target, ignore=links, copy_function=copy_regular, dirs_exist_ok=True)
+    if os.geteuid() == 0:
+        chown_tree(target, user)

@@ -1,0 +1,644 @@
+"""The life of one claimed job: prepare, start (or adopt) its container, wait, collect, finish.
+
+Runs in a worker thread. Reads top to bottom like the job's life; every path ends in
+``finish`` (exit.json written, job file moved), even an unexpected error, except a
+shutdown, which leaves the job in running/ for the next start to adopt.
+
+Every attempt starts clean: fresh out/<id>/, a fresh workspace from the repository
+cache, a fresh agent home. After the container exits nothing it left is trusted: out/<id>/
+is made safe before it is read, the agent's commits come in as a bundle that fsck checks,
+and the patch is computed by the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import functools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watcherd.agents import AGENTS, AgentProfile, AgentReport
+from watcherd.backends import (
+    NO_EXIT_CODE,
+    EngineUnavailable,
+    NameConflict,
+    Runner,
+    RunnerError,
+    TransientRunnerError,
+)
+from watcherd.config import Config
+from watcherd.job.container import build_spec, job_user
+from watcherd.job.diskuse import tree_bytes
+from watcherd.job.home import AgentHomes
+from watcherd.job.outputs import keep_only_known, make_safe
+from watcherd.job.results import (
+    JobState,
+    Outcome,
+    SavedWork,
+    read_worker_record,
+    utc_now,
+    write_exit_json,
+)
+from watcherd.job.resume import ResumeError, ResumePoint, find_resume_point
+from watcherd.job.spec import JobSpec
+from watcherd.job.steplog import StepLog
+from watcherd.repo.cache import RepoCache, RepoError, Results, Stopped, cache_key
+from watcherd.repo.workspace import Workspaces
+from watcherd.spool.folders import Claimed, RunState, Spool
+from watcherd.util.fsutil import User, remove_tree, require_room
+from watcherd.util.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
+
+log = logging.getLogger("watcherd.job")
+
+STOPPED_EXIT_CODE = 124  # the worker, after SIGTERM: it saved the agent's work and stopped
+WAIT_SLICE_SECONDS = 1.0  # how often a waiting job looks up for a shutdown
+DISK_CHECK_MIN_SECONDS = 1.0
+DISK_CHECK_MAX_SECONDS = 5.0  # however slow a measurement, never longer between two
+PLACEMENT_POLL_SECONDS = (0.05, 1.0)  # first and longest pause while a container has no place
+DISK_CHECK_DUTY = 50  # measuring may take at most 1/50 of the time between two measurements
+CLEANUP_QUEUE = 16  # filed jobs whose containers may wait for removal before slots do
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a job holds while it runs, handed out by the scheduler."""
+
+    auth_dir: Path | None = None
+
+
+class PermanentFailure(Exception):
+    """This job cannot run: the container cannot be created, the ref does not exist, ..."""
+
+
+class Interrupted(Exception):
+    """The daemon is stopping; the job stays in running/ and its container keeps going."""
+
+
+class DiskFull(Exception):
+    """The root's filesystem is full: waited out, and it costs the job no attempt."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc)  # git's words, through RepoError
+
+
+class Ending(enum.Enum):
+    EXITED = "exited"
+    TIMED_OUT = "timed out"
+    OVER_BUDGET = "over its disk budget"
+
+
+@dataclass(frozen=True)
+class ContainerEnd:
+    how: Ending
+    exit_code: int | None
+    disk_used: int = 0
+
+
+class JobLife:
+    def __init__(
+        self, config: Config, spool: Spool, runner: Runner, stop_event: threading.Event
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.runner = runner
+        self.stop_event = stop_event
+        self.backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self.cache = RepoCache(config.root, config.allowed_protocols, config.fetch_timeout)
+        self.workspaces = Workspaces(
+            config.root, config.keep_workspaces, config.workspace_retention,
+            config.allowed_protocols,
+        )  # fmt: skip
+        self.homes = AgentHomes(config.root)
+        self.api_keys: dict[str, tuple[str, str]] = {}  # agent -> (variable, key)
+        self._pruning = threading.Lock()
+        self.cleaner = Cleaner()
+        self.on_finished: Callable[[Claimed, Config], None] = _nothing  # notifications
+
+    # -- the whole life ----------------------------------------------------------------
+
+    def run(self, job: Claimed, spec: JobSpec, lease: Lease) -> Outcome | None:
+        """Run to an outcome and finish the job; None if interrupted by shutdown."""
+        # Nothing to write yet: the claim wrote this record (or an earlier life did), and
+        # the first write that matters counts the attempt, just before its container.
+        state = self.spool.read_state(job.job_id, job.source_name)
+        try:
+            outcome = self._attempts(job, spec, lease, state)
+            self._until_room(lambda: self.finish(job, outcome))
+        except Interrupted:
+            log.info("job %s left running for the next start (shutdown)", job.job_id)
+            job.release()
+            return None
+        except Exception as exc:  # a bug must not strand the job in running/
+            log.exception("job %s: unexpected error", job.job_id)
+            outcome = self._outcome(JobState.FAILED, f"internal error: {exc!r}", state)
+            self.finish(job, outcome)
+        return outcome
+
+    def _until_room(self, action: Callable[[], object]) -> None:
+        """``action`` again and again while the disk is full, waiting in between."""
+        delay = self.backoff.initial
+        while True:
+            try:
+                action()
+                return
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                log.warning("disk full (%s); waiting %.0fs", exc, delay)
+            if self.stop_event.wait(delay):
+                raise Interrupted
+            delay = min(delay * 2, self.backoff.maximum)
+
+    def _attempts(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
+        while True:
+            retrying = self.backoff.retrying(
+                retry_on=TransientFailure,
+                give_up=lambda: state.attempts >= spec.max_attempts,
+                stop_event=self.stop_event,
+                on_retry=lambda failure, pause: log.warning(
+                    "job %s: attempt %d failed (%s); again in %.1fs",
+                    job.job_id, state.attempts, failure, pause,
+                ),
+            )  # fmt: skip
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        return self._attempt(job, spec, lease, state)
+            except TransientFailure as exc:
+                if self.stop_event.is_set():
+                    raise Interrupted from exc
+                reason = f"gave up after {state.attempts} attempt(s): {exc}"
+                return self._outcome(JobState.FAILED, reason, state)
+            except PermanentFailure as exc:
+                return self._outcome(JobState.FAILED, str(exc), state)
+            except EngineUnavailable as exc:
+                log.warning("job %s: %s; waiting for the Engine", job.job_id, exc)
+                self._wait_for_engine()  # then go round: adopt the container or start it
+            except DiskFull as exc:
+                log.warning("job %s: %s; waiting for room, no attempt used", job.job_id, exc)
+                self._until_room(lambda: require_room(self.config.root, self.config.min_free_disk))
+
+    def _wait_for_engine(self) -> None:
+        if not self.backoff.wait_for(
+            self.runner.ping, retry_on=EngineUnavailable, stop_event=self.stop_event
+        ):
+            raise Interrupted
+
+    # -- one attempt -------------------------------------------------------------------
+
+    def _attempt(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
+        try:
+            return self._attempt_once(job, spec, lease, state)
+        except EngineUnavailable:
+            raise
+        except TransientRunnerError as exc:  # the Engine said 5xx, at any step
+            raise TransientFailure(str(exc)) from exc
+
+    def _attempt_once(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
+        # A job this process has just claimed from the inbox (job.fresh) has an id that
+        # the claim minted: a container of this id is made only by _start below, only by
+        # the process holding the job's lock (this one), and only after the state write
+        # that counts its attempt. So before its first start there is nothing to find and
+        # the Engine is not asked. From the first start on (even one that failed: the
+        # Engine may have made the container before failing), and for every job taken
+        # over from running/ (an earlier daemon may have started it), it is.
+        handle = None if job.fresh else self.runner.find(job.job_id)
+        if handle is None:
+            if state.starting:
+                # A crash came between counting the attempt and making its container:
+                # nothing ran, so it does not count.
+                state.attempts -= 1
+                state.starting = False
+                log.info("job %s: its last attempt never started; not counted", job.job_id)
+            if state.attempts >= spec.max_attempts:
+                reason = (
+                    f"no attempts left ({state.attempts} of {spec.max_attempts} used) "
+                    "and no container to collect"
+                )
+                return self._outcome(JobState.FAILED, reason, state)
+            job.fresh = False
+            job.container = None  # until this start says which: finish() then asks
+            handle = self._start(job, spec, lease, state)
+        else:
+            log.info("job %s: adopting its container %s", job.job_id, handle[:12])
+            self._started(job, state)
+            if self.runner.inspect(handle).status == "created":
+                self.runner.resume(handle)
+        job.container = handle
+        self._until_placed(job, spec, handle, state)
+        end = self._wait(job, spec, handle, state)
+        outcome: Outcome | None = None
+
+        def collect() -> None:
+            nonlocal outcome
+            outcome = self._collect(job, spec, lease, handle, end, state)
+
+        self._until_room(collect)  # the container waits, exited, until its work is saved
+        assert outcome is not None
+        return outcome
+
+    def _start(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> str:
+        user = job_user(self.config)  # stats the work root: once per start
+        owner = User.parse(user)
+        # Counted now, and marked "starting" until its container exists. One durable write
+        # records both, with the workspace's commit and the deadline, just before the
+        # container is created: a crash before it leaves the attempt uncounted on disk
+        # (nothing ran), a crash after it and before the container exists gives the
+        # attempt back (_attempt_once), and a failure to prepare uses it (written below).
+        state.attempts += 1
+        state.starting = True
+        state.started_at = utc_now()
+        branch = result_branch(job.job_id, spec)
+        profile = AGENTS[spec.agent]
+        try:
+            resume = self._resume_point(spec)
+            require_room(self.config.root, self.config.min_free_disk)
+            out_dir = self._fresh_out_dir(job.job_id, owner)
+            commit = self.cache.update(
+                spec.repo_url, spec.repo_ref, self.stop_event, written_at=job.written_at
+            )
+            earlier = None
+            if resume is not None:  # on from where the earlier job's work ended
+                commit, earlier = resume.commit, (resume.results_repo, resume.branch)
+            workspace = self.workspaces.create(
+                job.job_id, cache_key(spec.repo_url), commit, branch, owner, earlier=earlier
+            )
+            home = self.homes.create(
+                job.job_id, owner, profile, source=self._agent_config_dir(spec, lease),
+                login=bool(lease.auth_dir), resume_from=resume.sessions if resume else None,
+            )  # fmt: skip
+        except ResumeError as exc:
+            state.starting = False
+            self.spool.write_state(job.job_id, state)
+            raise PermanentFailure(str(exc)) from exc
+        except Stopped as exc:
+            raise Interrupted from exc  # on disk the attempt was never counted
+        except (OSError, RepoError) as exc:
+            state.starting = False
+            if is_disk_full(exc):
+                state.attempts -= 1  # nothing ran; on disk it was never counted
+                raise DiskFull(str(exc)) from exc
+            self.spool.write_state(job.job_id, state)
+            if isinstance(exc, RepoError) and exc.transient:
+                raise TransientFailure(str(exc)) from exc
+            if isinstance(exc, RepoError):
+                raise PermanentFailure(str(exc)) from exc
+            raise
+        container = build_spec(
+            config=self.config, job=spec, job_id=job.job_id, attempt=state.attempts,
+            user=user, out_dir=out_dir, workspace=workspace, home=home, branch=branch,
+            api_key=self.api_keys.get(spec.agent),
+            resume_session=resume.session_id if resume else None,
+        )  # fmt: skip
+        state.commit_before = commit
+        state.deadline = time.time() + spec.timeout
+        self.spool.write_state(job.job_id, state)  # durable before the container exists
+        log.info(
+            "job %s: attempt %d of %d, starting %s on %s at %s",
+            job.job_id, state.attempts, spec.max_attempts, container.name, branch, commit[:12],
+        )  # fmt: skip
+        try:
+            handle = self.runner.start(container)
+            self._started(job, state)
+            return handle
+        except NameConflict as exc:
+            found = self.runner.find(job.job_id)
+            if found is None:
+                raise TransientFailure("container name taken by one being removed") from exc
+            log.info("job %s: its container already exists, adopting it", job.job_id)
+            self._started(job, state)
+            return found
+        except EngineUnavailable:
+            raise
+        except TransientRunnerError as exc:
+            raise TransientFailure(str(exc)) from exc
+        except RunnerError as exc:
+            raise PermanentFailure(f"could not start the container: {exc}") from exc
+
+    def _started(self, job: Claimed, state: RunState) -> None:
+        """The attempt's container exists (made now, or adopted): it is no longer
+        "starting", on disk too, so that a crash after the container is gone again (a
+        transient failure removes it) never gives back an attempt that ran."""
+        if state.starting:
+            state.starting = False
+            self.spool.write_state(job.job_id, state)
+
+    def _fresh_out_dir(self, job_id: str, owner: User) -> Path:
+        """out/<id>/ as the job's user, emptied: an attempt never reads an earlier one's."""
+        out_dir = self.spool.layout.out_dir(job_id)
+        remove_tree(out_dir)
+        out_dir.mkdir(mode=0o755, parents=True)
+        if os.geteuid() == 0:
+            os.chown(out_dir, owner.uid, owner.gid)
+        return out_dir
+
+    def _agent_config_dir(self, spec: JobSpec, lease: Lease) -> Path | None:
+        """The operator's dir for this agent: the leased login, else its config dir."""
+        folder = lease.auth_dir or self.config.agent_settings(spec.agent).config_dir
+        return folder if folder is not None and folder.is_dir() else None
+
+    def _resume_point(self, spec: JobSpec) -> ResumePoint | None:
+        if spec.resume is None:
+            return None
+        results = self.cache.results_path(cache_key(spec.repo_url))
+        return find_resume_point(self.spool.layout, spec.resume, spec.agent, results)
+
+    def _until_placed(self, job: Claimed, spec: JobSpec, handle: str, state: RunState) -> None:
+        """Until the backend has found the container a place (at once on one Engine; a
+        Swarm may have no node with room): the reason goes to ``status``, and the job's
+        timeout starts when it has a place."""
+        pause = PLACEMENT_POLL_SECONDS[0]
+        while (reason := self.runner.unplaced(handle)) is not None:
+            if reason and reason != state.waiting:
+                log.info("job %s: waiting for a place: %s", job.job_id, reason)
+                state.waiting = reason
+                self.spool.write_state(job.job_id, state)
+            if self.stop_event.wait(pause):
+                raise Interrupted
+            pause = min(pause * 2, PLACEMENT_POLL_SECONDS[1])
+        if state.waiting:
+            state.waiting = ""
+            state.deadline = time.time() + spec.timeout
+            self.spool.write_state(job.job_id, state)
+
+    def _wait(self, job: Claimed, spec: JobSpec, handle: str, state: RunState) -> ContainerEnd:
+        deadline = state.deadline or time.time() + spec.timeout
+        budget = spec.disk or self.config.disk_budget
+        watched = [
+            self.workspaces.path(job.job_id),
+            self.spool.layout.out_dir(job.job_id),
+            self.homes.path(job.job_id),
+        ]
+        next_disk_check = 0.0
+        steps = StepLog(job.job_id, self.spool.layout.out_dir(job.job_id) / "events.jsonl")
+        while True:
+            if self.stop_event.is_set():
+                raise Interrupted
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                log.warning("job %s: timed out after %.0fs, stopping it", job.job_id, spec.timeout)
+                self.runner.stop(handle, self.config.stop_grace)
+                return ContainerEnd(Ending.TIMED_OUT, self.runner.wait(handle, 30.0))
+            if time.monotonic() >= next_disk_check:
+                began = time.monotonic()
+                used = tree_bytes(watched, budget)
+                if used > budget:
+                    log.warning("job %s: over its disk budget, killing it", job.job_id)
+                    self.runner.kill(handle)
+                    return ContainerEnd(Ending.OVER_BUDGET, self.runner.wait(handle, 30.0), used)
+                took = time.monotonic() - began
+                pause = min(
+                    max(DISK_CHECK_MIN_SECONDS, took * DISK_CHECK_DUTY), DISK_CHECK_MAX_SECONDS
+                )
+                next_disk_check = began + pause
+            code = self.runner.wait(handle, min(remaining, WAIT_SLICE_SECONDS))
+            steps.poll()  # a log line per agent step since the last slice
+            if code is not None:
+                # Once more now that nothing can write: what it left must fit too.
+                used = tree_bytes(watched, budget)
+                if used > budget:
+                    return ContainerEnd(Ending.OVER_BUDGET, code, used)
+                return ContainerEnd(Ending.EXITED, code)
+
+    def _collect(
+        self, job: Claimed, spec: JobSpec, lease: Lease, handle: str, end: ContainerEnd,
+        state: RunState,
+    ) -> Outcome:  # fmt: skip
+        """The container has exited: make its outputs safe, save its work, judge it."""
+        container = self.runner.inspect(handle)
+        out_dir = self.spool.layout.out_dir(job.job_id)
+        if end.how is Ending.OVER_BUDGET:  # give the space back; keep only the known files
+            remove_tree(self.workspaces.path(job.job_id))
+            self.homes.remove(job.job_id)
+            make_safe(out_dir)
+            keep_only_known(out_dir)
+        profile = AGENTS[spec.agent]
+        self.homes.collect(job.job_id, profile, lease.auth_dir, out_dir)
+        removed = tuple(make_safe(out_dir))
+        report = _agent_report(profile, out_dir)
+        worker_reason = _worker_reason(out_dir)
+        code = None if end.exit_code == NO_EXIT_CODE else end.exit_code
+        state.exit_code = code
+        if end.how is Ending.EXITED and not container.oom_killed:
+            transient = ""
+            if container.lost:  # its node or Engine went away under it (Swarm)
+                transient = f"the container was lost: {container.error}"
+            elif code in TRANSIENT_EXIT_CODES:
+                transient = worker_reason or f"worker exited with transient code {code}"
+            elif code is not None and (code > 128 or code == STOPPED_EXIT_CODE):
+                # Neither its timeout nor the OOM killer: an Engine restart, someone's
+                # `docker stop`. Another attempt may well succeed.
+                transient = f"the container was stopped from outside ({_describe_exit(code, '')})"
+            if transient:
+                self.runner.remove(handle)  # the next attempt reuses the name
+                raise TransientFailure(transient)
+        saved, save_problem = self._save_work(job, spec, state, out_dir)
+        outcome = self._outcome(JobState.FAILED, "", state, saved=saved, removed=removed)
+        outcome = outcome.with_agent(spec.agent, report)
+        if end.how is Ending.TIMED_OUT:
+            return outcome.judged(JobState.TIMEOUT, f"timed out after {spec.timeout:.0f}s; "
+                           "the container was stopped")  # fmt: skip
+        if end.how is Ending.OVER_BUDGET:
+            budget = spec.disk or self.config.disk_budget
+            return outcome.judged(JobState.FAILED, f"disk budget exceeded: {end.disk_used} "
+                           f"bytes used of {budget}; the container was killed")  # fmt: skip
+        if container.oom_killed:  # any process, even when the agent itself exited 0
+            return outcome.judged(JobState.FAILED, "out of memory: a process in the container "
+                           "was killed by the kernel's OOM killer")  # fmt: skip
+        if code is None and container.error and end.how is Ending.EXITED:
+            # It never ran: the backend could not start it (a Swarm node rejected the task).
+            return outcome.judged(JobState.FAILED, f"could not start the container: "
+                                  f"{container.error[:1000]}")  # fmt: skip
+        if code != 0:
+            reason = worker_reason or _describe_exit(code, self.runner.logs_tail(handle, 5))
+            if report.error and report.error not in reason:
+                reason = f"{reason}: {report.error[:500]}"
+            return outcome.judged(JobState.FAILED, reason)
+        if save_problem:
+            return outcome.judged(JobState.FAILED, save_problem)
+        return outcome.judged(JobState.DONE, worker_reason or "finished")
+
+    def _save_work(
+        self, job: Claimed, spec: JobSpec, state: RunState, out_dir: Path
+    ) -> tuple[SavedWork | None, str]:
+        """The worker's bundle into the job's branch in repos/<key>.git, and changes.patch.
+        Returns what was saved, or why nothing could be."""
+        if state.commit_before is None:
+            return None, "the job has no workspace record"
+        branch = result_branch(job.job_id, spec)
+        bundle = out_dir / "branch.bundle"
+        try:
+            results: Results = self.cache.take_results(
+                spec.repo_url, bundle if bundle.is_file() else None, branch, state.commit_before
+            )
+            patch = out_dir / "changes.patch"
+            budget = spec.disk or self.config.disk_budget
+            self.cache.write_patch(
+                spec.repo_url, state.commit_before, results.head, patch, limit=budget
+            )
+            folder = out_dir.stat()
+            if os.geteuid() == 0:
+                os.chown(patch, folder.st_uid, folder.st_gid)
+        except RepoError as exc:
+            return None, str(exc)
+        bundle.unlink(missing_ok=True)  # its commits are in the results repository now
+        saved = SavedWork(
+            results_repo=str(self.cache.results_path(cache_key(spec.repo_url))),
+            branch=results.branch,
+            commit_before=state.commit_before,
+            commit_after=results.head,
+            commits=results.commits,
+        )
+        return saved, ""
+
+    def _outcome(
+        self, kind: JobState, reason: str, state: RunState, saved: SavedWork | None = None,
+        removed: tuple[str, ...] = (),
+    ) -> Outcome:  # fmt: skip
+        return Outcome(
+            kind, reason, attempts=state.attempts, exit_code=state.exit_code,
+            started_at=state.started_at, saved=saved, removed_from_out=removed,
+        )  # fmt: skip
+
+    # -- the end -----------------------------------------------------------------------
+
+    def finish(self, job: Claimed, outcome: Outcome) -> None:
+        """exit.json first, then the move, then the container: a crash between any two
+        steps is repaired at the next start without running the job again. The agent home
+        (a copy of the login) and the workspace are dealt with before the move, so that
+        nothing of a job that looks finished is still open."""
+        # First what needs no reading of what the agent left: drop the login copy, seal.
+        self.homes.remove(job.job_id)
+        self.workspaces.seal(job.job_id)
+        out_dir = self.spool.layout.out_dir(job.job_id)
+        removed = make_safe(out_dir) if out_dir.is_dir() else []
+        if removed:
+            outcome = outcome.with_removed(tuple(removed))
+        write_exit_json(out_dir, job.job_id, job.source_name, outcome)
+        self.spool.finish(job, ok=outcome.state.ok)
+        log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
+        self.on_finished(job, self.config)  # queues notifications; never raises or blocks
+        self.spool.drop_state(job.job_id)
+        # The job is filed: what is left needs no slot. Its exited container (the one this
+        # life knows, else whatever the Engine has under its id) is removed behind it; a
+        # crash first leaves a finished container of a filed job, which the next start
+        # removes (Server._recover). A job just claimed that never reached _start has none.
+        if job.container is not None or not job.fresh:
+            self.cleaner.add(functools.partial(self._remove_container, job.job_id, job.container))
+        self.cleaner.add(self._prune_workspaces, coalesce=True)
+
+    def _remove_container(self, job_id: str, handle: str | None) -> None:
+        try:
+            handle = handle or self.runner.find(job_id)
+            if handle is not None:
+                self.runner.remove(handle)
+        except RunnerError as exc:
+            log.warning("job %s: container not removed yet (%s); removed at next start",
+                        job_id, exc)  # fmt: skip
+
+    def _prune_workspaces(self) -> None:
+        if not self._pruning.acquire(blocking=False):
+            return  # another thread is at it
+        try:
+            self.workspaces.prune(self.spool.running_ids())
+        except OSError as exc:
+            log.warning("pruning workspaces: %s", exc)
+        finally:
+            self._pruning.release()
+
+
+class Cleaner:
+    """What is left of a filed job, done behind it so that it holds no slot: removing its
+    exited container, pruning old workspaces. One thread, tasks in order. The queue is
+    bounded: a slow Engine holds the job threads (and so their slots) back rather than
+    piling up containers. Nothing here is needed for a job to run once: a crash loses the
+    queue, the next start removes finished containers of filed jobs, and pruning runs
+    again after the next job."""
+
+    def __init__(self, limit: int = CLEANUP_QUEUE) -> None:
+        self._tasks: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=limit)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._coalesced: set[Callable[[], object]] = set()  # queued and not begun
+
+    def add(self, task: Callable[[], object], coalesce: bool = False) -> None:
+        """Queue ``task``; with ``coalesce``, not if the same task is queued already."""
+        with self._lock:
+            if coalesce:
+                if task in self._coalesced:
+                    return
+                self._coalesced.add(task)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="cleanup", daemon=True)
+                self._thread.start()
+        self._tasks.put(task)
+
+    def close(self, grace: float) -> None:
+        """Finish what is queued, for at most ``grace`` seconds (the rest: next start)."""
+        with self._lock:
+            thread = self._thread
+        if thread is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._tasks.put(None, timeout=grace)
+        thread.join(grace)
+
+    def _run(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            with self._lock:
+                self._coalesced.discard(task)
+            try:
+                task()
+            except Exception:
+                log.exception("cleaning up after a job")
+
+
+def _nothing(job: Claimed, config: Config) -> None:
+    pass
+
+
+def result_branch(job_id: str, spec: JobSpec) -> str:
+    return spec.branch or f"watcherd/{job_id}"
+
+
+MAX_EVENTS_BYTES = 64 * 1024 * 1024  # the agent's stream is read up to this much
+
+
+def _agent_report(profile: AgentProfile, out_dir: Path) -> AgentReport:
+    """What the agent's own event stream says (usage, session, error); never fails."""
+    try:
+        with (out_dir / "events.jsonl").open("rb") as events:
+            lines = events.read(MAX_EVENTS_BYTES).decode("utf-8", "replace").splitlines()
+    except OSError:
+        return AgentReport()
+    try:
+        return profile.read_events(lines)
+    except Exception as exc:  # the agent wrote it: a reader's bug must not end the job
+        log.warning("could not read %s's events: %r", profile.name, exc)
+        return AgentReport()
+
+
+def _worker_reason(out_dir: Path) -> str:
+    """The reason the worker image wrote into its exit.json, if any."""
+    reason = read_worker_record(out_dir).get("reason")
+    return str(reason)[:2000] if reason else ""
+
+
+def _describe_exit(code: int | None, logs: str) -> str:
+    if code is None:
+        return "the container's exit code is unknown"
+    if code > 128:
+        return f"worker killed by signal {code - 128}"
+    tail = logs.strip().splitlines()[-1:] if logs.strip() else []
+    return f"worker exited with code {code}" + (f": {tail[0][:500]}" if tail else "")
