@@ -82,7 +82,9 @@ def start_daemon(
     def start(
         wait_ready: bool = True, env: dict[str, str] | None = None, **overrides: Any
     ) -> DaemonProcess:
-        config = for_backend(backend, {**daemon_config, **overrides}, docker_client)
+        # An override of None leaves the key out: the daemon's own default.
+        merged = {k: v for k, v in {**daemon_config, **overrides}.items() if v is not None}
+        config = for_backend(backend, merged, docker_client)
         daemon = DaemonProcess(work_root, config, env=env)
         started.append(daemon)
         return daemon.start(wait_ready=wait_ready)

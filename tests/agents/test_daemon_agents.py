@@ -35,6 +35,7 @@ class Case:
     secret: str  # the credential the agent's commands must not see
     session: str  # what out/<id>/sessions/ holds after a run
     job: dict[str, Any]
+    check: Callable[[Any], None] = lambda server: None  # what else the model server saw
 
 
 def _key_file(tmp: Path, line: str) -> str:
@@ -42,6 +43,42 @@ def _key_file(tmp: Path, line: str) -> str:
     path.write_text(line + "\n")
     path.chmod(0o600)
     return str(path)
+
+
+def _config_dir(tmp: Path, agent: str, files: dict[str, Any]) -> str:
+    """The operator's config dir for one agent, with these JSON files in it."""
+    folder = tmp / f"{agent}-bot"
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(content))
+    return str(folder)
+
+
+def _claude_settings(server: Any, tmp: Path) -> dict[str, Any]:
+    # The endpoint only in the operator's settings.json (its env block): the job's home
+    # gets that file from Claude's own config dir.
+    settings = {"env": {"ANTHROPIC_BASE_URL": server.base_url}}
+    return {"agents": {"claude": {
+        "api_key_file": _key_file(tmp, "ANTHROPIC_API_KEY=sk-ant-test-key"),
+        "config_dir": _config_dir(tmp, "claude", {"settings.json": settings})}}}  # fmt: skip
+
+
+GEMINI_CONFIGURED_MODEL = "model-from-config-dir"
+
+
+def _gemini_settings(server: Any, tmp: Path) -> dict[str, Any]:
+    # The model only in the operator's settings.json; Gemini CLI takes its endpoint from
+    # the environment alone.
+    settings = {"model": {"name": GEMINI_CONFIGURED_MODEL}}
+    return {"agents": {"gemini": {
+        "api_key_file": _key_file(tmp, "GEMINI_API_KEY=gemini-test-key"),
+        "env": {"GOOGLE_GEMINI_BASE_URL": server.base_url},
+        "config_dir": _config_dir(tmp, "gemini", {"settings.json": settings})}}}  # fmt: skip
+
+
+def _gemini_used_the_configured_model(server: Any) -> None:
+    generations = [r.path for r in server.requests if r.is_generation]
+    assert generations and all(GEMINI_CONFIGURED_MODEL in path for path in generations)
 
 
 def _opencode_settings(server: Any, tmp: Path) -> dict[str, Any]:
@@ -59,9 +96,7 @@ CASES = [
         agent="claude",
         start_server=lambda: anthropic_server.ScriptedAnthropic(steps=[], lifetime=300).start(),
         step=anthropic_server.Step,
-        settings=lambda server, tmp: {"agents": {"claude": {
-            "api_key_file": _key_file(tmp, "ANTHROPIC_API_KEY=sk-ant-test-key"),
-            "env": {"ANTHROPIC_BASE_URL": server.base_url}}}},
+        settings=_claude_settings,
         secret="sk-ant-test-key",
         session="projects",
         job={},
@@ -70,12 +105,11 @@ CASES = [
         agent="gemini",
         start_server=lambda: gemini_server.ScriptedGemini(steps=[]).start(),
         step=gemini_server.Step,
-        settings=lambda server, tmp: {"agents": {"gemini": {
-            "api_key_file": _key_file(tmp, "GEMINI_API_KEY=gemini-test-key"),
-            "env": {"GOOGLE_GEMINI_BASE_URL": server.base_url}}}},
+        settings=_gemini_settings,
         secret="gemini-test-key",
         session="tmp",
-        job={"model": "scripted-model"},
+        job={},
+        check=_gemini_used_the_configured_model,
     ),
     Case(
         agent="opencode",
@@ -110,8 +144,10 @@ def agent_daemon(
     docker_client.images.get(AGENTS[case.agent].image)  # built by .ci/run
 
     def start() -> DaemonProcess:
+        # No auth_mode: the default (Codex's login), under which other agents' jobs must
+        # still take their settings from their own config dirs and lease no login.
         return start_daemon(
-            auth_mode="none", network_mode="host", allowed_protocols=["git"],
+            auth_mode=None, network_mode="host", allowed_protocols=["git"],
             default_timeout=120, default_agent=case.agent, **case.settings(server, tmp_path),
         )  # fmt: skip
 
@@ -145,6 +181,7 @@ def test_the_agent_edits_the_repository_on_its_branch(
     assert "+hello" in (out / "changes.patch").read_text()
     assert "Added." in (out / "last-message.md").read_text()
     assert (out / "sessions" / case.session).exists()  # its session, for a resume
+    case.check(server)
 
 
 def test_a_failing_model_fails_the_job_with_the_agents_reason(

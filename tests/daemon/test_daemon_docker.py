@@ -149,6 +149,34 @@ def test_one_job_at_a_time_per_login_dir(work_root: Path, start_daemon: StartDae
     assert (work_root / ".codex-bot").stat().st_mode & 0o777 == 0o700
 
 
+def test_only_codex_login_jobs_lease_the_login_and_the_other_agents_run_at_once(
+    work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient, behave: str
+) -> None:
+    """The default auth mode (Codex's login, one dir): a Codex job holds the login, a
+    second waits for it in the inbox, and jobs of the other agents take only a slot."""
+    others = ("opencode", "claude", "gemini")
+    start_daemon(
+        auth_mode=None, concurrency=4, agents={agent: {"image": behave} for agent in others}
+    )
+    inbox = work_root / "inbox"
+    job(inbox, "codex-1.yaml", "hang", repo_dir="c1", timeout=300)
+    job(inbox, "codex-2.yaml", "hang", repo_dir="c2", timeout=300)
+    for agent in others:
+        job(inbox, f"{agent}.yaml", "hang", agent=agent, repo_dir=agent, timeout=300)
+
+    def running_agents() -> list[str]:
+        label = {"label": f"watcherd.root={work_root}"}
+        agents = []
+        for container in docker_client.containers.list(ignore_removed=True, filters=label):
+            env = dict(v.split("=", 1) for v in container.attrs["Config"]["Env"])
+            agents.append(env["WATCHERD_AGENT"])
+        return sorted(agents)
+
+    wait_for(lambda: running_agents() == ["claude", "codex", "gemini", "opencode"], 60, "4 at once")
+    assert (inbox / "codex-2.yaml").exists()  # waits for the login unclaimed, for any daemon
+    assert finished_jobs(work_root)["running"] and len(finished_jobs(work_root)["running"]) == 4
+
+
 @on_both_backends
 def test_timeout_kills_the_container(work_root: Path, start_daemon: StartDaemon) -> None:
     start_daemon()

@@ -114,6 +114,13 @@ class Config:
     def effective_auth_dirs(self) -> tuple[Path, ...]:
         return self.auth_dirs or (self.bot_auth_dir,)
 
+    def login_dirs(self, agent: str) -> tuple[Path, ...]:
+        """The refreshable-login dirs an agent's jobs lease: Codex's in login mode (the
+        ``auth_*`` keys are its settings); no other agent has a login mode yet."""
+        if agent == "codex" and self.auth_mode == "login":
+            return self.effective_auth_dirs
+        return ()
+
     def agent_settings(self, agent: str) -> AgentSettings:
         """An agent's settings, Codex's from the top-level keys."""
         settings = self.agents.get(agent, AgentSettings())

@@ -22,10 +22,10 @@ from watcherd.daemon.reload import reload_config
 from watcherd.daemon.scheduler import Scheduler
 from watcherd.daemon.sdnotify import Notifier, QueueCounts
 from watcherd.daemon.signals import SignalRelay
-from watcherd.job.auth import load_api_keys, login_dirs
+from watcherd.job.auth import agent_logins, load_api_keys
 from watcherd.job.life import Interrupted, JobLife, Lease
 from watcherd.job.results import JobState, Outcome, write_exit_json
-from watcherd.job.spec import InvalidJob, JobSpec, parse_job
+from watcherd.job.spec import InvalidJob, JobSpec, agent_hint, parse_job
 from watcherd.notify.deliver import Notifications
 from watcherd.spool.folders import Claimed, InboxEntry, Layout, Spool
 from watcherd.spool.inbox import Inbox
@@ -74,7 +74,9 @@ class Server:
         self._life.on_finished = self._notifications.job_finished
         self._scheduler = Scheduler(concurrency=config.concurrency)
         self._active: dict[str, _Active] = {}
-        self._pending: list[tuple[Claimed, JobSpec]] = []  # recovered, waiting for a slot
+        # Claimed, waiting for a slot or their agent's login: recovered orphans, and jobs
+        # whose file named another agent than it did before the claim.
+        self._pending: list[tuple[Claimed, JobSpec]] = []
         self._written_after_claim: list[Claimed] = []  # claimed while a writer had it open
         self._lock = threading.Lock()
         self._trouble = _Episode("main loop")
@@ -102,7 +104,7 @@ class Server:
 
     def startup(self) -> bool:
         self.spool.layout.ensure()
-        self._scheduler.auth_dirs = login_dirs(self.config)
+        self._scheduler.logins = agent_logins(self.config)
         self._life.api_keys = load_api_keys(self.config)
         _ignore_lease_breaks()
         if not self._wait_for_engine():
@@ -256,7 +258,9 @@ class Server:
                 continue
             if job.job_id in containers:
                 recorded = self.spool.read_state(job.job_id).auth_dir
-                lease = self._scheduler.acquire(force=True, auth_dir=_path_or_none(recorded))
+                lease = self._scheduler.acquire(
+                    spec.agent, force=True, auth_dir=_path_or_none(recorded)
+                )
                 assert lease is not None
                 log.info("taking over job %s: its container exists", job.job_id)
                 self._launch(job, spec, lease)
@@ -276,10 +280,26 @@ class Server:
         if not self._disk_has_room():
             return  # claiming now would only park jobs in running/: wait for space
         now = time.monotonic()
-        for name in self._inbox.ready(now, limit=self._scheduler.free_slots()):
+        limit = self._scheduler.free_slots()
+        for name in self._inbox.ready(now, limit, can_run=self._can_run):
             if self.stop_event.is_set() or not self._scheduler.has_slot():
                 return
-            self._try_claim(name, now)
+            if self._can_run(name):  # the jobs claimed just before may hold its login now
+                self._try_claim(name, now)
+
+    def _can_run(self, name: str) -> bool:
+        """While an agent's logins are all in use, its queued jobs stay in the inbox (for
+        us later, or another daemon) and the jobs behind them go first. Only then is a file
+        read before its claim, for the agent it names: a hint, the claim's read decides."""
+        busy = self._scheduler.busy_logins()
+        return not busy or self._inbox.agent(name, self._agent_hint) not in busy
+
+    def _agent_hint(self, name: str) -> str | None:
+        try:
+            data = self.spool.peek(name)
+        except OSError:
+            return None
+        return None if data is None else agent_hint(data, self.config)
 
     def _disk_has_room(self) -> bool:
         try:
@@ -291,33 +311,30 @@ class Server:
         return True
 
     def _start_pending(self) -> None:
-        while self._pending:
-            lease = self._scheduler.acquire()
+        waiting = []
+        for job, spec in self._pending:
+            lease = self._scheduler.acquire(spec.agent)
             if lease is None:
-                return
-            job, spec = self._pending.pop(0)
-            self._launch(job, spec, lease)
+                waiting.append((job, spec))
+            else:
+                self._launch(job, spec, lease)
+        self._pending = waiting
 
     def _try_claim(self, name: str, now: float) -> None:
         if self.spool.has_writer(name):
             self._inbox.being_written(name, now)  # its close-after-write event will come
             return
-        lease = self._scheduler.acquire()
-        if lease is None:
-            return  # no slot or no free login: it waits in the inbox, for us or another daemon
         job = self.spool.claim(name)
         self._inbox.forget(name)
         if job is None:
-            self._scheduler.release(lease)
             return
         log.info("claimed %s as job %s", name, job.job_id)
         if job.has_writer():
             # Opened for writing between the check and the claim: the job is ours, but its
             # bytes are read once its writer is done, never half-written.
-            self._scheduler.release(lease)
             self._written_after_claim.append(job)
             return
-        self._start_claimed(job, lease)
+        self._start_claimed(job)
 
     def _start_written_after_claim(self) -> None:
         waiting = []
@@ -325,20 +342,25 @@ class Server:
             if job.has_writer():
                 waiting.append(job)
                 continue
-            lease = self._scheduler.acquire()
-            if lease is None:
+            if not self._scheduler.has_slot():
                 waiting.append(job)
                 continue
             job.reread()
-            self._start_claimed(job, lease)
+            self._start_claimed(job)
         self._written_after_claim = waiting
 
-    def _start_claimed(self, job: Claimed, lease: Lease) -> None:
+    def _start_claimed(self, job: Claimed) -> None:
+        """A claimed job runs now, with the login its agent uses if it uses one; called
+        with a slot free. Its agent's logins all busy (its file named another agent before
+        the claim): it waits claimed, first in line."""
         spec = self._parse_or_fail(job)
         if spec is None:
-            self._scheduler.release(lease)
             return
-        self._launch(job, spec, lease)
+        lease = self._scheduler.acquire(spec.agent)
+        if lease is None:
+            self._pending.append((job, spec))
+        else:
+            self._launch(job, spec, lease)
 
     def _parse_or_fail(self, job: Claimed) -> JobSpec | None:
         try:

@@ -19,11 +19,20 @@ class AuthError(ValueError):
     pass
 
 
-def login_dirs(config: Config) -> tuple[Path, ...]:
-    """The login dirs jobs lease (empty unless auth_mode is login). Creates the bot dir."""
-    if config.auth_mode != "login":
-        return ()
-    dirs = config.effective_auth_dirs
+def agent_logins(config: Config) -> dict[str, tuple[Path, ...]]:
+    """For each agent whose jobs use a refreshable login (its profile declares one, and the
+    config puts it in login mode), the dirs its jobs lease, one job each. A job of any other
+    agent leases nothing and takes its settings from its own config dir."""
+    logins = {}
+    for name, profile in AGENTS.items():
+        if profile.login_file and (dirs := login_dirs(config, name)):
+            logins[name] = dirs
+    return logins
+
+
+def login_dirs(config: Config, agent: str = "codex") -> tuple[Path, ...]:
+    """An agent's login dirs (empty unless it is in login mode). Creates the bot dir."""
+    dirs = config.login_dirs(agent)
     for folder in dirs:
         if folder == config.bot_auth_dir:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)

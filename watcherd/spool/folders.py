@@ -259,7 +259,8 @@ class Spool:
         )  # fmt: skip
 
     def peek(self, name: str) -> bytes | None:
-        """A job file's bytes without claiming it (to learn which clone it needs)."""
+        """An inbox file's bytes as they are now, unclaimed (None if it is gone or not a
+        regular file): a hint to schedule by, never what a job runs."""
         fd = _open_regular(self.layout.inbox / name)
         if fd is None:
             return None
