@@ -1,0 +1,154 @@
+"""Token counts from an upstream's own responses, read as they stream through.
+
+A meter is fed the response body in whatever pieces it arrives (an SSE stream or one JSON
+document) and keeps the latest counts the provider reported. It never changes a byte and
+never fails: what it cannot read it ignores. Each provider reports its usage its own way:
+
+- OpenAI Responses: ``usage`` of ``response.completed`` (``input_tokens``, ``output_tokens``)
+- OpenAI chat completions: ``usage`` (``prompt_tokens``, ``completion_tokens``), in the last
+  chunk of a stream when ``stream_options.include_usage`` is on (the gateway turns it on)
+- Anthropic Messages: ``message_start``'s ``message.usage`` (input, cache reads and writes),
+  then ``message_delta``'s ``usage.output_tokens`` (running totals)
+- Gemini: ``usageMetadata`` (``promptTokenCount``, ``candidatesTokenCount``,
+  ``thoughtsTokenCount``), running totals in every chunk
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # one SSE event or JSON body read for its usage
+
+
+@dataclass
+class Tokens:
+    input: int = 0
+    output: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+
+# An event's JSON -> (input, output) it reports, either None where it says nothing new.
+Extract = Callable[[dict[str, Any]], tuple[int | None, int | None]]
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _sum(*values: Any) -> int | None:
+    counts = [c for c in map(_count, values) if c is not None]
+    return sum(counts) if counts else None
+
+
+def openai_responses(event: dict[str, Any]) -> tuple[int | None, int | None]:
+    response = event.get("response") if event.get("type") else event
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if not isinstance(usage, dict):
+        return None, None
+    return _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+
+
+def openai_chat(event: dict[str, Any]) -> tuple[int | None, int | None]:
+    usage = event.get("usage")
+    if not isinstance(usage, dict):
+        return None, None
+    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+
+
+def anthropic(event: dict[str, Any]) -> tuple[int | None, int | None]:
+    message = event.get("message")
+    usage = message.get("usage") if isinstance(message, dict) else event.get("usage")
+    if not isinstance(usage, dict):
+        return None, None
+    spent_in = _sum(
+        usage.get("input_tokens"),
+        usage.get("cache_creation_input_tokens"),
+        usage.get("cache_read_input_tokens"),
+    )
+    return spent_in, _count(usage.get("output_tokens"))
+
+
+def gemini(event: dict[str, Any]) -> tuple[int | None, int | None]:
+    usage = event.get("usageMetadata")
+    if not isinstance(usage, dict):
+        return None, None
+    return _count(usage.get("promptTokenCount")), _sum(
+        usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount")
+    )
+
+
+def no_usage(event: dict[str, Any]) -> tuple[int | None, int | None]:
+    return None, None
+
+
+class Meter:
+    """Reads one response: SSE when its content type says so, else one JSON body."""
+
+    def __init__(self, extract: Extract, streamed: bool) -> None:
+        self._extract = extract
+        self._streamed = streamed
+        self._buffer = bytearray()
+        self._overflowed = False
+        self.tokens = Tokens()
+
+    def feed(self, chunk: bytes) -> None:
+        if self._overflowed:
+            return
+        self._buffer += chunk
+        if self._streamed:
+            self._read_events()
+        if len(self._buffer) > MAX_EVENT_BYTES:
+            self._overflowed = True  # a body this big is not a usage report we can read
+            self._buffer.clear()
+
+    def finish(self) -> Tokens:
+        if self._buffer:
+            if self._streamed:
+                self._buffer += b"\n\n"
+                self._read_events()
+            else:
+                self._take(bytes(self._buffer))
+            self._buffer.clear()
+        return self.tokens
+
+    def _read_events(self) -> None:
+        while True:
+            end, size = _event_end(self._buffer)
+            if end < 0:
+                return
+            event = bytes(self._buffer[:end])
+            del self._buffer[: end + size]
+            data = b"\n".join(
+                line[5:].lstrip(b" ")
+                for line in event.replace(b"\r\n", b"\n").split(b"\n")
+                if line.startswith(b"data:")
+            )
+            if data and data != b"[DONE]":
+                self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(event, dict):
+            return
+        spent_in, spent_out = self._extract(event)
+        # Providers report running totals within one response: the latest wins.
+        if spent_in is not None:
+            self.tokens.input = spent_in
+        if spent_out is not None:
+            self.tokens.output = spent_out
+
+
+def _event_end(buffer: bytearray) -> tuple[int, int]:
+    """Where the first complete SSE event ends (its blank line), and the separator's size."""
+    found = [(buffer.find(sep), len(sep)) for sep in (b"\n\n", b"\r\n\r\n")]
+    found = [(at, size) for at, size in found if at >= 0]
+    return min(found) if found else (-1, 0)

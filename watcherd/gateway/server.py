@@ -1,0 +1,332 @@
+"""The model gateway: the daemon's side of every job's model traffic, and the only holder of
+the keys.
+
+Each running job gets its own unix socket (``<root>/run/<id>/model.sock``, mounted into its
+container, where a forwarder turns it into ``127.0.0.1:MODEL_PORT``) and a token in place
+of a key. A request is forwarded only when it came on its job's socket, carries that job's
+token, asks for a method and path its API allows, names no provider-side network tool the
+operator did not allow, and the job is within its token budget. Then every credential the
+client sent is dropped, the operator's key is added, and the response streams back unbuffered
+while its usage is counted. Every call (and every refusal) is a line in the job's audit file.
+
+All of it runs on one asyncio loop in a thread of its own; the daemon's threads call
+``open``/``close`` and read grants, which are thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+from aiohttp import web
+
+from watcherd.gateway.apis import APIS, network_tool
+from watcherd.gateway.grants import Grant, Spent, Upstream
+from watcherd.gateway.meter import Meter
+
+log = logging.getLogger("watcherd.gateway")
+
+MODEL_SOCKET = "model.sock"
+MAX_HEADER_LINE = 8190
+BODY_TIMEOUT = 120.0  # a client that sends its body slower than this is cut off
+
+# Never forwarded, in either direction: the connection's own, and every credential.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+    "upgrade", "host", "content-length", "accept-encoding", "expect",
+})  # fmt: skip
+_CREDENTIALS = frozenset({
+    "authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key",
+    "cookie", "openai-organization", "openai-project", "x-goog-user-project",
+})  # fmt: skip
+_RESPONSE_DROP = frozenset({"content-encoding", "set-cookie"}) | _HOP_BY_HOP
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+T = TypeVar("T")
+
+
+class Gateway:
+    def __init__(self, *, max_body: int = 64 * 1024 * 1024, connect_timeout: float = 30.0) -> None:
+        self.max_body = max_body
+        self.connect_timeout = connect_timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
+        self._grants: dict[str, Grant] = {}  # socket path -> grant
+        self._sites: dict[str, web.UnixSite] = {}  # job id -> its socket's site
+        self._requests: dict[str, set[asyncio.Task[Any]]] = {}  # job id -> requests under way
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle (the daemon's threads) ------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        self._call(self._start())
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        for job_id in list(self._sites):
+            self.close(job_id)
+        self._call(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def open(self, grant: Grant, folder: Path) -> Path:
+        """Serve ``grant`` on a new socket in ``folder``; returns the socket's path."""
+        path = folder / MODEL_SOCKET
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a socket left by an earlier attempt of the same job
+        self._call(self._open(grant, path))
+        return path
+
+    def close(self, job_id: str) -> Spent | None:
+        """Stop serving a job: its socket goes, its calls under way are cut, its token is
+        good nowhere. Returns what it spent (None if it had no grant)."""
+        grant = self._call(self._close(job_id))
+        if grant is None:
+            return None
+        return Spent(grant.used.input, grant.used.output, grant.calls, grant.refused,
+                     grant.over_budget)  # fmt: skip
+
+    def grant(self, job_id: str) -> Grant | None:
+        with self._lock:
+            return next((g for g in self._grants.values() if g.job_id == job_id), None)
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
+
+    # -- on the loop ---------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(
+            app, access_log=None, max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE,
+            max_headers=64, auto_decompress=False,  # a compressed body is refused, not unpacked
+        )  # fmt: skip
+        await self._runner.setup()
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.connect_timeout, sock_connect=self.connect_timeout,
+            sock_read=None,  # a model may think for minutes between two events
+        )  # fmt: skip
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,  # the operator's upstream, never a proxy from the environment
+        )  # fmt: skip
+
+    async def _stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _open(self, grant: Grant, path: Path) -> None:
+        assert self._runner is not None
+        site = web.UnixSite(self._runner, str(path))
+        await site.start()
+        os.chmod(path, 0o666)  # the job's uid connects; the folder decides who can reach it
+        with self._lock:
+            self._grants[str(path)] = grant
+        self._sites[grant.job_id] = site
+        self._requests[grant.job_id] = set()
+
+    async def _close(self, job_id: str) -> Grant | None:
+        with self._lock:
+            found = [(p, g) for p, g in self._grants.items() if g.job_id == job_id]
+            for path, grant in found:
+                grant.closed = True
+                del self._grants[path]
+        site = self._sites.pop(job_id, None)
+        if site is not None:
+            await site.stop()
+        for task in self._requests.pop(job_id, set()):
+            task.cancel()
+        for path, _ in found:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return found[0][1] if found else None
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        with self._lock:
+            grant = self._grants.get(str(sockname))
+        if grant is None or grant.closed:
+            return _error(403, "this socket serves no running job")
+        task = asyncio.current_task()
+        requests = self._requests.get(grant.job_id)
+        if task is not None and requests is not None:
+            requests.add(task)
+        started = time.monotonic()
+        record: dict[str, Any] = {"kind": "model", "method": request.method}
+        try:
+            response = await self._forward(request, grant, record)
+        except asyncio.CancelledError:
+            record.update(status=499, refused="the job ended")
+            raise
+        finally:
+            if task is not None and requests is not None:
+                requests.discard(task)
+            record["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+            if "refused" in record:
+                grant.refused += 1
+            with contextlib.suppress(OSError):
+                grant.audit(record)
+        return response
+
+    async def _forward(
+        self, request: web.Request, grant: Grant, record: dict[str, Any]
+    ) -> web.StreamResponse:
+        path, problem = _checked_path(request)
+        record["path"] = path
+        if problem:
+            return _refuse(record, 400, problem)
+        if request.host.rsplit(":", 1)[0] not in _LOOPBACK_HOSTS:
+            return _refuse(record, 400, f"Host {request.host!r} is not this gateway")
+        prefix, _, rest = path.partition("/")
+        upstream = grant.upstreams.get(prefix)
+        if upstream is None:
+            return _refuse(record, 404, f"no upstream at /{prefix}")
+        api = APIS[upstream.api]
+        if not api.allows(request.method, rest):
+            return _refuse(record, 403, f"{request.method} /{rest} is not a call this agent needs")
+        if upstream.key is not None and not _presents(request, grant.token):
+            return _refuse(record, 401, "missing or wrong job token")
+        if grant.over_budget:
+            return _refuse(record, 429, "token budget exceeded")
+        try:
+            body = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        except TimeoutError:
+            return _refuse(record, 408, "request body too slow")
+        except web.HTTPRequestEntityTooLarge:
+            return _refuse(record, 413, f"request body over {self.max_body} bytes")
+        body, problem = _checked_body(body, request, grant, api.ask_for_usage)
+        if problem:
+            return _refuse(record, 403 if "provider" in problem else 400, problem)
+        record["bytes_up"] = len(body)
+        return await self._relay(request, upstream, rest, body, grant, record)
+
+    async def _relay(
+        self, request: web.Request, upstream: Upstream, rest: str, body: bytes, grant: Grant,
+        record: dict[str, Any],
+    ) -> web.StreamResponse:  # fmt: skip
+        assert self._session is not None
+        api, base_url, key = APIS[upstream.api], upstream.base_url, upstream.key
+        query = [(k, v) for k, v in parse_qsl(request.query_string, keep_blank_values=True)
+                 if k != "key"]  # fmt: skip
+        url = f"{base_url}/{rest}" if rest else base_url
+        if query:
+            url += "?" + urlencode(query)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if key is not None:
+            headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
+            headers.update(api.key_headers(key))
+        headers["Accept-Encoding"] = "identity"  # usage is read from the bytes going by
+        try:
+            answer = await self._session.request(
+                request.method, url, data=body, headers=headers, allow_redirects=False
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            record.update(status=502, error=type(exc).__name__)
+            return _error(502, f"the upstream could not be reached ({type(exc).__name__})")
+        async with answer:
+            response = web.StreamResponse(status=answer.status, reason=answer.reason)
+            for name, value in answer.headers.items():
+                if name.lower() not in _RESPONSE_DROP:
+                    response.headers.add(name, value)
+            streamed = answer.content_type == "text/event-stream"
+            meter = Meter(api.usage, streamed=streamed)
+            await response.prepare(request)
+            received = 0
+            try:
+                async for chunk in answer.content.iter_any():
+                    received += len(chunk)
+                    meter.feed(chunk)
+                    await response.write(chunk)
+            finally:
+                tokens = meter.finish()
+                grant.spend(tokens)
+                record.update(status=answer.status, bytes_down=received,
+                              input_tokens=tokens.input, output_tokens=tokens.output)  # fmt: skip
+            await response.write_eof()
+            return response
+
+
+def _checked_path(request: web.Request) -> tuple[str, str | None]:
+    """The path below the gateway (no leading slash), or why it is refused: only a plain
+    origin-form path, no encoding, no dot segments, no empty segments."""
+    raw = request.raw_path
+    path = raw.split("?", 1)[0]
+    if not path.startswith("/") or "://" in raw.split("?", 1)[0]:
+        return path, "only origin-form request targets (/path) are served"
+    for bad, why in (("%", "encoded characters"), ("\\", "backslashes"), ("//", "empty segments")):
+        if bad in path:
+            return path, f"paths with {why} are refused"
+    segments = path[1:].split("/")
+    if any(s in (".", "..") for s in segments):
+        return path, "paths with dot segments are refused"
+    return path[1:], None
+
+
+def _presents(request: web.Request, token: str) -> bool:
+    """Whether the request carries the job's token where its API puts a key."""
+    offered = _offered_credentials(request)
+    return any(hmac.compare_digest(value.encode(), token.encode()) for value in offered)
+
+
+def _offered_credentials(request: web.Request) -> Iterable[str]:
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        yield authorization[7:].strip()
+    for name in ("x-api-key", "x-goog-api-key", "api-key"):
+        if name in request.headers:
+            yield request.headers[name].strip()
+    if "key" in request.query:
+        yield request.query["key"]
+
+
+def _checked_body(
+    body: bytes, request: web.Request, grant: Grant, ask_for_usage: Any
+) -> tuple[bytes, str | None]:
+    if not body:
+        return body, None
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return body, "compressed request bodies are not forwarded (the gateway reads each one)"
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return body, "the request body is not JSON"
+    if not grant.allow_network_tools:
+        found = network_tool(document)
+        if found:
+            return body, f"{found} asks the provider to reach the network; not allowed for this job"
+    if isinstance(document, dict):
+        before = dict(document)
+        ask_for_usage(document)
+        if document != before:
+            body = json.dumps(document, separators=(",", ":")).encode()
+    return body, None
+
+
+def _refuse(record: dict[str, Any], status: int, reason: str) -> web.Response:
+    record.update(status=status, refused=reason)
+    return _error(status, reason)
+
+
+def _error(status: int, reason: str) -> web.Response:
+    body = {"error": {"message": f"watcherd gateway: {reason}", "type": "gateway_refusal"}}
+    return web.json_response(body, status=status)
