@@ -36,6 +36,58 @@ class AgentReport:
 EventReader = Callable[[Iterable[str]], AgentReport]
 
 
+# -- the way to the model: every agent's calls go through the daemon's gateway ---------------
+
+# (the gateway API it speaks, the operator's base URL, the operator's key or None) -> the
+# base URL the job uses instead (the gateway, on the job's loopback).
+Route = Callable[[str, str, str | None], str]
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """What the operator configured for an agent's model, as its wiring reads it."""
+
+    files: Mapping[str, bytes]  # the operator's config files for it, by name
+    env: Mapping[str, str]  # the operator's variables for it (extra_env, agents.<name>.env)
+    api_key: tuple[str, str] | None = None  # (variable, key) from its api_key_file
+    login: bool = False  # a refreshable login is in use (Codex's ChatGPT login)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the job is given: variables (base URLs, the token in the key's place) and its
+    copies of config files rewritten to point at the gateway."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+
+# (the setup, how to route an upstream through the gateway, the job's token) -> its wiring.
+# It calls ``route`` once for each upstream the operator configured; an upstream not routed
+# is not reachable from the job.
+Wire = Callable[[ModelSetup, Route, str], Wiring]
+
+
+def operator_key(setup: ModelSetup, reference: str | None) -> str | None:
+    """A key the operator's config refers to: ``{env:NAME}``/``$NAME``/a variable name in
+    the operator's variables, or the agent's api_key_file; a literal otherwise."""
+    if reference is None:
+        return setup.api_key[1] if setup.api_key else None
+    name = reference
+    for prefix, suffix in (("{env:", "}"), ("${", "}"), ("$", "")):
+        if reference.startswith(prefix) and reference.endswith(suffix):
+            name = reference[len(prefix) : len(reference) - len(suffix)]
+            break
+    else:
+        if not name.isidentifier():
+            return reference  # a literal key in the operator's file
+    if name in setup.env:
+        return setup.env[name]
+    if setup.api_key and setup.api_key[0] == name:
+        return setup.api_key[1]
+    return None
+
+
 def json_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
     """The JSON objects among an event stream's lines. The agent can write that file: a
     line that is not JSON, or nested past the parser's depth, is skipped."""
@@ -82,3 +134,9 @@ class AgentProfile:
     fixed_env: Mapping[str, str] = field(default_factory=dict)  # offline, no telemetry
     supports: frozenset[str] = frozenset({MODEL})
     home_env_value: str | None = None  # what home_env holds, if not the home itself
+    # Its model calls go to the gateway: how the operator's setup is turned into the job's.
+    wire: Wire | None = None
+    # The only job ``flags`` it takes (options, with their values following): none that
+    # sets a provider, a base URL, a sandbox or approval mode, an MCP server or a settings
+    # file. "--name" also admits "--name=value".
+    allowed_flags: frozenset[str] = frozenset()

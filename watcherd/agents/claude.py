@@ -21,6 +21,7 @@ The stream, as Claude Code 2.1.332 writes it (one JSON object a line):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,8 +32,12 @@ from watcherd.agents.base import (
     RESUME,
     AgentProfile,
     AgentReport,
+    ModelSetup,
+    Route,
     Usage,
+    Wiring,
     json_events,
+    operator_key,
     reported_count,
 )
 
@@ -200,6 +205,47 @@ def _cost(value: Any) -> float | None:
     return cost if cost >= 0 and cost == cost and cost != float("inf") else None
 
 
+ANTHROPIC_API = "https://api.anthropic.com"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+# In the operator's settings.json: what would send the model, or a key, elsewhere.
+_SETTINGS_DROPPED = ("apiKeyHelper", "awsAuthRefresh", "awsCredentialExport")
+_ENV_DROPPED = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+                "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "ANTHROPIC_BEDROCK_BASE_URL",
+                "ANTHROPIC_VERTEX_BASE_URL", "HTTPS_PROXY", "HTTP_PROXY")  # fmt: skip
+
+
+def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
+    """Claude Code's Messages API through the gateway: ANTHROPIC_BASE_URL, in the variable
+    and in the job's copy of the operator's settings.json (whose ``env`` wins over the
+    process's), and the token in its key's variable. The upstream is the operator's: the
+    settings' ANTHROPIC_BASE_URL, else agents.claude.env's, else Anthropic's API. A key in
+    the settings (or an apiKeyHelper command) never reaches the job."""
+    settings = _json_object(setup.files.get("settings.json"))
+    found = settings.get("env")
+    env: dict[str, Any] = found if isinstance(found, dict) else {}
+    base = env.get(BASE_URL_ENV) or setup.env.get(BASE_URL_ENV) or ANTHROPIC_API
+    key_name, key = setup.api_key or (KEY_ENV, None)
+    if key is None:
+        key = operator_key(setup, env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_AUTH_TOKEN"))
+    url = route("anthropic", str(base), key)
+    files = {}
+    if settings:
+        for name in _SETTINGS_DROPPED:
+            settings.pop(name, None)
+        settings["env"] = {k: v for k, v in env.items() if k not in _ENV_DROPPED}
+        settings["env"][BASE_URL_ENV] = url
+        files["settings.json"] = json.dumps(settings, indent=2).encode()
+    return Wiring(env={BASE_URL_ENV: url, key_name: token}, files=files)
+
+
+def _json_object(data: bytes | None) -> dict[str, Any]:
+    try:
+        value = json.loads(data) if data else {}
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 CLAUDE = AgentProfile(
     name=NAME,
     image=IMAGE,
@@ -211,4 +257,18 @@ CLAUDE = AgentProfile(
     session_files=SESSION_FILES,
     fixed_env=FIXED_ENV,
     supports=SUPPORTS,
+    wire=wire,
+    allowed_flags=frozenset(
+        {
+            "--model",
+            "--fallback-model",
+            "--max-turns",
+            "--append-system-prompt",
+            "--system-prompt",
+            "--allowedTools",
+            "--allowed-tools",
+            "--disallowedTools",
+            "--disallowed-tools",
+        }
+    ),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,8 +14,12 @@ from watcherd.agents.base import (
     REVIEW,
     AgentProfile,
     AgentReport,
+    ModelSetup,
+    Route,
     Usage,
+    Wiring,
     json_events,
+    operator_key,
     reported_count,
 )
 
@@ -93,6 +98,59 @@ def _json(data: bytes) -> Any:
         return None
 
 
+OPENAI_API = "https://api.openai.com/v1"
+CHATGPT_BACKEND = "https://chatgpt.com/backend-api/codex"
+CHATGPT_TOKEN_URL = "https://auth.openai.com/oauth/token"
+TOKEN_ENV = "WATCHERD_MODEL_TOKEN"
+
+
+def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
+    """Codex is given a provider of watcherd's own (``-c`` overrides, which win over every
+    config file, a repository's .codex/config.toml included), whose base URL is the gateway
+    and whose key variable holds the job's token. Its upstream is what the operator set up:
+    the provider their config.toml selects, else OPENAI_BASE_URL, else OpenAI's API, or with
+    a ChatGPT login the ChatGPT backend (the login's own token goes through the gateway)."""
+    config = _toml(setup.files.get("config.toml"))
+    selected = config.get("model_provider", "openai")
+    providers = config.get("model_providers")
+    provider = providers.get(selected) if isinstance(providers, dict) else None
+    overrides = {"model_provider": '"watcherd"', "model_providers.watcherd.name": '"watcherd"',
+                 "model_providers.watcherd.supports_websockets": "false",
+                 "web_search": '"disabled"'}  # fmt: skip
+    env = {}
+    own_login = False  # a ChatGPT login: Codex sends its own token, the gateway adds none
+    if isinstance(provider, dict) and isinstance(provider.get("base_url"), str):
+        api = "openai-chat" if provider.get("wire_api") == "chat" else "openai-responses"
+        env_key = provider.get("env_key")
+        key = operator_key(setup, env_key if isinstance(env_key, str) else None)
+        url = route(api, provider["base_url"], key)
+        overrides["model_providers.watcherd.wire_api"] = '"chat"' if api == "openai-chat" else (
+            '"responses"')  # fmt: skip
+    elif setup.login and setup.api_key is None:
+        url = route("openai-responses", CHATGPT_BACKEND, None)
+        own_login = True
+        overrides["model_providers.watcherd.requires_openai_auth"] = "true"
+        env["CODEX_REFRESH_TOKEN_URL_OVERRIDE"] = route("openai-oauth", CHATGPT_TOKEN_URL, None)
+    else:
+        base = setup.env.get("OPENAI_BASE_URL") or OPENAI_API
+        url = route("openai-responses", base, operator_key(setup, None))
+    if not own_login:
+        overrides["model_providers.watcherd.env_key"] = f'"{TOKEN_ENV}"'
+        env[TOKEN_ENV] = token
+    overrides["model_providers.watcherd.base_url"] = json.dumps(url)
+    env["WATCHERD_CODEX_CONFIG"] = "\n".join(f"{k}={v}" for k, v in overrides.items())
+    return Wiring(env=env)
+
+
+def _toml(data: bytes | None) -> dict[str, Any]:
+    if data is None:
+        return {}
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+
+
 CODEX = AgentProfile(
     name="codex",
     image=f"watcherd-codex:{VERSION}",
@@ -106,4 +164,6 @@ CODEX = AgentProfile(
     # Rollouts, and the thread index Codex looks a resumed session up in.
     session_files=("sessions", "state_*.sqlite", "state_*.sqlite-wal", "state_*.sqlite-shm"),
     supports=frozenset({MODEL, RESUME, REVIEW}),
+    wire=wire,
+    allowed_flags=frozenset({"-m", "--model", "-i", "--image", "--output-schema"}),
 )

@@ -26,8 +26,12 @@ from watcherd.agents.base import (
     RESUME,
     AgentProfile,
     AgentReport,
+    ModelSetup,
+    Route,
     Usage,
+    Wiring,
     json_events,
+    operator_key,
     reported_count,
 )
 
@@ -113,6 +117,19 @@ def _error_message(error: Any) -> str | None:
     return text if isinstance(text, str) and text else None
 
 
+GEMINI_API = "https://generativelanguage.googleapis.com"
+BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
+
+
+def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
+    """Gemini CLI's API through the gateway: its base URL variable (no settings file sets
+    one) and the token in GEMINI_API_KEY. The upstream: agents.gemini.env's base URL, else
+    Google's API."""
+    base = setup.env.get(BASE_URL_ENV) or GEMINI_API
+    url = route("gemini", base, operator_key(setup, None))
+    return Wiring(env={BASE_URL_ENV: url, KEY_ENV: token})
+
+
 GEMINI = AgentProfile(
     name=NAME,
     image=IMAGE,
@@ -125,4 +142,6 @@ GEMINI = AgentProfile(
     session_files=SESSION_FILES,
     fixed_env=FIXED_ENV,
     supports=SUPPORTS,
+    wire=wire,
+    allowed_flags=frozenset({"-m", "--model"}),
 )

@@ -22,6 +22,7 @@ session's events are written: the tokens of subagents (the task tool) are not in
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -32,8 +33,12 @@ from watcherd.agents.base import (
     RESUME,
     AgentProfile,
     AgentReport,
+    ModelSetup,
+    Route,
     Usage,
+    Wiring,
     json_events,
+    operator_key,
     reported_count,
 )
 
@@ -148,6 +153,49 @@ def _error_text(error: Any) -> str | None:
     return None
 
 
+TOKEN_ENV = "WATCHERD_MODEL_TOKEN"
+_API_BY_PACKAGE = {"@ai-sdk/anthropic": "anthropic", "@ai-sdk/google": "gemini"}
+
+
+def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
+    """Every provider in the operator's opencode.json that names a ``baseURL`` is routed
+    through the gateway (its key, ``options.apiKey`` literal or ``{env:NAME}``, stays with
+    the gateway; the job's copy reads the token). A provider without one has no way out:
+    the job cannot reach it. Project config is off in the image (a repository's own
+    opencode.json is not read)."""
+    files = {}
+    for name in CONFIG_FILES:
+        if not name.endswith((".json", ".jsonc")) or name not in setup.files:
+            continue
+        config = _json_object(setup.files[name])
+        providers = config.get("provider")
+        if not isinstance(providers, dict):
+            continue
+        for provider in providers.values():
+            options = provider.get("options") if isinstance(provider, dict) else None
+            if not isinstance(options, dict) or not isinstance(options.get("baseURL"), str):
+                continue
+            api = _API_BY_PACKAGE.get(str(provider.get("npm")), "openai-chat")
+            key = options.get("apiKey")
+            options["baseURL"] = route(
+                api, options["baseURL"], operator_key(setup, key if isinstance(key, str) else None)
+            )
+            options["apiKey"] = "{env:" + TOKEN_ENV + "}"  # fmt: skip
+        files[name] = json.dumps(config, indent=2).encode()
+    return Wiring(env={TOKEN_ENV: token}, files=files)
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """A JSON (or JSONC: line comments) object; {} if it is not one."""
+    text = data.decode("utf-8", "replace")
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 OPENCODE = AgentProfile(
     name=NAME,
     image=IMAGE,
@@ -159,4 +207,6 @@ OPENCODE = AgentProfile(
     session_files=SESSION_FILES,
     fixed_env=FIXED_ENV,
     supports=frozenset({MODEL, MAX_TURNS, RESUME}),
+    wire=wire,
+    allowed_flags=frozenset({"-m", "--model", "--agent", "--variant"}),
 )

@@ -67,8 +67,18 @@ class Config:
     backend: str = "local"
     # Swarm placement: a job's `pool:` names one of these; its constraints are the operator's.
     pools: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # Job containers, hardened by default (see README "Security model").
+    # Job containers, hardened by default (see README "Security model"). A job has no
+    # network of its own: its model through the gateway, and the egress allowlists it picks.
+    # network_mode is the network of a job that asks for `network: open`, where allowed.
     network_mode: str = "bridge"
+    allow_open_network: bool = False
+    allow_host_network: bool = False  # network_mode host is refused without it
+    # The model gateway (README "Security model"): a job's tokens (input + output) are
+    # capped at its token_budget (0: no cap); provider-side tools that reach the network
+    # (hosted web search, URL fetch, remote MCP) only for jobs that ask, where allowed.
+    token_budget: int = 0
+    allow_network_tools: bool = False
+    gateway_max_body: int = 64 * 1024**2
     memory_limit: int = 4 * 1024**3
     cpus: float = 2.0
     pids_limit: int = 512
@@ -211,6 +221,14 @@ def _as_str(value: Any) -> str:
     return value
 
 
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")  # an environment variable's spelling
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _as_path(value: Any) -> Path:
     return Path(_as_str(value)).expanduser()
 
@@ -313,6 +331,11 @@ _CONVERTERS: dict[str, Any] = {
     "agents": parse_agent_settings,
     "notify_default": _as_str_tuple,
     "pools": _as_pools,
+    "allow_open_network": _as_bool,
+    "allow_host_network": _as_bool,
+    "allow_network_tools": _as_bool,
+    "token_budget": _as_int,
+    "gateway_max_body": parse_size,
 }
 
 
@@ -322,10 +345,11 @@ def _check(config: Config, source: str) -> None:
         problems.append(f"network_mode must be one of {', '.join(NETWORK_MODES)}")
     if config.backend not in BACKENDS:
         problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {config.backend!r}")
-    elif config.backend == "swarm" and config.network_mode == "none":
-        # Swarm has no "none" network for services, and an internal network still
-        # reaches the node through its gateway: refused rather than pretended.
-        problems.append("network_mode none is not available with backend swarm (bridge or host)")
+    if config.network_mode == "host" and not config.allow_host_network:
+        problems.append("network_mode host shares the host's network (its loopback "
+                        "included) with jobs: set allow_host_network: true to mean it")  # fmt: skip
+    if config.token_budget < 0:
+        problems.append(f"token_budget must not be negative, got {config.token_budget}")
     if config.default_agent not in AGENTS:
         problems.append(f"default_agent must be one of {', '.join(sorted(AGENTS))}")
     if config.auth_mode not in AUTH_MODES:
