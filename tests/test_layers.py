@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "config": 2,
     "spool": 3,
     "backends": 3,
-    "gateway": 3,
+    "gateway": 1,
     "job": 4,
     "notify": 5,
     "daemon": 6,

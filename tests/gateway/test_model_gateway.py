@@ -110,7 +110,9 @@ def test_a_call_goes_upstream_with_the_key_in_place_of_the_token_and_is_counted(
     (line,) = audit(grant)
     assert line["status"] == 200 and line["path"] == "m0/responses"
     assert (line["input_tokens"], line["output_tokens"]) == (120, 30)
-    assert KEY not in grant.audit_path.read_text() and grant.token not in grant.audit_path.read_text()
+    assert (
+        KEY not in grant.audit_path.read_text() and grant.token not in grant.audit_path.read_text()
+    )
 
 
 def test_a_stream_is_passed_on_as_it_comes(
@@ -166,8 +168,9 @@ def test_a_host_pointing_elsewhere_is_refused(
 ) -> None:
     grant = make_grant(tmp_path, provider)
     sock = gateway.open(grant, tmp_path / "job-1")
-    status, _ = post(sock, "/m0/responses", {}, {"Host": "evil.test",
-                                                 "Authorization": f"Bearer {grant.token}"})
+    status, _ = post(
+        sock, "/m0/responses", {}, {"Host": "evil.test", "Authorization": f"Bearer {grant.token}"}
+    )
     assert status == 400 and not provider.seen
 
 
@@ -177,8 +180,10 @@ def test_smuggling_oversized_headers_and_bodies_are_refused(
     grant = make_grant(tmp_path, provider)
     sock = gateway.open(grant, tmp_path / "job-1")
     auth = f"Authorization: Bearer {grant.token}\r\n"
-    smuggle = (f"POST /m0/responses HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 4\r\n"
-               "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /m0/files HTTP/1.1\r\n\r\n")
+    smuggle = (
+        f"POST /m0/responses HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 4\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /m0/files HTTP/1.1\r\n\r\n"
+    )
     assert raw(sock, smuggle.encode()).split(b" ")[1] == b"400"
     huge = f"POST /m0/responses HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}X-Big: {'a' * 20000}\r\n\r\n"
     assert raw(sock, huge.encode()).split(b" ")[1] in (b"400", b"431")

@@ -28,10 +28,10 @@ def test_minimal_job_gets_defaults() -> None:
 def test_full_job() -> None:
     spec = parse(
         "repo_url: https://github.com/acme/widgets\nprompt: p\nrepo_ref: v1.2\nrepo_dir: w\n"
-        "mode: review\nflags: \"-c model_reasoning_effort='high' --full-auto\"\nmodel: gpt-5\n"
+        "mode: review\nflags: \"--output-schema 'schema file.json' -m=gpt-5\"\nmodel: gpt-5\n"
         "timeout: 30m\nenv: {CI: 1, NAME: x}\nretries: 0\nmemory: 1g\ncpus: 1\n"
     )
-    assert spec.flags == ("-c", "model_reasoning_effort=high", "--full-auto")
+    assert spec.flags == ("--output-schema", "schema file.json", "-m=gpt-5")
     assert spec.timeout == 1800
     assert spec.env == {"CI": "1", "NAME": "x"}
     assert (spec.retries, spec.memory, spec.cpus) == (0, 1024**3, 1.0)
@@ -189,3 +189,45 @@ def test_a_pool_is_a_name_the_operator_configured() -> None:
 )
 def test_an_agent_hint_reads_only_the_agent(text: str, expected: str | None) -> None:
     assert agent_hint(text.encode(), CONFIG) == expected
+
+
+@pytest.mark.parametrize(
+    ("agent", "flags"),
+    [
+        ("codex", ["-c", "model_providers.x.base_url=http://evil.test"]),
+        ("codex", ["--config=model_provider=evil"]),
+        ("codex", ["--profile", "evil"]),
+        ("codex", ["--dangerously-bypass-approvals-and-sandbox"]),
+        ("codex", ["--", "resume"]),
+        ("claude", ["--settings", "/work/out/evil.json"]),
+        ("claude", ["--mcp-config", "{}"]),
+        ("claude", ["--permission-mode=default"]),
+        ("gemini", ["--approval-mode", "yolo"]),
+        ("opencode", ["--port", "9"]),
+    ],
+)
+def test_flags_that_could_move_the_model_or_the_sandbox_are_refused(
+    agent: str, flags: list[str]
+) -> None:
+    text = f"repo_url: https://h/r\nprompt: p\nagent: {agent}\nflags: {flags!r}\n"
+    with pytest.raises(InvalidJob, match=f"flags: {agent} does not take"):
+        parse(text)
+
+
+def test_the_network_keys_take_only_what_the_operator_offers() -> None:
+    from watcherd.gateway.egress import Allowlist
+
+    config = Config(egress={"pypi": Allowlist("pypi", ("pypi.org",))})
+    assert parse("repo_url: https://h/r\nprompt: p\n").network == "model"
+    assert parse("repo_url: https://h/r\nprompt: p\nnetwork: [pypi]\n", config).network == ("pypi",)
+    for text, expected in (
+        ("network: [npm]", "no egress allowlist named 'npm'"),
+        ("network: open", "allow_open_network"),
+        ("network_tools: true", "allow_network_tools"),
+        ("token_budget: 0", "at least 1"),
+    ):
+        with pytest.raises(InvalidJob, match=expected):
+            parse(f"repo_url: https://h/r\nprompt: p\n{text}\n", config)
+    opened = Config(allow_open_network=True, allow_network_tools=True)
+    job = parse("repo_url: https://h/r\nprompt: p\nnetwork: open\nnetwork_tools: true\n", opened)
+    assert (job.network, job.network_tools) == ("open", True)

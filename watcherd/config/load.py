@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -16,6 +17,7 @@ import yaml
 from watcherd.agents import AGENTS
 from watcherd.config.agents import AgentSettings, parse_agent_settings
 from watcherd.config.notify import NotifyTarget, parse_targets
+from watcherd.gateway.egress import Allowlist, parse_allowlists
 from watcherd.repo.url import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
 from watcherd.util.envnames import check_env
 from watcherd.util.units import parse_duration, parse_size
@@ -79,6 +81,10 @@ class Config:
     token_budget: int = 0
     allow_network_tools: bool = False
     gateway_max_body: int = 64 * 1024**2
+    # Named egress allowlists a job may pick (`network: [pypi]`), reached through the
+    # daemon's CONNECT proxy; egress_hosts pins names to addresses (checked all the same).
+    egress: Mapping[str, Allowlist] = field(default_factory=dict)
+    egress_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     memory_limit: int = 4 * 1024**3
     cpus: float = 2.0
     pids_limit: int = 512
@@ -229,6 +235,23 @@ def _as_bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _as_pinned_hosts(value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of host names to lists of addresses")
+    pinned = {}
+    for name, addresses in value.items():
+        listed = [addresses] if isinstance(addresses, str) else addresses
+        if not isinstance(name, str) or not isinstance(listed, list) or not listed:
+            raise ValueError(f"{name!r}: expected a name and a list of addresses")
+        for address in listed:
+            try:
+                ipaddress.ip_address(address)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: {address!r} is not an IP address") from exc
+        pinned[name.lower().rstrip(".")] = tuple(str(a) for a in listed)
+    return pinned
+
+
 def _as_path(value: Any) -> Path:
     return Path(_as_str(value)).expanduser()
 
@@ -336,6 +359,8 @@ _CONVERTERS: dict[str, Any] = {
     "allow_network_tools": _as_bool,
     "token_budget": _as_int,
     "gateway_max_body": parse_size,
+    "egress": parse_allowlists,
+    "egress_hosts": _as_pinned_hosts,
 }
 
 

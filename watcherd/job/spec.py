@@ -56,6 +56,11 @@ class JobSpec:
     max_turns: int | None = None
     resume: str | None = None  # the name or id of an earlier job whose session goes on
     pool: str | None = None  # a placement pool of the config's (Swarm backend)
+    # Beyond its model: "model" (nothing else), "open" (a network of its own, where the
+    # operator allows it), or the names of the operator's egress allowlists.
+    network: str | tuple[str, ...] = "model"
+    token_budget: int | None = None  # input + output tokens; None: the config's
+    network_tools: bool = False  # provider-side web search and fetch, where allowed
 
     @property
     def max_attempts(self) -> int:
@@ -66,7 +71,7 @@ KEYS = frozenset(
     {
         "repo_url", "prompt", "repo_ref", "repo_dir", "mode", "flags", "model",
         "timeout", "env", "retries", "memory", "cpus", "branch", "disk", "notify",
-        "agent", "max_turns", "resume", "pool",
+        "agent", "max_turns", "resume", "pool", "network", "token_budget", "network_tools",
     }
 )  # fmt: skip
 
@@ -153,6 +158,7 @@ def _spec_from_mapping(doc: dict[Any, Any], config: Config) -> JobSpec:
             errors.append("repo_dir: cannot derive a safe folder name from repo_url; set repo_dir")
     values.setdefault("agent", config.default_agent)
     errors += _unsupported(values)
+    errors += _refused_flags(values)
     if errors:
         raise InvalidJob("; ".join(errors))
     values.setdefault("timeout", config.default_timeout)
@@ -180,6 +186,59 @@ def _unsupported(values: dict[str, Any]) -> list[str]:
         for key, (capability, asked) in _AGENT_KEYS.items()
         if asked(values) and capability not in profile.supports
     ]
+
+
+def _refused_flags(values: dict[str, Any]) -> list[str]:
+    """Flags the agent does not take from a job: only its allowlist passes. What could set a
+    provider, a base URL, a sandbox or approval mode, an MCP server or a settings file is not
+    on any list; ``--`` would end the options and make the rest arguments."""
+    profile = AGENTS.get(values["agent"])
+    if profile is None:
+        return []
+    refused = [
+        flag for flag in values.get("flags", ())
+        if flag.startswith("-") and flag.split("=", 1)[0] not in profile.allowed_flags
+    ]  # fmt: skip
+    if not refused:
+        return []
+    allowed = ", ".join(sorted(profile.allowed_flags)) or "none"
+    return [
+        f"flags: {profile.name} does not take {', '.join(map(repr, refused))} from a job "
+        f"(allowed: {allowed}; providers, sandbox and settings are the operator's)"
+    ]
+
+
+def _check_network(value: Any, config: Config) -> str | tuple[str, ...]:
+    if value == "model":
+        return "model"
+    if value == "open":
+        if not config.allow_open_network:
+            raise ValueError("'open' is not allowed by the daemon's config (allow_open_network)")
+        return "open"
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+        raise ValueError(f"expected model, open, or a list of egress names, got {_kind(value)}")
+    unknown = [n for n in names if n not in config.egress]
+    if unknown:
+        offered = ", ".join(sorted(config.egress)) or "none are configured"
+        raise ValueError(f"no egress allowlist named {', '.join(map(repr, unknown))} in the "
+                         f"daemon's config (egress: {offered})")  # fmt: skip
+    return tuple(dict.fromkeys(names))
+
+
+def _check_token_budget(value: Any, config: Config) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of tokens (at least 1), got {value!r}")
+    return value
+
+
+def _check_network_tools(value: Any, config: Config) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_kind(value)}")
+    if value and not config.allow_network_tools:
+        raise ValueError("provider-side network tools are not allowed by the daemon's config "
+                         "(allow_network_tools)")  # fmt: skip
+    return value
 
 
 def _check_agent(value: Any, config: Config) -> str:
@@ -371,4 +430,7 @@ _CHECKS = {
     "max_turns": _check_max_turns,
     "resume": _check_resume,
     "pool": _check_pool,
+    "network": _check_network,
+    "token_budget": _check_token_budget,
+    "network_tools": _check_network_tools,
 }
