@@ -208,6 +208,26 @@ clone_workspace() {
     wgit checkout -q -B "$JOB_BRANCH" "$target" 2>>"$OUT/run.log" || fail $EX_REF "cannot check out $target"
 }
 
+# A job's only ways out are its sockets in /run/watcherd, which the daemon serves: its model
+# (the gateway) and, where the job picked allowlists, its egress proxy. Each becomes a port
+# on this container's loopback for the agent. Killing a forwarder hurts only this job.
+start_forwarders() {
+    local name port pair
+    for pair in "model:${WATCHERD_MODEL_PORT:-}" "egress:${WATCHERD_EGRESS_PORT:-}"; do
+        name=${pair%%:*} port=${pair#*:}
+        [ -n "$port" ] || continue
+        case "$port" in *[!0-9]*) fail $EX_USAGE "WATCHERD_${name^^}_PORT is not a port" ;; esac
+        [ -S "/run/watcherd/$name.sock" ] || fail $EX_TEMPFAIL "no $name socket in /run/watcherd"
+        socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" \
+            "UNIX-CONNECT:/run/watcherd/$name.sock" 2>>"$OUT/run.log" &
+        for _ in $(seq 1 100); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue 2
+            sleep 0.02
+        done
+        fail $EX_TEMPFAIL "the $name forwarder did not start"
+    done
+}
+
 # shellcheck disable=SC2317 # called by the trap below
 on_stop() { # timeout: stop the agent, then save what it did (the daemon waits a grace period)
     stopping=1
@@ -264,6 +284,7 @@ export PROMPT_FILE OUT
 log "running ${WATCHERD_AGENT:-the agent} ${AGENT_MODE:-exec} ($agent_version)"
 rm -f "$OUT/last-message.md" "$OUT/branch.bundle"
 : >"$OUT/events.jsonl"
+start_forwarders
 "$AGENT" run </dev/null &
 agent=$!
 agent_status=0

@@ -121,7 +121,6 @@ def codex_daemon(
             "image": DEFAULT_IMAGE,
             "auth_mode": "login",
             "auth_dirs": [str(auth) for auth in dirs],
-            "network_mode": "host",
             "allowed_protocols": ["git", "https"],
             "extra_env": {"SCRIPTED_API_KEY": "test-key"},
             "default_timeout": 120,

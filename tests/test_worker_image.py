@@ -193,6 +193,9 @@ def test_hostile_agent_is_contained(
     other.mkdir(parents=True)
     (other / "private.txt").write_text("other job's output")
     attempts = "; ".join([
+        "cat /proc/*/environ /proc/*/cmdline > /work/out/procs.txt 2>&1",
+        "grep -rals --devices=skip -e '" + SECRET[:8] + "''" + SECRET[8:] + "' / "
+        "--exclude-dir=proc --exclude-dir=sys > /work/out/found.txt",
         "touch /work/inbox/pwn.yaml", "touch ../inbox/pwn.yaml",
         "cat /work/out/../other-job/private.txt",
         "ls /work", "touch /etc/pwned", "touch /usr/local/bin/pwned", "touch /opt/codex/pwned",
@@ -205,18 +208,18 @@ def test_hostile_agent_is_contained(
         Step("tool", attempts + "; true"),
         Step("message", "tried everything"),
     ]
-    provider = (
-        f'model_providers.scripted={{name="scripted", base_url="{model.base_url}", '
-        'wire_api="responses", env_key="CODEX_API_KEY", supports_websockets=false, '
-        "request_max_retries=0, stream_max_retries=0}"
+    # The operator's provider, in Codex's own config (its key variable: the api_key_file's).
+    config_dir = work_root / ".codex-bot"
+    config_dir.mkdir(mode=0o700)
+    (config_dir / "config.toml").write_text(
+        codex_config(model.base_url).replace('"SCRIPTED_API_KEY"', '"CODEX_API_KEY"')
     )
     start_daemon(
         image=DEFAULT_IMAGE, auth_mode="api_key", api_key_file=str(key_file),
-        network_mode="host", allowed_protocols=["git"], default_timeout=120,
+        allowed_protocols=["git"], default_timeout=120,
     )  # fmt: skip
-    flags = ["-c", provider, "-c", "model_provider=scripted"]
     write_job(work_root / "inbox", "hostile.yaml", repo_url=git_server.url("demo.git"),
-              prompt="be evil", flags=flags, model="scripted-model")  # fmt: skip
+              prompt="be evil", model="scripted-model")  # fmt: skip
     label = {"label": f"watcherd.root={work_root}"}
     container = wait_for(
         lambda: docker_client.containers.list(ignore_removed=True, filters=label), 60, "container"
@@ -233,7 +236,11 @@ def test_hostile_agent_is_contained(
     assert not list((work_root / "inbox").iterdir())  # no job was planted
     assert not (out / "private.txt").exists()
     assert "uid=1000" in (out / "id.txt").read_text()
-    assert "key=\n" in (out / "leak.txt").read_text()  # Codex withholds *KEY* variables
+    assert "key=\n" in (out / "leak.txt").read_text()  # no such variable at all
+    # Nowhere the agent can look: no process's environment or command line, no file under
+    # any mount; the token in its place is the job's and dies with it.
+    assert (out / "procs.txt").exists() and SECRET not in (out / "procs.txt").read_text()
+    assert (out / "found.txt").read_text() == ""
     events = (out / "events.jsonl").read_text()
     assert "Read-only file system" in events  # /etc, /usr/local/bin, /opt/codex
     assert "uid=0(" not in events  # neither sudo nor su nor a setuid binary made it root
@@ -245,8 +252,8 @@ def test_hostile_agent_is_contained(
                 assert SECRET not in file.read_text(errors="replace"), file
     for log in tmp_path.parent.glob("**/watcherd-*.log"):
         assert SECRET not in log.read_text(errors="replace")
-    # The model server saw the key as a bearer token: the job really ran with it.
-    assert model.requests
+    # The upstream saw the key as a bearer token on every call: the job really ran with it.
+    assert model.authorizations and set(model.authorizations) == {f"Bearer {SECRET}"}
 
 
 def test_review_mode(

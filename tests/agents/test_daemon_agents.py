@@ -147,7 +147,7 @@ def agent_daemon(
         # No auth_mode: the default (Codex's login), under which other agents' jobs must
         # still take their settings from their own config dirs and lease no login.
         return start_daemon(
-            auth_mode=None, network_mode="host", allowed_protocols=["git"],
+            auth_mode=None, allowed_protocols=["git"],
             default_timeout=120, default_agent=case.agent, **case.settings(server, tmp_path),
         )  # fmt: skip
 

@@ -36,15 +36,13 @@ def require_swarm(client: docker.DockerClient) -> None:
 def for_backend(
     backend: str, config: dict[str, Any], client: docker.DockerClient
 ) -> dict[str, Any]:
-    """The daemon config for ``backend``: Swarm has no ``none`` network (see README)."""
+    """The daemon config for ``backend``."""
     if backend == "local":
         return config
     require_swarm(client)
-    network = config.get("network_mode", "bridge")
     return {
         **config,
         "backend": "swarm",
-        "network_mode": "bridge" if network == "none" else network,
         "cpus": min(float(config.get("cpus", SWARM_TEST_CPUS)), SWARM_TEST_CPUS),
         "memory_limit": config.get("memory_limit", SWARM_TEST_MEMORY),
     }

@@ -38,6 +38,7 @@ class ScriptedModel:
     # Instead of the next step in order: a step chosen from the request (for jobs that run
     # at the same time, whose requests interleave).
     respond: Callable[[dict[str, Any]], Step] | None = None
+    authorizations: list[str] = field(default_factory=list)  # each request's Authorization
     lifetime: float = 600.0  # stops by itself even if a test forgets to
     _loopback: Loopback | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -58,6 +59,7 @@ class ScriptedModel:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)))
                 with model._lock:
                     model.requests.append(body)
+                    model.authorizations.append(self.headers.get("Authorization", ""))
                     number = len(model.requests)
                     step = model._next_step(body)
                 if not self.path.endswith("/responses") or step is None:

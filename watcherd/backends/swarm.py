@@ -16,6 +16,7 @@ whose node is down is lost.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from typing import Any
 
@@ -44,6 +45,13 @@ ENDED_WITHOUT = ("shutdown", "rejected", "orphaned", "remove")  # no exit code o
 # A constraint no node meets: a job service updated to it shuts its task down, and the
 # task of its next run is never placed.
 RETIRED = "node.id==watcherd-retired"
+CONTAINED_NETWORK = "watcherd-contained"
+CONTAINED_CONFIG = "watcherd-contained-config"
+CONTAINED_OPTIONS = {
+    "com.docker.network.bridge.inhibit_ipv4": "true",  # the node has no address on it
+    "com.docker.network.bridge.enable_icc": "false",  # its containers cannot talk
+    "com.docker.network.bridge.name": "wd-contained",
+}
 RETIRE_SLACK_SECONDS = 30.0  # for Swarm to tell a node to stop a task, beyond its grace
 
 
@@ -52,6 +60,7 @@ class SwarmRunner:
         self.docker = DockerAPI(base_url, api_timeout)
         self._node_id = ""
         self.secrets = SwarmSecrets(self.docker)
+        self._contained = False  # CONTAINED_NETWORK is known to exist
 
     @property
     def client(self) -> docker.DockerClient:
@@ -89,6 +98,8 @@ class SwarmRunner:
                 f"cpus {spec.nano_cpus / 1e9:g} and memory {spec.mem_limit} bytes: "
                 "a task needs at least 0.001 CPUs and 4 MiB"
             )
+        if spec.network_mode == "none":
+            spec = dataclasses.replace(spec, network_mode=self._contained_network())
         uid, _, gid = spec.user.partition(":")
         secrets = [
             self.secrets.reference(variable, value, uid, gid)
@@ -101,6 +112,33 @@ class SwarmRunner:
             )
         )  # fmt: skip
         return str(created["ID"])
+
+    def _contained_network(self) -> str:
+        """Swarm has no "none" network for services: a job with no network of its own gets
+        CONTAINED_NETWORK, a swarm-scoped bridge that is internal (no route out), gives the
+        node no address on it (nothing of the node's is reachable) and lets no two
+        containers on it talk. Its settings are a node-local config-only network, made here
+        on this node; every other node that runs jobs needs the same (README, Swarm)."""
+        if self._contained:
+            return CONTAINED_NETWORK
+        names = {n["Name"] for n in self.docker.call(lambda: self.client.api.networks())}
+        labels = {"watcherd": "contained"}
+        if CONTAINED_CONFIG not in names:
+            self._create_network({"Name": CONTAINED_CONFIG, "Driver": "bridge", "ConfigOnly": True,
+                                  "Options": CONTAINED_OPTIONS, "Labels": labels})  # fmt: skip
+        if CONTAINED_NETWORK not in names:
+            self._create_network({
+                "Name": CONTAINED_NETWORK, "Driver": "bridge", "Scope": "swarm",
+                "Internal": True, "ConfigFrom": {"Network": CONTAINED_CONFIG}, "Labels": labels,
+            })  # fmt: skip
+        self._contained = True
+        return CONTAINED_NETWORK
+
+    def _create_network(self, body: dict[str, Any]) -> None:
+        # docker-py's create_network knows no ConfigOnly or ConfigFrom (Engine API 1.30+).
+        api = self.client.api
+        self.docker.call(lambda: api._result(api._post_json(api._url("/networks/create"),
+                                                            data=body), True))  # fmt: skip
 
     def resume(self, handle: str) -> None:
         pass  # a service is scheduled from the moment it exists

@@ -8,7 +8,9 @@ thread runs it → the spool finishes it. Signals only set flags and wake the lo
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import resource
 import signal
 import threading
 import time
@@ -34,6 +36,7 @@ from watcherd.util.fsutil import require_room
 from watcherd.util.retry import Backoff
 
 log = logging.getLogger("watcherd")
+PR_SET_DUMPABLE = 4
 
 WRITER_POLL_SECONDS = 0.1  # how often a job claimed while still being written is looked at
 # A state file this old without a job is a crashed claim's (a claim takes milliseconds).
@@ -105,7 +108,8 @@ class Server:
     def startup(self) -> bool:
         self.spool.layout.ensure()
         self._scheduler.logins = agent_logins(self.config)
-        self._life.api_keys = load_api_keys(self.config)
+        _keep_memory_private()
+        self._life.api_keys = load_api_keys(self.config)  # held here and by the gateway only
         _ignore_lease_breaks()
         if not self._wait_for_engine():
             return False
@@ -181,6 +185,7 @@ class Server:
         for job in self._written_after_claim:
             job.release()
         self._written_after_claim.clear()
+        self._life.gateway.stop()  # adopted at the next start, at the same sockets
         self._life.cleaner.close(grace=CLEANUP_GRACE_SECONDS)
         self._notifications.close(grace=NOTIFY_GRACE_SECONDS)
         log.info("stopped; jobs still in running/ are adopted at the next start")
@@ -450,6 +455,15 @@ def _ignore_lease_breaks() -> None:
     would send SIGIO, whose default action ends the process."""
     with contextlib.suppress(ValueError):  # not the main thread (tests): nothing to do
         signal.signal(signal.SIGIO, signal.SIG_IGN)
+
+
+def _keep_memory_private() -> None:
+    """The daemon holds the operator's keys: no core dump of it, and no process of its user
+    may ptrace it or read its memory (PR_SET_DUMPABLE 0 does both)."""
+    with contextlib.suppress(OSError, AttributeError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _path_or_none(value: object) -> Path | None:

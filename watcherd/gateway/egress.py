@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import re
 import socket
 import time
@@ -30,6 +29,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from watcherd.gateway.sockets import bind_unix
 
 log = logging.getLogger("watcherd.egress")
 
@@ -181,10 +182,9 @@ class EgressProxy:
         if self._server is not None or self._closing:
             raise RuntimeError("an EgressProxy starts once")
         self._server = await asyncio.start_unix_server(
-            self._serve, path=str(socket_path), limit=CHUNK
+            self._serve, sock=bind_unix(socket_path), limit=CHUNK
         )
         self._socket_path = socket_path
-        os.chmod(socket_path, 0o666)
 
     async def close(self) -> None:
         """Stop listening and cut every open tunnel: a job that ended keeps nothing open."""

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -32,12 +33,15 @@ import aiohttp
 from aiohttp import web
 
 from watcherd.gateway.apis import APIS, network_tool
+from watcherd.gateway.egress import EgressPolicy, EgressProxy
 from watcherd.gateway.grants import Grant, Spent, Upstream
 from watcherd.gateway.meter import Meter
+from watcherd.gateway.sockets import bind_unix
 
 log = logging.getLogger("watcherd.gateway")
 
 MODEL_SOCKET = "model.sock"
+EGRESS_SOCKET = "egress.sock"
 MAX_HEADER_LINE = 8190
 BODY_TIMEOUT = 120.0  # a client that sends its body slower than this is cut off
 
@@ -56,54 +60,72 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 T = TypeVar("T")
 
 
+@dataclass
+class _Served:
+    """One job at the gateway: its grant, its socket's server, its calls under way."""
+
+    grant: Grant
+    runner: web.AppRunner | None = None
+    requests: set[asyncio.Task[Any]] = field(default_factory=set)
+    proxy: EgressProxy | None = None
+    path: Path | None = None  # its model socket
+
+
 class Gateway:
     def __init__(self, *, max_body: int = 64 * 1024 * 1024, connect_timeout: float = 30.0) -> None:
         self.max_body = max_body
         self.connect_timeout = connect_timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
-        self._grants: dict[str, Grant] = {}  # socket path -> grant
-        self._sites: dict[str, web.UnixSite] = {}  # job id -> its socket's site
-        self._requests: dict[str, set[asyncio.Task[Any]]] = {}  # job id -> requests under way
-        self._runner: web.AppRunner | None = None
+        self._jobs: dict[str, _Served] = {}  # job id -> what serves it
         self._session: aiohttp.ClientSession | None = None
         self._lock = threading.Lock()
 
     # -- lifecycle (the daemon's threads) ------------------------------------------------
 
     def start(self) -> None:
+        """Start the loop (``open`` does it when it has not been)."""
         self._thread.start()
         self._call(self._start())
 
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
-        for job_id in list(self._sites):
+        for job_id in list(self._jobs):
             self.close(job_id)
         self._call(self._stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
-    def open(self, grant: Grant, folder: Path) -> Path:
-        """Serve ``grant`` on a new socket in ``folder``; returns the socket's path."""
+    def open(self, grant: Grant, folder: Path, egress: EgressPolicy | None = None) -> Path:
+        """Serve ``grant`` on a new socket in ``folder`` (and its egress allowlists on
+        another, EGRESS_SOCKET); returns the model socket's path. A grant the job already
+        had (an attempt before, an earlier daemon) is replaced."""
+        with self._lock:
+            if not self._thread.is_alive():
+                self.start()
+        self.close(grant.job_id)
         path = folder / MODEL_SOCKET
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a socket left by an earlier attempt of the same job
-        self._call(self._open(grant, path))
+        self._call(self._open(grant, path, folder / EGRESS_SOCKET, egress))
         return path
 
     def close(self, job_id: str) -> Spent | None:
-        """Stop serving a job: its socket goes, its calls under way are cut, its token is
+        """Stop serving a job: its sockets go, its calls under way are cut, its token is
         good nowhere. Returns what it spent (None if it had no grant)."""
-        grant = self._call(self._close(job_id))
-        if grant is None:
+        with self._lock:
+            served = self._jobs.pop(job_id, None)
+        if served is None:
             return None
+        served.grant.closed = True
+        self._call(self._close(served))
+        grant = served.grant
         return Spent(grant.used.input, grant.used.output, grant.calls, grant.refused,
                      grant.over_budget)  # fmt: skip
 
     def grant(self, job_id: str) -> Grant | None:
         with self._lock:
-            return next((g for g in self._grants.values() if g.job_id == job_id), None)
+            served = self._jobs.get(job_id)
+        return served.grant if served is not None else None
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
@@ -111,13 +133,6 @@ class Gateway:
     # -- on the loop ---------------------------------------------------------------------
 
     async def _start(self) -> None:
-        app = web.Application(client_max_size=self.max_body)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(
-            app, access_log=None, max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE,
-            max_headers=64, auto_decompress=False,  # a compressed body is refused, not unpacked
-        )  # fmt: skip
-        await self._runner.setup()
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self.connect_timeout, sock_connect=self.connect_timeout,
             sock_read=None,  # a model may think for minutes between two events
@@ -130,47 +145,48 @@ class Gateway:
     async def _stop(self) -> None:
         if self._session is not None:
             await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
-    async def _open(self, grant: Grant, path: Path) -> None:
-        assert self._runner is not None
-        site = web.UnixSite(self._runner, str(path))
-        await site.start()
-        os.chmod(path, 0o666)  # the job's uid connects; the folder decides who can reach it
+    async def _open(
+        self, grant: Grant, path: Path, egress_path: Path, egress: EgressPolicy | None
+    ) -> None:
+        served = _Served(grant, path=path)
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_route("*", "/{tail:.*}", functools.partial(self._handle, served))
+        served.runner = web.AppRunner(
+            app, access_log=None, max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE,
+            max_headers=64, auto_decompress=False,  # a compressed body is refused, not unpacked
+            shutdown_timeout=1.0,
+        )  # fmt: skip
+        await served.runner.setup()
+        await web.SockSite(served.runner, bind_unix(path)).start()
+        with contextlib.suppress(FileNotFoundError):
+            egress_path.unlink()
+        if egress is not None:
+            served.proxy = EgressProxy(egress, audit=grant.audit)
+            await served.proxy.start(egress_path)
         with self._lock:
-            self._grants[str(path)] = grant
-        self._sites[grant.job_id] = site
-        self._requests[grant.job_id] = set()
+            self._jobs[grant.job_id] = served
 
-    async def _close(self, job_id: str) -> Grant | None:
-        with self._lock:
-            found = [(p, g) for p, g in self._grants.items() if g.job_id == job_id]
-            for path, grant in found:
-                grant.closed = True
-                del self._grants[path]
-        site = self._sites.pop(job_id, None)
-        if site is not None:
-            await site.stop()
-        for task in self._requests.pop(job_id, set()):
+    async def _close(self, served: _Served) -> None:
+        for task in list(served.requests):
             task.cancel()
-        for path, _ in found:
+        if served.runner is not None:
+            await served.runner.cleanup()
+        if served.path is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        return found[0][1] if found else None
+                served.path.unlink()
+        if served.proxy is not None:
+            await served.proxy.close()
 
     # -- one request ---------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        with self._lock:
-            grant = self._grants.get(str(sockname))
-        if grant is None or grant.closed:
+    async def _handle(self, served: _Served, request: web.Request) -> web.StreamResponse:
+        grant = served.grant
+        if grant.closed:
             return _error(403, "this socket serves no running job")
         task = asyncio.current_task()
-        requests = self._requests.get(grant.job_id)
-        if task is not None and requests is not None:
-            requests.add(task)
+        if task is not None:
+            served.requests.add(task)
         started = time.monotonic()
         record: dict[str, Any] = {"kind": "model", "method": request.method}
         try:
@@ -179,8 +195,8 @@ class Gateway:
             record.update(status=499, refused="the job ended")
             raise
         finally:
-            if task is not None and requests is not None:
-                requests.discard(task)
+            if task is not None:
+                served.requests.discard(task)
             record["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
             if "refused" in record:
                 grant.refused += 1

@@ -21,6 +21,7 @@ from watcherd.backends.spec import (
     container_name,
 )
 from watcherd.config import Config
+from watcherd.job.model import RUN_TARGET, ModelAccess
 from watcherd.job.spec import JobSpec
 from watcherd.repo.workspace import Workspace
 
@@ -49,7 +50,8 @@ def build_spec(
     workspace: Workspace,
     home: Path,
     branch: str,
-    api_key: tuple[str, str] | None,
+    model: ModelAccess,
+    run_dir: Path,
     resume_session: str | None = None,
 ) -> ContainerSpec:
     author, email = config.git_identity
@@ -87,13 +89,18 @@ def build_spec(
         environment["AGENT_MAX_TURNS"] = str(job.max_turns)
     if resume_session:
         environment["AGENT_RESUME"] = resume_session
-    secrets = dict([api_key]) if api_key else {}
+    # The operator's keys stay in the gateway: a variable that holds one (a provider's
+    # key passed in extra_env, say) is dropped, then the job's wiring points the agent at
+    # the gateway with its token in the key's place.
+    environment = {k: v for k, v in environment.items() if v not in model.keys}
+    environment.update(model.env)
 
     mounts = (
         Mount(workspace.path, f"/work/{job.repo_dir}"),
         Mount(out_dir, "/work/out"),
         Mount(workspace.cache_objects, workspace.cache_target, read_only=True),
         Mount(home, profile.home),
+        Mount(run_dir, RUN_TARGET, read_only=True),  # its sockets: the model, its egress
     )
     # HOME is a tmpfs so git and codex can write their config under a read-only root;
     # the job's own agent home is mounted over its .codex folder.
@@ -111,13 +118,12 @@ def build_spec(
         environment=environment,
         mounts=mounts,
         labels={JOB_LABEL: job_id, ROOT_LABEL: str(config.root)},
-        network_mode=config.network_mode,
+        network_mode=config.network_mode if job.network == "open" else "none",
         mem_limit=memory,
         nano_cpus=int(cpus * 1e9),
         pids_limit=config.pids_limit,
         log_max_size=config.log_max_size,
         stop_grace=config.stop_grace,
         tmpfs=tmpfs,
-        secrets=secrets,
         placement=config.pools.get(job.pool, ()) if job.pool else (),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from watcherd.agents.base import AgentProfile
@@ -62,6 +63,12 @@ class AgentHomes:
         if resume_from is not None:
             _copy_session(resume_from, home, user)
         return home
+
+    def replace_files(self, home: Path, files: Mapping[str, bytes]) -> None:
+        """Put the job's own versions of copied config files (pointed at the gateway) in
+        place of the operator's, as read-only as the copies."""
+        for name, data in files.items():
+            write_atomic(home / name, data, mode=0o444)
 
     def collect(
         self, job_id: str, profile: AgentProfile, login: Path | None, out_dir: Path

@@ -35,9 +35,13 @@ from watcherd.backends import (
     TransientRunnerError,
 )
 from watcherd.config import Config
+from watcherd.gateway.egress import EgressPolicy
+from watcherd.gateway.grants import Grant, Spent, new_token
+from watcherd.gateway.server import Gateway
 from watcherd.job.container import build_spec, job_user
 from watcherd.job.diskuse import tree_bytes
 from watcherd.job.home import AgentHomes
+from watcherd.job.model import ModelAccess, spent_before, wire_model
 from watcherd.job.outputs import keep_only_known, make_safe
 from watcherd.job.results import (
     JobState,
@@ -53,8 +57,9 @@ from watcherd.job.steplog import StepLog
 from watcherd.repo.cache import RepoCache, RepoError, Results, Stopped, cache_key
 from watcherd.repo.workspace import Workspaces
 from watcherd.spool.folders import Claimed, RunState, Spool
-from watcherd.util.fsutil import User, remove_tree, require_room
+from watcherd.util.fsutil import User, remove_tree, require_room, write_atomic
 from watcherd.util.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
+from watcherd.util.safeio import read_whole
 
 log = logging.getLogger("watcherd.job")
 
@@ -64,6 +69,7 @@ DISK_CHECK_MIN_SECONDS = 1.0
 DISK_CHECK_MAX_SECONDS = 5.0  # however slow a measurement, never longer between two
 PLACEMENT_POLL_SECONDS = (0.05, 1.0)  # first and longest pause while a container has no place
 DISK_CHECK_DUTY = 50  # measuring may take at most 1/50 of the time between two measurements
+MAX_AUDIT_BYTES = 64 * 1024 * 1024
 CLEANUP_QUEUE = 16  # filed jobs whose containers may wait for removal before slots do
 
 
@@ -96,6 +102,7 @@ class Ending(enum.Enum):
     EXITED = "exited"
     TIMED_OUT = "timed out"
     OVER_BUDGET = "over its disk budget"
+    OVER_TOKENS = "over its token budget"
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class JobLife:
         )  # fmt: skip
         self.homes = AgentHomes(config.root)
         self.api_keys: dict[str, tuple[str, str]] = {}  # agent -> (variable, key)
+        self.gateway = Gateway(max_body=config.gateway_max_body)  # started at its first job
         self._pruning = threading.Lock()
         self.cleaner = Cleaner()
         self.on_finished: Callable[[Claimed, Config], None] = _nothing  # notifications
@@ -232,17 +240,22 @@ class JobLife:
             handle = self._start(job, spec, lease, state)
         else:
             log.info("job %s: adopting its container %s", job.job_id, handle[:12])
+            if state.gateway_token:  # its model again, at the same socket, with the same token
+                self._open_gateway(job.job_id, spec, lease, state, home=None)
             self._started(job, state)
             if self.runner.inspect(handle).status == "created":
                 self.runner.resume(handle)
         job.container = handle
-        self._until_placed(job, spec, handle, state)
-        end = self._wait(job, spec, handle, state)
+        try:
+            self._until_placed(job, spec, handle, state)
+            end = self._wait(job, spec, handle, state)
+        finally:
+            spent = self.gateway.close(job.job_id)  # its token is good nowhere from now on
         outcome: Outcome | None = None
 
         def collect() -> None:
             nonlocal outcome
-            outcome = self._collect(job, spec, lease, handle, end, state)
+            outcome = self._collect(job, spec, lease, handle, end, state, spent)
 
         self._until_room(collect)  # the container waits, exited, until its work is saved
         assert outcome is not None
@@ -295,11 +308,12 @@ class JobLife:
             if isinstance(exc, RepoError):
                 raise PermanentFailure(str(exc)) from exc
             raise
+        state.gateway_token = state.gateway_token or new_token()
+        model, run_dir = self._open_gateway(job.job_id, spec, lease, state, home)
         container = build_spec(
             config=self.config, job=spec, job_id=job.job_id, attempt=state.attempts,
             user=user, out_dir=out_dir, workspace=workspace, home=home, branch=branch,
-            api_key=self.api_keys.get(spec.agent),
-            resume_session=resume.session_id if resume else None,
+            model=model, run_dir=run_dir, resume_session=resume.session_id if resume else None,
         )  # fmt: skip
         state.commit_before = commit
         state.deadline = time.time() + spec.timeout
@@ -325,6 +339,39 @@ class JobLife:
             raise TransientFailure(str(exc)) from exc
         except RunnerError as exc:
             raise PermanentFailure(f"could not start the container: {exc}") from exc
+
+    def _open_gateway(
+        self, job_id: str, spec: JobSpec, lease: Lease, state: RunState, home: Path | None
+    ) -> tuple[ModelAccess, Path]:
+        """The job's grant at the gateway, on sockets in run/<id>/ (mounted into its
+        container); with ``home``, its copies of the operator's files rewritten to match."""
+        assert state.gateway_token is not None
+        profile = AGENTS[spec.agent]
+        model = wire_model(
+            self.config, spec, profile, self._agent_config_dir(spec, lease), state.gateway_token,
+            self.api_keys.get(spec.agent), login=bool(lease.auth_dir),
+        )  # fmt: skip
+        if home is not None:
+            self.homes.replace_files(home, model.files)
+        run_dir = self.spool.layout.root / "run" / job_id
+        run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        audit = self._audit_path(job_id)
+        grant = Grant(
+            job_id, state.gateway_token, model.upstreams, audit_path=audit,
+            token_budget=spec.token_budget or self.config.token_budget,
+            allow_network_tools=spec.network_tools, used=spent_before(audit),
+        )  # fmt: skip
+        egress = None
+        if isinstance(spec.network, tuple):
+            lists = tuple(self.config.egress[name] for name in spec.network)
+            egress = EgressPolicy(lists, hosts=self.config.egress_hosts)
+        self.gateway.open(grant, run_dir, egress)
+        return model, run_dir
+
+    def _audit_path(self, job_id: str) -> Path:
+        folder = self.spool.layout.root / "audit"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder / f"{job_id}.jsonl"
 
     def _started(self, job: Claimed, state: RunState) -> None:
         """The attempt's container exists (made now, or adopted): it is no longer
@@ -402,6 +449,11 @@ class JobLife:
                     max(DISK_CHECK_MIN_SECONDS, took * DISK_CHECK_DUTY), DISK_CHECK_MAX_SECONDS
                 )
                 next_disk_check = began + pause
+            grant = self.gateway.grant(job.job_id)
+            if grant is not None and grant.over_budget:
+                log.warning("job %s: over its token budget, stopping it", job.job_id)
+                self.runner.stop(handle, self.config.stop_grace)
+                return ContainerEnd(Ending.OVER_TOKENS, self.runner.wait(handle, 30.0))
             code = self.runner.wait(handle, min(remaining, WAIT_SLICE_SECONDS))
             steps.poll()  # a log line per agent step since the last slice
             if code is not None:
@@ -413,7 +465,7 @@ class JobLife:
 
     def _collect(
         self, job: Claimed, spec: JobSpec, lease: Lease, handle: str, end: ContainerEnd,
-        state: RunState,
+        state: RunState, spent: Spent | None,
     ) -> Outcome:  # fmt: skip
         """The container has exited: make its outputs safe, save its work, judge it."""
         container = self.runner.inspect(handle)
@@ -445,7 +497,12 @@ class JobLife:
                 raise TransientFailure(transient)
         saved, save_problem = self._save_work(job, spec, state, out_dir)
         outcome = self._outcome(JobState.FAILED, "", state, saved=saved, removed=removed)
-        outcome = outcome.with_agent(spec.agent, report)
+        outcome = outcome.with_agent(spec.agent, report).with_gateway(spent)
+        if end.how is Ending.OVER_TOKENS:
+            budget = spec.token_budget or self.config.token_budget
+            used = spent.input_tokens + spent.output_tokens if spent else 0
+            return outcome.judged(JobState.FAILED, f"token budget exceeded: {used} tokens used "
+                                  f"of {budget}; the container was stopped")  # fmt: skip
         if end.how is Ending.TIMED_OUT:
             return outcome.judged(JobState.TIMEOUT, f"timed out after {spec.timeout:.0f}s; "
                            "the container was stopped")  # fmt: skip
@@ -525,6 +582,7 @@ class JobLife:
         removed = make_safe(out_dir) if out_dir.is_dir() else []
         if removed:
             outcome = outcome.with_removed(tuple(removed))
+        self._file_audit(job.job_id, out_dir)
         write_exit_json(out_dir, job.job_id, job.source_name, outcome)
         self.spool.finish(job, ok=outcome.state.ok)
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
@@ -537,6 +595,18 @@ class JobLife:
         if job.container is not None or not job.fresh:
             self.cleaner.add(functools.partial(self._remove_container, job.job_id, job.container))
         self.cleaner.add(self._prune_workspaces, coalesce=True)
+
+    def _file_audit(self, job_id: str, out_dir: Path) -> None:
+        """The gateway's record of the job's calls, into its results as model-calls.jsonl
+        (written by the daemon after the job: not the agent's to forge); its sockets' folder
+        goes."""
+        remove_tree(self.spool.layout.root / "run" / job_id)
+        audit = self._audit_path(job_id)
+        data = read_whole(audit, MAX_AUDIT_BYTES)
+        if data is not None and out_dir.is_dir():
+            folder = out_dir.stat()
+            write_atomic(out_dir / "model-calls.jsonl", data, owner=(folder.st_uid, folder.st_gid))
+        audit.unlink(missing_ok=True)
 
     def _remove_container(self, job_id: str, handle: str | None) -> None:
         try:

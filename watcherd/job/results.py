@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from watcherd.agents.base import AgentReport
+from watcherd.gateway.grants import Spent
 from watcherd.repo.url import redact
 from watcherd.util.fsutil import write_atomic
 from watcherd.util.safeio import read_whole
@@ -50,12 +51,16 @@ class Outcome:
     removed_from_out: tuple[str, ...] = ()  # what the agent left there that had to go
     agent: str | None = None
     report: AgentReport | None = None  # the agent's own account: session, usage
+    gateway: Spent | None = None  # the gateway's account of its model calls: the usage
 
     def judged(self, state: JobState, reason: str) -> Outcome:
         return dataclasses.replace(self, state=state, reason=reason)
 
     def with_agent(self, agent: str, report: AgentReport) -> Outcome:
         return dataclasses.replace(self, agent=agent, report=report)
+
+    def with_gateway(self, spent: Spent | None) -> Outcome:
+        return dataclasses.replace(self, gateway=spent)
 
     def with_removed(self, removed: tuple[str, ...]) -> Outcome:
         return dataclasses.replace(self, removed_from_out=(*self.removed_from_out, *removed))
@@ -93,6 +98,17 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
         record["agent"] = outcome.agent
         record["session_id"] = report.session_id
         record["usage"] = dataclasses.asdict(report.usage) if report.usage else None
+    if outcome.gateway is not None:
+        # Counted by the gateway from the provider's own responses: the agent cannot forge
+        # it. The agent's own account stays beside it.
+        record["agent_usage"] = record.get("usage")
+        record["usage"] = {
+            "input_tokens": outcome.gateway.input_tokens,
+            "output_tokens": outcome.gateway.output_tokens,
+            "model_calls": outcome.gateway.calls,
+            "refused_calls": outcome.gateway.refused,
+            "counted_by": "gateway",
+        }
     # Owned like its folder (the job's user), so the host user owns all of out/<id>.
     folder = out_dir.stat()
     write_atomic(

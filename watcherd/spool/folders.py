@@ -100,6 +100,7 @@ class RunState:
     commit_before: str | None = None  # where its workspace started
     starting: bool = False  # the last attempt is counted but its container not made yet
     waiting: str = ""  # why its container has no place yet (a Swarm with no room)
+    gateway_token: str | None = None  # its token at the gateway, kept for an adopted container
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source_name: str) -> RunState:
