@@ -211,6 +211,7 @@ clone_workspace() {
 # A job's only ways out are its sockets in /run/watcherd, which the daemon serves: its model
 # (the gateway) and, where the job picked allowlists, its egress proxy. Each becomes a port
 # on this container's loopback for the agent. Killing a forwarder hurts only this job.
+# nodelay: without it the first event of a stream waits for a delayed ACK (40 ms).
 start_forwarders() {
     local name port pair
     for pair in "model:${WATCHERD_MODEL_PORT:-}" "egress:${WATCHERD_EGRESS_PORT:-}"; do
@@ -218,7 +219,7 @@ start_forwarders() {
         [ -n "$port" ] || continue
         case "$port" in *[!0-9]*) fail $EX_USAGE "WATCHERD_${name^^}_PORT is not a port" ;; esac
         [ -S "/run/watcherd/$name.sock" ] || fail $EX_TEMPFAIL "no $name socket in /run/watcherd"
-        socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" \
+        socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,nodelay" \
             "UNIX-CONNECT:/run/watcherd/$name.sock" 2>>"$OUT/run.log" &
         for _ in $(seq 1 100); do
             (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue 2

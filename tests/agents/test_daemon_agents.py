@@ -5,6 +5,8 @@ server speaking its protocol on 127.0.0.1, the same outputs whatever the agent. 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import docker
 import pytest
 
 from tests.support import anthropic_server, gemini_server, openai_chat_server
+from tests.support.attacks import attack_targets
 from tests.support.backends import on_both_backends
 from tests.support.git_server import GitServer
 from tests.support.helpers import DaemonProcess, StartDaemon, wait_finished, write_job
@@ -36,6 +39,13 @@ class Case:
     session: str  # what out/<id>/sessions/ holds after a run
     job: dict[str, Any]
     check: Callable[[Any], None] = lambda server: None  # what else the model server saw
+    presented: Callable[[Any], str] = lambda request: ""  # the key a request carried upstream
+
+
+# Canaries: each operator key appears once, in its key file; anywhere else is a leak.
+CLAUDE_KEY = "sk-ant-CANARY-" + secrets.token_hex(12)
+GEMINI_KEY = "gemini-CANARY-" + secrets.token_hex(12)
+OPENCODE_KEY = "sk-CANARY-" + secrets.token_hex(12)
 
 
 def _key_file(tmp: Path, line: str) -> str:
@@ -59,7 +69,7 @@ def _claude_settings(server: Any, tmp: Path) -> dict[str, Any]:
     # gets that file from Claude's own config dir.
     settings = {"env": {"ANTHROPIC_BASE_URL": server.base_url}}
     return {"agents": {"claude": {
-        "api_key_file": _key_file(tmp, "ANTHROPIC_API_KEY=sk-ant-test-key"),
+        "api_key_file": _key_file(tmp, "ANTHROPIC_API_KEY=" + CLAUDE_KEY),
         "config_dir": _config_dir(tmp, "claude", {"settings.json": settings})}}}  # fmt: skip
 
 
@@ -71,7 +81,7 @@ def _gemini_settings(server: Any, tmp: Path) -> dict[str, Any]:
     # the environment alone.
     settings = {"model": {"name": GEMINI_CONFIGURED_MODEL}}
     return {"agents": {"gemini": {
-        "api_key_file": _key_file(tmp, "GEMINI_API_KEY=gemini-test-key"),
+        "api_key_file": _key_file(tmp, "GEMINI_API_KEY=" + GEMINI_KEY),
         "env": {"GOOGLE_GEMINI_BASE_URL": server.base_url},
         "config_dir": _config_dir(tmp, "gemini", {"settings.json": settings})}}}  # fmt: skip
 
@@ -86,7 +96,7 @@ def _opencode_settings(server: Any, tmp: Path) -> dict[str, Any]:
     config.parent.mkdir(parents=True)
     config.write_text(json.dumps(openai_chat_server.opencode_config(server.base_url)))
     return {
-        "extra_env": {"SCRIPTED_API_KEY": "scripted-test-key"},
+        "extra_env": {"SCRIPTED_API_KEY": OPENCODE_KEY},
         "agents": {"opencode": {"config_dir": str(tmp / "opencode-bot")}},
     }
 
@@ -97,7 +107,8 @@ CASES = [
         start_server=lambda: anthropic_server.ScriptedAnthropic(steps=[], lifetime=300).start(),
         step=anthropic_server.Step,
         settings=_claude_settings,
-        secret="sk-ant-test-key",
+        secret=CLAUDE_KEY,
+        presented=lambda r: r.headers.get("x-api-key", ""),
         session="projects",
         job={},
     ),
@@ -106,7 +117,8 @@ CASES = [
         start_server=lambda: gemini_server.ScriptedGemini(steps=[]).start(),
         step=gemini_server.Step,
         settings=_gemini_settings,
-        secret="gemini-test-key",
+        secret=GEMINI_KEY,
+        presented=lambda r: r.headers.get("x-goog-api-key", ""),
         session="tmp",
         job={},
         check=_gemini_used_the_configured_model,
@@ -116,7 +128,8 @@ CASES = [
         start_server=lambda: openai_chat_server.ChatModel(steps=[]).start(),
         step=openai_chat_server.Step,
         settings=_opencode_settings,
-        secret="scripted-test-key",
+        secret=OPENCODE_KEY,
+        presented=lambda r: r.headers.get("Authorization", "").removeprefix("Bearer "),
         session="data/opencode/opencode.db",
         job={},
     ),
@@ -217,3 +230,31 @@ def test_a_hostile_agent_reaches_no_other_home_nor_the_inbox(
     assert not (work_root / "inbox" / "pwn.yaml").exists()
     assert (out / "grep.txt").read_text() == ""  # another job's home is nowhere in reach
     assert case.secret not in (out / "env.txt").read_text()  # kept out of its commands
+
+
+@on_both_backends
+def test_a_hostile_agent_finds_no_key_and_reaches_nothing_but_its_model(
+    work_root: Path, case: Case, server: Any, agent_daemon: Callable[[], DaemonProcess],
+    git_server: GitServer, docker_client: docker.DockerClient, backend: str,
+) -> None:  # fmt: skip
+    """Its tool calls read every process's environment and command line, search every
+    mount for the key, and try TCP and UDP to the host's bridge addresses, the host's
+    loopback and another container: the key is nowhere, nothing is reached, and the
+    upstream still gets the key on every call."""
+    with attack_targets(docker_client) as targets:
+        server.steps += [case.step("tool", targets.script(case.secret)),
+                         case.step("message", "done")]  # fmt: skip
+        agent_daemon()
+        folder, out = run(work_root, case, git_server, "contained.yaml", "escape")
+        assert folder == "done", (out / "run.log").read_text()
+        targets.check(out, case.secret, backend)
+    for dirpath, _, filenames in os.walk(work_root):  # nor anywhere under the work root
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.is_file() and not path.is_symlink():
+                assert case.secret.encode() not in path.read_bytes(), path
+    calls = [r for r in server.requests if getattr(r, "kind", "step") == "step"]
+    assert calls and {case.presented(r) for r in calls} == {case.secret}
+    record = json.loads((out / "exit.json").read_text())
+    assert record["usage"]["counted_by"] == "gateway" and record["usage"]["model_calls"] >= 2
+    assert (out / "model-calls.jsonl").read_text().count('"kind":"model"') >= 2

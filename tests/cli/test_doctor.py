@@ -71,7 +71,7 @@ def test_a_healthy_machine_passes_every_check(tmp_path: Path, dockerfile: Path) 
     assert all(check.ok for check in checks), format_checks(checks)
     assert set(by_name(checks)) == {
         "engine", "live-restore", "worker image", "base image", "login", "root", "disk",
-        "clock", "inbox",
+        "clock", "inbox", "network", "login exposure",
     }  # fmt: skip
 
 
@@ -153,3 +153,17 @@ def test_doctor_on_this_machine_runs_every_check(tmp_path: Path) -> None:
     lines = run.stdout.splitlines()
     assert lines[0].startswith("ok    engine ")
     assert run.returncode == (0 if all(line.startswith("ok") for line in lines) else 1)
+
+
+def test_what_weakens_a_jobs_containment_is_said(tmp_path: Path, dockerfile: Path) -> None:
+    config = healthy(tmp_path)
+    contained = by_name(run_checks(config, FakeEngine, NOW, dockerfile))
+    assert contained["network"].ok and not contained["network"].warning
+    opened = config.replace(allow_open_network=True, allow_network_tools=True,
+                                       auth_mode="login")  # fmt: skip
+    checks = by_name(run_checks(opened, FakeEngine, NOW, dockerfile))
+    assert checks["network"].warning and "reaches whatever the host can" in checks["network"].detail
+    assert checks["network tools"].warning
+    assert checks["login exposure"].warning
+    lines = format_checks(list(checks.values()))
+    assert any(line.startswith("WARN  network ") and "fix:" in line for line in lines)

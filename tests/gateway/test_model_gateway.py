@@ -4,6 +4,7 @@ with its token, against a scripted provider on 127.0.0.1 that records what it re
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -254,3 +255,49 @@ def test_over_its_budget_a_job_gets_no_more_calls(
     status, answer = post(sock, "/m0/responses", {}, auth)
     assert status == 429 and b"token budget exceeded" in answer
     assert len(provider.seen) == 2
+
+
+def test_a_slow_client_is_cut_off_and_hurts_no_other_job(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    gateway = Gateway(body_timeout=0.5)
+    try:
+        slow, fast = (
+            make_grant(tmp_path, provider, "job-1"),
+            make_grant(tmp_path, provider, "job-2"),
+        )
+        slow_sock = gateway.open(slow, tmp_path / "job-1")
+        fast_sock = gateway.open(fast, tmp_path / "job-2")
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(10)
+            conn.connect(str(slow_sock))
+            head = (
+                f"POST /m0/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                f"Bearer {slow.token}\r\nContent-Length: 100\r\n\r\n{{"
+            )
+            conn.sendall(head.encode())
+            status, _ = post(
+                fast_sock, "/m0/responses", {}, {"Authorization": f"Bearer {fast.token}"}
+            )
+            assert status == 200  # the other job is served meanwhile
+            assert conn.recv(65536).split(b" ")[1] == b"408"
+        assert len(provider.seen) == 1
+    finally:
+        gateway.stop()
+
+
+def test_a_socket_deep_in_a_long_root_works(
+    tmp_path: Path, provider: FakeProvider, gateway: Gateway
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "20261207T000000Z-a-long-job-name-aaaaaa"
+    deep.mkdir(parents=True)
+    grant = make_grant(tmp_path, provider)
+    sock = gateway.open(grant, deep)
+    assert len(str(sock)) > 108 and sock.is_socket()
+    folder = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # the client too needs a short name for it (a container has /run/watcherd/...)
+        short = Path(f"/proc/self/fd/{folder}/{sock.name}")
+        auth = {"Authorization": f"Bearer {grant.token}"}
+        assert post(short, "/m0/responses", {}, auth)[0] == 200
+    finally:
+        os.close(folder)

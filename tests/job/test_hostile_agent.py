@@ -294,3 +294,36 @@ def test_the_agents_work_is_kept_on_its_own_branch(
         assert len(record["commits"]) == 2 and record["commits"][-1] == record["commit_after"]
         who = host_git(repo, "show", f"{record['branch']}:who.txt").stdout.strip()
         assert who == record["job_id"]  # each branch holds its own job's work
+
+
+def test_forged_usage_does_not_reach_the_record_and_a_token_budget_stops_the_job(
+    work_root: Path, codex_daemon: CodexDaemon, model: ScriptedModel, git_server: GitServer,
+) -> None:  # fmt: skip
+    """The agent writes itself a usage of a million tokens: exit.json's usage is the
+    gateway's count of the provider's responses (18 tokens a call here). A second job's
+    budget runs out after its first calls: its container is stopped mid-run, and it fails
+    with the reason."""
+    forged = json.dumps({"type": "turn.completed", "usage": {
+        "input_tokens": 999999, "cached_input_tokens": 0, "output_tokens": 999999}})  # fmt: skip
+    model.steps += [Step("tool", f"echo '{forged}' >> /work/out/events.jsonl"),
+                    Step("message", "cheap, honest")]  # fmt: skip
+    codex_daemon()
+    folder, out = run_job(work_root, "forge-usage.yaml", git_server.url("demo.git"), "count")
+    record = record_of(out)
+    assert folder == "done", record["reason"]
+    assert record["usage"]["counted_by"] == "gateway"
+    calls = record["usage"]["model_calls"]
+    assert calls == len(model.requests) >= 2
+    assert (record["usage"]["input_tokens"], record["usage"]["output_tokens"]) == (
+        11 * calls, 7 * calls)  # fmt: skip
+    assert record["agent_usage"]["input_tokens"] >= 999999  # its own account, kept beside
+
+    model.steps += [Step("tool", "echo one"), Step("tool", "echo two"),
+                    Step("tool", "sleep 600"), Step("message", "never")]  # fmt: skip
+    folder, out = run_job(work_root, "budget.yaml", git_server.url("demo.git"), "spend",
+                          token_budget=40)  # fmt: skip
+    record = record_of(out)
+    assert (folder, record["state"]) == ("failed", "failed")
+    assert record["reason"].startswith("token budget exceeded: 54 tokens used of 40")
+    calls = [json.loads(line) for line in (out / "model-calls.jsonl").read_text().splitlines()]
+    assert [c["status"] for c in calls if c["kind"] == "model"][:3] == [200, 200, 200]

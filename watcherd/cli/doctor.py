@@ -37,6 +37,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False  # works, but weaker than the defaults: said, not failed
 
 
 class Engine(Protocol):
@@ -121,6 +122,7 @@ def run_checks(
         checks.append(_worker_image(config, worker_created))
         checks += _base_images(engine, dockerfile, worker_created is not None)
     checks.append(_auth(config))
+    checks += _containment(config)
     checks.append(_root_writable(config.root))
     checks.append(_free_disk(config))
     checks.append(_clock(now, worker_created))
@@ -252,6 +254,40 @@ def _auth(config: Config) -> Check:
     return Check("login", True, f"Codex login in {len(config.effective_auth_dirs)} login dir(s)")
 
 
+def _containment(config: Config) -> list[Check]:
+    """What of a job's containment the config gives up (README, Security model)."""
+    checks = []
+    if config.allow_open_network:
+        network = config.network_mode
+        checks.append(Check(
+            "network", True, f"jobs may ask for network: open and get {network}: such a job "
+            "reaches whatever the host can" + (" (its loopback included)" if network == "host"
+                                               else ""),
+            "allow_open_network: false (egress allowlists instead)", warning=True,
+        ))  # fmt: skip
+    else:
+        checks.append(
+            Check(
+                "network",
+                True,
+                "jobs have no network of their own; their model "
+                f"through the gateway, egress by name ({len(config.egress)} lists)",
+            )
+        )
+    if config.auth_mode == "login" and not config.api_key_file:
+        checks.append(Check(
+            "login exposure", True, "a ChatGPT login reaches each Codex job as a copy: its "
+            "agent can read the login's tokens (usable only through the job's gateway while "
+            "it runs)", "auth_mode: api_key keeps every key out of the jobs", warning=True,
+        ))  # fmt: skip
+    if config.allow_network_tools:
+        checks.append(Check(
+            "network tools", True, "jobs may ask the provider to search or fetch the web",
+            "allow_network_tools: false", warning=True,
+        ))  # fmt: skip
+    return checks
+
+
 def _root_writable(root: Path) -> Check:
     if not root.is_dir():
         return Check("root", False, f"{root} does not exist", f"install -d {root}")
@@ -336,9 +372,9 @@ def format_checks(checks: list[Check]) -> list[str]:
     width = max((len(check.name) for check in checks), default=0)
     lines = []
     for check in checks:
-        mark = "ok  " if check.ok else "FAIL"
+        mark = ("WARN" if check.warning else "ok  ") if check.ok else "FAIL"
         line = f"{mark}  {check.name.ljust(width)}  {check.detail}"
-        if not check.ok and check.fix:
+        if (check.warning or not check.ok) and check.fix:
             line += f"; fix: {check.fix}"
         lines.append(line)
     return lines

@@ -44,6 +44,11 @@ def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def _anthropic_key(key: str) -> dict[str, str]:
+    # A subscription's OAuth token (`claude setup-token`) goes as a bearer, an API key not.
+    return _bearer(key) if key.startswith("sk-ant-oat") else {"x-api-key": key}
+
+
 def _include_usage(body: dict[str, Any]) -> None:
     if body.get("stream") is True:
         options = body.get("stream_options")
@@ -67,6 +72,14 @@ APIS: dict[str, ModelApi] = {
             key_headers=_bearer,
             usage=meter.openai_responses,
         ),
+        # A ChatGPT login's token refresh (Codex's CODEX_REFRESH_TOKEN_URL_OVERRIDE): the
+        # token endpoint itself, nothing below it.
+        ModelApi(
+            name="openai-oauth",
+            routes=(_route("POST", r""),),
+            key_headers=_bearer,
+            usage=meter.no_usage,
+        ),
         # OpenCode's OpenAI-compatible providers (and Codex's wire_api = "chat").
         ModelApi(
             name="openai-chat",
@@ -79,7 +92,7 @@ APIS: dict[str, ModelApi] = {
         ModelApi(
             name="anthropic",
             routes=(_route("POST", r"v1/messages"), _route("POST", r"v1/messages/count_tokens")),
-            key_headers=lambda key: {"x-api-key": key},
+            key_headers=_anthropic_key,
             usage=meter.anthropic,
         ),
         # Gemini CLI: generate, stream and count, for one model at a time.

@@ -94,6 +94,8 @@ class Meter:
         self._extract = extract
         self._streamed = streamed
         self._buffer = bytearray()
+        self._scanned = 0  # the buffer before this holds no event separator
+        self._separator: bytes | None = None
         self._overflowed = False
         self.tokens = Tokens()
 
@@ -118,12 +120,24 @@ class Meter:
         return self.tokens
 
     def _read_events(self) -> None:
-        while True:
-            end, size = _event_end(self._buffer)
-            if end < 0:
+        """Every complete event in the buffer, each byte searched once; the buffer is cut
+        once per chunk (a stream of many small events costs no more than one big one)."""
+        buffer, start = self._buffer, 0
+        if self._separator is None:  # a stream keeps the kind of line end it starts with
+            first = buffer.find(b"\n")
+            if first < 0:
                 return
-            event = bytes(self._buffer[:end])
-            del self._buffer[: end + size]
+            self._separator = b"\r\n\r\n" if first and buffer[first - 1] == 13 else b"\n\n"
+        separator = self._separator
+        while True:
+            end = buffer.find(separator, max(start, self._scanned))
+            if end < 0:
+                break
+            found_usage = buffer.find(b"usage", start, end) >= 0
+            event_start, start = start, end + len(separator)
+            if not found_usage:  # most events are text deltas: not parsed at all
+                continue
+            event = bytes(buffer[event_start:end])
             data = b"\n".join(
                 line[5:].lstrip(b" ")
                 for line in event.replace(b"\r\n", b"\n").split(b"\n")
@@ -131,6 +145,8 @@ class Meter:
             )
             if data and data != b"[DONE]":
                 self._take(data)
+        del buffer[:start]
+        self._scanned = max(len(buffer) - 3, 0)  # a separator may straddle the next chunk
 
     def _take(self, data: bytes) -> None:
         try:
@@ -145,10 +161,3 @@ class Meter:
             self.tokens.input = spent_in
         if spent_out is not None:
             self.tokens.output = spent_out
-
-
-def _event_end(buffer: bytearray) -> tuple[int, int]:
-    """Where the first complete SSE event ends (its blank line), and the separator's size."""
-    found = [(buffer.find(sep), len(sep)) for sep in (b"\n\n", b"\r\n\r\n")]
-    found = [(at, size) for at, size in found if at >= 0]
-    return min(found) if found else (-1, 0)

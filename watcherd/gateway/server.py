@@ -72,9 +72,13 @@ class _Served:
 
 
 class Gateway:
-    def __init__(self, *, max_body: int = 64 * 1024 * 1024, connect_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, max_body: int = 64 * 1024 * 1024, connect_timeout: float = 30.0,
+        body_timeout: float = BODY_TIMEOUT,
+    ) -> None:  # fmt: skip
         self.max_body = max_body
         self.connect_timeout = connect_timeout
+        self.body_timeout = body_timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
         self._jobs: dict[str, _Served] = {}  # job id -> what serves it
@@ -225,7 +229,7 @@ class Gateway:
         if grant.over_budget:
             return _refuse(record, 429, "token budget exceeded")
         try:
-            body = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+            body = await asyncio.wait_for(request.read(), self.body_timeout)
         except TimeoutError:
             return _refuse(record, 408, "request body too slow")
         except web.HTTPRequestEntityTooLarge:

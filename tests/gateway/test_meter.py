@@ -1,0 +1,65 @@
+"""Token counts read from each provider's own responses, whatever pieces they arrive in."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from watcherd.gateway import meter
+
+STREAMS: list[tuple[meter.Extract, list[dict[str, Any]], tuple[int, int]]] = [
+    (meter.openai_responses, [
+        {"type": "response.created", "response": {"id": "r"}},
+        {"type": "response.output_text.delta", "delta": "usage is a word in the text"},
+        {"type": "response.completed", "response": {"usage": {"input_tokens": 120,
+                                                              "output_tokens": 30}}},
+    ], (120, 30)),
+    (meter.openai_chat, [
+        {"choices": [{"delta": {"content": "hi"}}]},
+        {"choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": 5}},
+    ], (50, 5)),
+    (meter.anthropic, [
+        {"type": "message_start", "message": {"usage": {
+            "input_tokens": 10, "cache_read_input_tokens": 90, "output_tokens": 1}}},
+        {"type": "content_block_delta", "delta": {"text": "hi"}},
+        {"type": "message_delta", "usage": {"output_tokens": 42}},
+    ], (100, 42)),
+    (meter.gemini, [
+        {"candidates": [], "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 1}},
+        {"candidates": [], "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 9,
+                                             "thoughtsTokenCount": 4}},
+    ], (7, 13)),
+]  # fmt: skip
+
+
+def sse(events: list[dict[str, Any]], newline: bytes) -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + newline * 2 for e in events) + (
+        b"data: [DONE]" + newline * 2)  # fmt: skip
+
+
+@pytest.mark.parametrize(("extract", "events", "expected"), STREAMS)
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("piece", [1, 7, 64, 1 << 20])
+def test_a_stream_is_counted_in_any_pieces(
+    extract: meter.Extract, events: list[dict[str, Any]], expected: tuple[int, int],
+    newline: bytes, piece: int,
+) -> None:  # fmt: skip
+    body = sse(events, newline)
+    counter = meter.Meter(extract, streamed=True)
+    for at in range(0, len(body), piece):
+        counter.feed(body[at : at + piece])
+    tokens = counter.finish()
+    assert (tokens.input, tokens.output) == expected
+
+
+def test_a_json_body_is_counted_and_garbage_is_ignored() -> None:
+    counter = meter.Meter(meter.openai_chat, streamed=False)
+    counter.feed(b'{"usage": {"prompt_tokens": 3, ')
+    counter.feed(b'"completion_tokens": 4}}')
+    assert counter.finish() == meter.Tokens(3, 4)
+    for junk in (b"not json", b"[1,2]", b'{"usage": {"prompt_tokens": -5}}', b"{" * 100000):
+        counter = meter.Meter(meter.openai_chat, streamed=False)
+        counter.feed(junk)
+        assert counter.finish() == meter.Tokens(0, 0)

@@ -1,0 +1,145 @@
+"""What a hostile agent tries from inside its job, and the targets it tries them on.
+
+``Targets`` owns everything an escaping job could reach: a TCP and a UDP listener on all
+of the host's addresses (so the host's bridge addresses and its loopback), and a bystander
+container on Docker's default bridge with a listener of its own. Each counts what reaches
+it. ``script`` is the shell the scripted model has the agent run; it writes its findings to
+/work/out (what the job's record keeps), and the test reads them with ``findings``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from watcherd.config import DEFAULT_IMAGE
+
+BYSTANDER_PORT = 9999
+
+
+@dataclass
+class Targets:
+    tcp_port: int = 0
+    udp_port: int = 0
+    addresses: list[str] = field(default_factory=list)  # the host's bridge gateways
+    bystander: str = ""  # the other container's address on the default bridge
+    reached: list[str] = field(default_factory=list)  # what arrived at a listener of ours
+
+    def script(self, secret: str) -> str:
+        """The attack, as one shell command. The secret is split in the command so that
+        the command line itself is not a match."""
+        head, tail = secret[: len(secret) // 2], secret[len(secret) // 2 :]
+        probes = []
+        for host in [*self.addresses, "127.0.0.1", self.bystander]:
+            port = BYSTANDER_PORT if host == self.bystander else self.tcp_port
+            probes.append(f"p tcp {host} {port}")
+            probes.append(f"p udp {host} {self.udp_port}")
+        return "; ".join([
+            "cat /proc/*/environ /proc/*/cmdline > /work/out/procs.txt 2>&1",
+            f"grep -rals --devices=skip -e '{head}''{tail}' / --exclude-dir=proc "
+            "--exclude-dir=sys > /work/out/found.txt",
+            "ls /sys/class/net > /work/out/ifaces.txt",
+            "cat /proc/net/route > /work/out/routes.txt 2>&1",
+            "cat /proc/net/ipv6_route > /work/out/routes6.txt 2>&1",
+            "p() { timeout 3 bash -c \"echo x > /dev/$1/$2/$3\" 2>/dev/null"
+            " && echo \"REACHED $*\" || echo \"refused $*\"; }",
+            "{ " + "; ".join(probes) + "; } > /work/out/net.txt",
+            "true",
+        ])  # fmt: skip
+
+    def check(self, out: Path, secret: str, backend: str = "local") -> None:
+        """What the attack found: nothing. On one Engine the job has only a loopback; a
+        Swarm task has an interface on the contained network, but no route off it."""
+        procs = (out / "procs.txt").read_text(errors="replace")
+        assert procs and secret not in procs  # no environment, no command line holds it
+        assert (out / "found.txt").read_text() == ""  # no file under any mount holds it
+        routes = (out / "routes.txt").read_text().splitlines()
+        routes6 = (out / "routes6.txt").read_text().splitlines()
+        if backend == "local":
+            assert (out / "ifaces.txt").read_text().split() == ["lo"]  # nothing but loopback
+            assert routes[0].startswith("Iface") and not routes[1:], routes  # no IPv4 route
+            assert all(line.split()[-1] == "lo" for line in routes6), routes6  # IPv6: lo
+        else:  # no default route, no gateway
+            assert not [r for r in routes[1:] if r.split()[1] == "00000000"], routes
+        net = (out / "net.txt").read_text()
+        assert "REACHED tcp" not in net, net  # no TCP connect got anywhere
+        # A UDP send to 127.0.0.1 is the container's own loopback and "succeeds" there;
+        # off the container, no UDP send gets out (the listeners below count arrivals).
+        udp_out = [line for line in net.splitlines()
+                   if line.startswith("REACHED udp") and " 127.0.0.1 " not in line]  # fmt: skip
+        assert not udp_out, net
+        assert net.count("refused tcp") == len(self.addresses) + 2, net
+        assert not self.reached, self.reached  # and nothing arrived, TCP or UDP
+
+
+@contextlib.contextmanager
+def attack_targets(client: docker.DockerClient) -> Iterator[Targets]:
+    targets = Targets()
+    stop = threading.Event()
+    tcp = socket.socket()
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind(("0.0.0.0", 0))
+    tcp.listen(16)
+    tcp.settimeout(0.2)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", 0))
+    udp.settimeout(0.2)
+    targets.tcp_port, targets.udp_port = tcp.getsockname()[1], udp.getsockname()[1]
+
+    def listen_tcp() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                conn, peer = tcp.accept()
+                targets.reached.append(f"tcp from {peer[0]}")
+                conn.close()
+
+    def listen_udp() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                _, peer = udp.recvfrom(512)
+                targets.reached.append(f"udp from {peer[0]}")
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (listen_tcp, listen_udp)]
+    for thread in threads:
+        thread.start()
+    for network in client.networks.list(names=["bridge", "docker_gwbridge"]):
+        for config in network.attrs.get("IPAM", {}).get("Config") or []:
+            gateway = config.get("Gateway")  # the default bridge's config may leave it out
+            if not gateway and config.get("Subnet"):
+                gateway = str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+            if gateway:
+                targets.addresses.append(gateway)
+    bystander: Any = client.containers.run(
+        DEFAULT_IMAGE, [f"TCP-LISTEN:{BYSTANDER_PORT},fork,reuseaddr", "SYSTEM:echo hi"],
+        entrypoint=["socat"], network_mode="bridge", detach=True, remove=True,
+        labels={"watcherd.test": "bystander"},
+    )  # fmt: skip
+    try:
+        bystander.reload()
+        targets.bystander = bystander.attrs["NetworkSettings"]["IPAddress"]
+        _reachable_from_here(targets.bystander, BYSTANDER_PORT)  # the target is real
+        yield targets
+    finally:
+        stop.set()
+        with contextlib.suppress(docker.errors.APIError):
+            bystander.remove(force=True)
+        for thread in threads:
+            thread.join(2)
+        tcp.close()
+        udp.close()
+
+
+def _reachable_from_here(host: str, port: int) -> None:
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"the bystander at {host}:{port} never listened")
