@@ -8,9 +8,12 @@ work without watcherd) and its goal; a table on stdout, JSON with ``--json PATH`
 Sections (issue 11): spool (parse and claim, no Docker), latency (one job at a time),
 throughput (many jobs at concurrency 2 and 4), queue (10,000 queued, a runner that returns
 at once), idle (daemon CPU at rest, the worker image), workspace (a large repository),
-swarm (issue 12: the same no-op jobs through backend local and backend swarm).
-Needs the Docker Engine and root (the daemon runs as it would in production). Every
-container it starts is removed and every process stopped, also on failure.
+swarm (issue 12: the same no-op jobs through backend local and backend swarm), gateway (a
+streamed model response through the model gateway beside the same one direct: added time
+to the first event, throughput, 20 concurrent streams).
+All but spool and gateway need the Docker Engine and root (the daemon runs as it would in
+production). Every container it starts is removed and every process stopped, also on
+failure.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import docker
 
-from bench import backlog, idle, latency, spool, swarm, throughput, workspace
+from bench import backlog, gateway, idle, latency, spool, swarm, throughput, workspace
 from bench.common import PROFILE, client, log
 from bench.report import Report
 
@@ -38,7 +41,9 @@ SECTIONS: dict[str, Section] = {
     "idle": idle.run,
     "workspace": workspace.run,
     "swarm": swarm.run,
+    "gateway": gateway.run,
 }
+NO_DOCKER = frozenset({"spool", "gateway"})  # sections that start no container
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         PROFILE["dir"] = args.profile.resolve()
     report = Report(mode="quick" if args.quick else "full")
     names = args.only or list(SECTIONS)
-    docker_client = client() if names != ["spool"] else None
+    docker_client = client() if set(names) - NO_DOCKER else None
     image = ""
     if docker_client is not None:
         docker_client.ping()

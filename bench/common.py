@@ -20,9 +20,12 @@ import docker
 import docker.types
 import yaml
 
+from watcherd.agents import AGENTS
 from watcherd.backends.spec import ContainerSpec
 from watcherd.config import Config
+from watcherd.gateway.grants import new_token
 from watcherd.job.container import build_spec
+from watcherd.job.model import wire_model
 from watcherd.job.spec import parse_job
 from watcherd.repo.workspace import Workspace
 
@@ -313,6 +316,8 @@ def floor_jobs(base: Path, root: Path, image: str, count: int, prefix: str) -> l
     os.chown(shared / "home", 1000, 1000)
     workspace = Workspace(shared / "workspace", shared / "cache/objects", "/cache/x.git/objects")
     job = parse_job(job_bytes("file:///nowhere/bench.git"), config)
+    run_dir = shared / "run"  # the job's gateway sockets (none are served for a floor)
+    run_dir.mkdir(exist_ok=True)
     jobs = []
     for n in range(count):
         job_id = f"20260101T000000Z-{prefix}{n}-{os.urandom(3).hex()}"
@@ -329,7 +334,9 @@ def floor_jobs(base: Path, root: Path, image: str, count: int, prefix: str) -> l
             workspace=workspace,
             home=shared / "home",
             branch=f"watcherd/{job_id}",
-            api_key=None,
+            # as the daemon wires a job with auth_mode none (watcherd/job/life.py)
+            model=wire_model(config, job, AGENTS[job.agent], None, new_token(), None, False),
+            run_dir=run_dir,
         )
         jobs.append(FloorJob(spec, out_dir))
     return jobs

@@ -4,9 +4,11 @@ containers as the daemon, its report says what misses its goal, its cheap sectio
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+from bench import gateway
 from bench.__main__ import main as bench_main
 from bench.common import create_kwargs, docker_run_args, floor_jobs
 from bench.report import Figure, Report, percentile
@@ -60,3 +62,20 @@ def test_spool_section_runs(tmp_path: Path) -> None:
     assert bench_main(["--quick", "--only", "spool", "--json", str(out)]) == 0
     names = [f["name"] for f in json.loads(out.read_text())["figures"]]
     assert "parse_job per job" in names
+
+
+def test_gateway_section_measures_every_path(tmp_path: Path) -> None:
+    """A few calls of each kind, through the real gateway and the image's forwarder."""
+    plan = gateway.Plan(
+        calls=3, stream_mib=1, repeats=1, streams=3, seconds=0.2, rounds=1,
+        forwarder=shutil.which("socat") is not None,
+    )  # fmt: skip
+    measured = gateway.measure(tmp_path, plan)
+    assert all(len(samples) == 3 for samples in measured.first_ms.values())
+    assert measured.rates["gateway"] and measured.rates["direct"]
+    assert [r.completed for r in measured.rounds["gateway"]] == [3]
+    assert [r.completed for r in measured.rounds["direct"]] == [3]
+    names = [f.name for f in gateway.figures(plan, measured)]
+    assert "first event p50, added by the gateway (unix socket)" in names
+    assert "3 concurrent streams, max gap between events" in names
+    assert "fork" in gateway.forwarder_options().split(",")  # found in image/entrypoint.sh
