@@ -361,7 +361,7 @@ def test_job_container_is_hardened(
     assert host["NetworkMode"] == "none"
     job_id = container.labels["watcherd.job"]
     mounts = container.attrs["Mounts"]
-    assert len(mounts) == 4 and job_binds(container) == expected_binds(work_root, job_id, "widgets")
+    assert len(mounts) == 5 and job_binds(container) == expected_binds(work_root, job_id, "widgets")
     assert host["LogConfig"] == {
         "Type": "json-file",
         "Config": {"max-file": "2", "max-size": "10485760"},

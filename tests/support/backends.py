@@ -68,11 +68,13 @@ def job_binds(container: Any) -> dict[str, tuple[str, bool]]:
 
 def expected_binds(root: Path, job_id: str, repo_dir: str) -> dict[str, tuple[str, bool]]:
     """What a job's container must see, on either backend: its own workspace, out/ and
-    agent home writable, its repository's cache objects read-only, nothing else."""
+    agent home writable, its repository's cache objects and its gateway sockets'
+    folder read-only, nothing else."""
     cache = next((root / "cache").glob("*.git")) / "objects"
     return {
         f"/work/{repo_dir}": (str(root / "workspaces" / job_id), True),
         "/work/out": (str(root / "out" / job_id), True),
         "/home/codex/.codex": (str(root / "homes" / job_id), True),
         f"/{cache.relative_to(root)}": (str(cache), False),  # the cache: read-only
+        "/run/watcherd": (str(root / "run" / job_id), False),  # its sockets, nothing else
     }
