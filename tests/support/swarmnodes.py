@@ -22,6 +22,7 @@ import docker
 import docker.errors
 
 from tests.support.helpers import wait_for
+from watcherd.backends.swarm import CONTAINED_CONFIG, CONTAINED_OPTIONS
 
 NODES = {"mgr": "10.213.0.2", "wrk": "10.213.0.3"}
 
@@ -106,6 +107,15 @@ class Node:
         subprocess.run(["ip", "netns", "del", self.netns], check=False, capture_output=True)
 
 
+def contained_network_settings(client: docker.DockerClient) -> None:
+    """The node-local settings of watcherd's contained network, on a node the daemon does
+    not run on (README, Security model: `docker network create --config-only ...`)."""
+    api = client.api
+    body = {"Name": CONTAINED_CONFIG, "Driver": "bridge", "ConfigOnly": True,
+            "Options": CONTAINED_OPTIONS}  # fmt: skip
+    api._result(api._post_json(api._url("/networks/create"), data=body), True)
+
+
 class TwoNodeSwarm:
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -133,6 +143,7 @@ class TwoNodeSwarm:
         token = manager.swarm.attrs["JoinTokens"]["Worker"]
         self.worker.client.swarm.join([f"{self.manager.address}:2377"], token)
         wait_for(lambda: len(self.ready_nodes()) == 2, 60, "both nodes ready")
+        contained_network_settings(self.worker.client)  # as README, Swarm, tells operators
         return self
 
     def ready_nodes(self) -> list[str]:

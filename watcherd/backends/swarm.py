@@ -129,7 +129,8 @@ class SwarmRunner:
         if CONTAINED_NETWORK not in names:
             self._create_network({
                 "Name": CONTAINED_NETWORK, "Driver": "bridge", "Scope": "swarm",
-                "Internal": True, "ConfigFrom": {"Network": CONTAINED_CONFIG}, "Labels": labels,
+                "Internal": True, "ConfigFrom": {"Network": CONTAINED_CONFIG},  # no labels:
+                # the Engine takes no other settings beside a ConfigFrom
             })  # fmt: skip
         self._contained = True
         return CONTAINED_NETWORK
