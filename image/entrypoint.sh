@@ -243,15 +243,6 @@ if ! mkdir -p "$OUT" 2>/dev/null || [ ! -w "$OUT" ]; then
 fi
 : >"$OUT/run.log"
 log "watcherd worker starting as uid $(id -u)"
-# Credentials a Swarm task got as secret files (/run/secrets/<VARIABLE>), kept out of its
-# service's spec; the agents read them from their variables.
-for name in ${WATCHERD_SECRET_ENV:-}; do
-    case "$name" in [A-Z_]*) ;; *) fail $EX_USAGE "WATCHERD_SECRET_ENV: bad variable name" ;; esac
-    case "$name" in *[!A-Z0-9_]*) fail $EX_USAGE "WATCHERD_SECRET_ENV: bad variable name" ;; esac
-    [ -r "/run/secrets/$name" ] || fail $EX_USAGE "the secret for $name is missing"
-    export "$name=$(cat "/run/secrets/$name")"
-done
-unset WATCHERD_SECRET_ENV
 [ -n "${PROMPT:-}" ] || fail $EX_USAGE "PROMPT is required"
 REPO_DIR=${REPO_DIR:-repo}
 case "$REPO_DIR" in

@@ -51,7 +51,12 @@ class Targets:
             "cat /proc/net/ipv6_route > /work/out/routes6.txt 2>&1",
             "p() { timeout 3 bash -c \"echo x > /dev/$1/$2/$3\" 2>/dev/null"
             " && echo \"REACHED $*\" || echo \"refused $*\"; }",
-            "{ " + "; ".join(probes) + "; } > /work/out/net.txt",
+            # and the default gateway, if the job has a route to one (a Swarm task's)
+            "gw=$(awk '$2 == \"00000000\" {print $3}' /proc/net/route | head -n 1)",
+            "[ -n \"$gw\" ] && gw=$(printf '%d.%d.%d.%d' 0x${gw:6:2} 0x${gw:4:2} 0x${gw:2:2}"
+            " 0x${gw:0:2})",
+            "{ " + "; ".join(probes) + f"; [ -z \"$gw\" ] || p tcp $gw {self.tcp_port}; }} "
+            "> /work/out/net.txt",
             "true",
         ])  # fmt: skip
 
@@ -67,8 +72,8 @@ class Targets:
             assert (out / "ifaces.txt").read_text().split() == ["lo"]  # nothing but loopback
             assert routes[0].startswith("Iface") and not routes[1:], routes  # no IPv4 route
             assert all(line.split()[-1] == "lo" for line in routes6), routes6  # IPv6: lo
-        else:  # no default route, no gateway
-            assert not [r for r in routes[1:] if r.split()[1] == "00000000"], routes
+        # A Swarm task's contained network has a route to a gateway that no one holds
+        # (the node has no address on it): probed above with the rest.
         net = (out / "net.txt").read_text()
         assert "REACHED tcp" not in net, net  # no TCP connect got anywhere
         # A UDP send to 127.0.0.1 is the container's own loopback and "succeeds" there;
@@ -76,7 +81,7 @@ class Targets:
         udp_out = [line for line in net.splitlines()
                    if line.startswith("REACHED udp") and " 127.0.0.1 " not in line]  # fmt: skip
         assert not udp_out, net
-        assert net.count("refused tcp") == len(self.addresses) + 2, net
+        assert net.count("refused tcp") >= len(self.addresses) + 2, net
         assert not self.reached, self.reached  # and nothing arrived, TCP or UDP
 
 

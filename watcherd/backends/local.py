@@ -33,7 +33,7 @@ class LocalRunner:
                 spec.image,
                 name=spec.name,
                 user=spec.user,
-                environment={**spec.environment, **spec.secrets},
+                environment=dict(spec.environment),
                 labels=dict(spec.labels),
                 mounts=[
                     docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)

@@ -50,9 +50,6 @@ class ContainerSpec:
     log_max_size: int
     stop_grace: float = 30.0
     tmpfs: Mapping[str, Tmpfs] = field(default_factory=dict)
-    # Credential variables, kept apart from the environment: a Swarm task gets them as
-    # secret files (not in its service's spec), a local container as variables.
-    secrets: Mapping[str, str] = field(default_factory=dict)
     placement: tuple[str, ...] = ()  # Swarm constraints, from the config's named pools
     read_only: bool = True
     cap_drop: tuple[str, ...] = ("ALL",)

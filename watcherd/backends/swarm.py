@@ -3,9 +3,9 @@
 The service carries what the local container would: labels, user, environment, mounts,
 read-only root, dropped capabilities, an init, capped logs; its memory, CPUs and pids as
 limits, and memory and CPUs as reservations too, so that Swarm places a job only on a node
-where it fits. Credentials are Swarm secrets (files in /run/secrets, read by the worker),
-not variables in the service's spec. The handle is the service's id; the job's exit code
-is its task's.
+where it fits. A job holds no credential (the gateway keeps the keys), and has no network
+of its own: it joins the contained network. The handle is the service's id; the job's exit
+code is its task's.
 
 Where the task runs on this Engine (always, on a one-node swarm), waiting, stopping and
 the OOM flag go through its container, as on the local backend; on another node, through
@@ -32,7 +32,6 @@ from watcherd.backends.base import (
 )
 from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
 from watcherd.backends.spec import JOB_LABEL, ROOT_LABEL, ContainerSpec
-from watcherd.backends.swarmsecrets import SwarmSecrets
 from watcherd.backends.swarmservice import JOB_MODE, task_template
 
 POLL_SECONDS = 0.5  # a task on another node: its record, and its node's, while waiting
@@ -50,7 +49,6 @@ CONTAINED_CONFIG = "watcherd-contained-config"
 CONTAINED_OPTIONS = {
     "com.docker.network.bridge.inhibit_ipv4": "true",  # the node has no address on it
     "com.docker.network.bridge.enable_icc": "false",  # its containers cannot talk
-    "com.docker.network.bridge.name": "wd-contained",
 }
 RETIRE_SLACK_SECONDS = 30.0  # for Swarm to tell a node to stop a task, beyond its grace
 
@@ -59,7 +57,6 @@ class SwarmRunner:
     def __init__(self, base_url: str | None = None, api_timeout: float = 60.0) -> None:
         self.docker = DockerAPI(base_url, api_timeout)
         self._node_id = ""
-        self.secrets = SwarmSecrets(self.docker)
         self._contained = False  # CONTAINED_NETWORK is known to exist
 
     @property
@@ -100,14 +97,9 @@ class SwarmRunner:
             )
         if spec.network_mode == "none":
             spec = dataclasses.replace(spec, network_mode=self._contained_network())
-        uid, _, gid = spec.user.partition(":")
-        secrets = [
-            self.secrets.reference(variable, value, uid, gid)
-            for variable, value in sorted(spec.secrets.items())
-        ]
         created = self.docker.call(
             lambda: self.client.api.create_service(
-                task_template(spec, secrets), name=spec.name, labels=dict(spec.labels),
+                task_template(spec), name=spec.name, labels=dict(spec.labels),
                 mode=JOB_MODE,
             )
         )  # fmt: skip

@@ -1,5 +1,5 @@
 """What a job's Swarm service looks like: the local container's ContainerSpec as a task
-template (pure: a spec and its secret references in, docker-py's types out)."""
+template (pure: a spec in, docker-py's types out)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,14 @@ import docker.types
 from watcherd.backends.spec import ContainerSpec
 
 JOB_MODE = docker.types.ServiceMode("replicated-job", replicas=1, concurrency=1)
-SECRET_VARIABLES = "WATCHERD_SECRET_ENV"  # names of the variables the worker reads from files
 
 
-def task_template(
-    spec: ContainerSpec, secrets: list[docker.types.SecretReference]
-) -> docker.types.TaskTemplate:
+def task_template(spec: ContainerSpec) -> docker.types.TaskTemplate:
     """Labels, user, environment, mounts, read-only root, dropped capabilities, an init and
     capped logs as the local container has them; memory and CPUs as limits and as
     reservations (Swarm places a job only where it fits), pids as a limit; never restarted
     by Swarm (the daemon retries)."""
     environment = dict(spec.environment)
-    if spec.secrets:
-        environment[SECRET_VARIABLES] = " ".join(sorted(spec.secrets))
     mounts = [
         docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
         for m in spec.mounts
@@ -41,7 +36,6 @@ def task_template(
         user=spec.user,
         labels=dict(spec.labels),
         mounts=mounts,
-        secrets=secrets,
         read_only=spec.read_only,
         cap_drop=list(spec.cap_drop),
         init=True,
