@@ -113,12 +113,11 @@ class SwarmRunner:
         on this node; every other node that runs jobs needs the same (README, Swarm)."""
         if self._contained:
             return CONTAINED_NETWORK
-        names = {n["Name"] for n in self.docker.call(lambda: self.client.api.networks())}
         labels = {"watcherd": "contained"}
-        if CONTAINED_CONFIG not in names:
+        if not self._network_exists(CONTAINED_CONFIG, "local"):
             self._create_network({"Name": CONTAINED_CONFIG, "Driver": "bridge", "ConfigOnly": True,
                                   "Options": CONTAINED_OPTIONS, "Labels": labels})  # fmt: skip
-        if CONTAINED_NETWORK not in names:
+        if not self._network_exists(CONTAINED_NETWORK, "swarm"):
             self._create_network({
                 "Name": CONTAINED_NETWORK, "Driver": "bridge", "Scope": "swarm",
                 "Internal": True, "ConfigFrom": {"Network": CONTAINED_CONFIG},  # no labels:
@@ -126,6 +125,15 @@ class SwarmRunner:
             })  # fmt: skip
         self._contained = True
         return CONTAINED_NETWORK
+
+    def _network_exists(self, name: str, scope: str) -> bool:
+        # Asked of the scope that owns it: a node can list a swarm network the managers no
+        # longer have (seen after removals on Engine 20.10), which a service cannot join.
+        try:
+            self.docker.call(lambda: self.client.api.inspect_network(name, scope=scope))
+        except Gone:
+            return False
+        return True
 
     def _create_network(self, body: dict[str, Any]) -> None:
         # docker-py's create_network knows no ConfigOnly or ConfigFrom (Engine API 1.30+).
