@@ -349,7 +349,7 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "image": spec.image,
         "name": spec.name,
         "user": spec.user,
-        "environment": {**spec.environment, **spec.secrets},
+        "environment": dict(spec.environment),
         "labels": dict(spec.labels),
         "mounts": [
             docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)

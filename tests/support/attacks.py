@@ -76,11 +76,13 @@ class Targets:
         # (the node has no address on it): probed above with the rest.
         net = (out / "net.txt").read_text()
         assert "REACHED tcp" not in net, net  # no TCP connect got anywhere
-        # A UDP send to 127.0.0.1 is the container's own loopback and "succeeds" there;
-        # off the container, no UDP send gets out (the listeners below count arrivals).
+        # A UDP send to 127.0.0.1 is the container's own loopback and "succeeds" there.
+        # Without a network no other send even leaves the process; on a Swarm task's
+        # contained network a send is handed to its interface and lost there: what counts
+        # is what arrives at the listeners, below.
         udp_out = [line for line in net.splitlines()
                    if line.startswith("REACHED udp") and " 127.0.0.1 " not in line]  # fmt: skip
-        assert not udp_out, net
+        assert backend != "local" or not udp_out, net
         assert net.count("refused tcp") >= len(self.addresses) + 2, net
         assert not self.reached, self.reached  # and nothing arrived, TCP or UDP
 

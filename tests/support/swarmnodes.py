@@ -4,7 +4,7 @@ two namespaces), sharing this machine's filesystem as nodes share a network file
 
 The main Engine's swarm is advertised on 127.0.0.1, which no other namespace can reach;
 this one is the test's own. Data roots stay between runs (the loaded test image with
-them); exec roots, namespaces and swarm state are made afresh and removed at the end, and
+them); exec roots, namespaces, swarm state and networks are made afresh and removed at the end, and
 a stale set (a test killed before its teardown) is ended first.
 """
 
@@ -43,6 +43,8 @@ class Node:
     def start(self, log: Path) -> None:
         self.run_dir.mkdir(exist_ok=True)
         shutil.rmtree(self.data_root / "swarm", ignore_errors=True)  # a fresh swarm each time
+        # ... and fresh networks: a swarm network's local copy outlives its swarm here
+        shutil.rmtree(self.data_root / "network", ignore_errors=True)
         run = ["ip", "-n", self.netns]
         subprocess.run([*run, "link", "set", "lo", "up"], check=True)
         subprocess.run([*run, "link", "add", "wdtb0", "type", "bridge"], check=True)
