@@ -49,14 +49,15 @@ class Targets:
             "ls /sys/class/net > /work/out/ifaces.txt",
             "cat /proc/net/route > /work/out/routes.txt 2>&1",
             "cat /proc/net/ipv6_route > /work/out/routes6.txt 2>&1",
-            "p() { timeout 3 bash -c \"echo x > /dev/$1/$2/$3\" 2>/dev/null"
+            # All at once, a second each: an agent's tool call has a time limit (Codex: 10 s)
+            "p() { timeout 1 bash -c \"echo x > /dev/$1/$2/$3\" 2>/dev/null"
             " && echo \"REACHED $*\" || echo \"refused $*\"; }",
-            # and the default gateway, if the job has a route to one (a Swarm task's)
-            "gw=$(awk '$2 == \"00000000\" {print $3}' /proc/net/route | head -n 1)",
-            "[ -n \"$gw\" ] && gw=$(printf '%d.%d.%d.%d' 0x${gw:6:2} 0x${gw:4:2} 0x${gw:2:2}"
-            " 0x${gw:0:2})",
-            "{ " + "; ".join(probes) + f"; [ -z \"$gw\" ] || p tcp $gw {self.tcp_port}; }} "
-            "> /work/out/net.txt",
+            # and the default gateway, if the job has a route to one (a Swarm task's); no
+            # command substitution (Gemini CLI refuses a command that has one)
+            "gateway() { while read -r _ d g _; do [ \"$d\" = 00000000 ] || continue; "
+            "printf -v ip '%d.%d.%d.%d' 0x${g:6:2} 0x${g:4:2} 0x${g:2:2} 0x${g:0:2}; "
+            f"p tcp $ip {self.tcp_port}; done < /proc/net/route; }}",
+            "{ " + " & ".join([*probes, "gateway"]) + " & wait; } > /work/out/net.txt",
             "true",
         ])  # fmt: skip
 
