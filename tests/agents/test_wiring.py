@@ -126,3 +126,16 @@ def test_every_api_an_agent_routes_to_is_one_the_gateway_speaks() -> None:
         for setup in setups:
             _, routes = wire(agent, setup)
             assert {api for api, _, _ in routes.routed} <= set(APIS), agent
+
+
+def test_codex_keeps_how_the_operators_provider_retries_and_what_it_asks_but_no_headers() -> None:
+    config = b"""model_provider = "corp"\n[model_providers.corp]
+base_url = "https://llm.corp.test/v1"\nrequest_max_retries = 0\nstream_max_retries = 1
+query_params = { api-version = "2025-01-01" }\nhttp_headers = { Authorization = "Bearer x" }
+"""
+    wiring, _ = wire("codex", ModelSetup({"config.toml": config}, {}))
+    overrides = wiring.env["WATCHERD_CODEX_CONFIG"].splitlines()
+    assert "model_providers.watcherd.request_max_retries=0" in overrides
+    assert "model_providers.watcherd.stream_max_retries=1" in overrides
+    assert 'model_providers.watcherd.query_params={"api-version"="2025-01-01"}' in overrides
+    assert not [o for o in overrides if "http_headers" in o or "Bearer" in o]

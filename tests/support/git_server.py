@@ -16,7 +16,7 @@ def free_port() -> int:
 
 
 class GitServer:
-    def __init__(self, base: Path, lifetime: int = 900) -> None:
+    def __init__(self, base: Path, lifetime: int = 3600) -> None:  # the whole suite
         self.base = base
         self.port = free_port()
         self.lifetime = lifetime

@@ -126,6 +126,9 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
         url = route(api, provider["base_url"], key)
         overrides["model_providers.watcherd.wire_api"] = '"chat"' if api == "openai-chat" else (
             '"responses"')  # fmt: skip
+        for name in _PROVIDER_KEPT:  # how the operator's provider retries, waits and asks
+            if name in provider and (value := _toml_value(provider[name])) is not None:
+                overrides[f"model_providers.watcherd.{name}"] = value
     elif setup.login and setup.api_key is None:
         url = route("openai-responses", CHATGPT_BACKEND, None)
         own_login = True
@@ -140,6 +143,25 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
     overrides["model_providers.watcherd.base_url"] = json.dumps(url)
     env["WATCHERD_CODEX_CONFIG"] = "\n".join(f"{k}={v}" for k, v in overrides.items())
     return Wiring(env=env)
+
+
+# What of the operator's provider carries over to watcherd's: never its URL, key, headers
+# (they can hold a credential) or auth.
+_PROVIDER_KEPT = ("request_max_retries", "stream_max_retries", "stream_idle_timeout_ms",
+                  "query_params")  # fmt: skip
+
+
+def _toml_value(value: Any) -> str | None:
+    """A TOML value for ``-c``: numbers, strings, and tables of strings (query_params)."""
+    if isinstance(value, bool) or not isinstance(value, int | str | dict):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return None
+    return "{" + ", ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in value.items()) + "}"
 
 
 def _toml(data: bytes | None) -> dict[str, Any]:
