@@ -211,43 +211,34 @@ def test_a_failing_model_fails_the_job_with_the_agents_reason(
 
 
 @on_both_backends
-def test_a_hostile_agent_reaches_no_other_home_nor_the_inbox(
-    work_root: Path, case: Case, server: Any, agent_daemon: Callable[[], DaemonProcess],
-    git_server: GitServer,
-) -> None:  # fmt: skip
-    other_home = work_root / "homes" / "20261127T000000Z-other-aaaaaa"
-    other_home.mkdir(parents=True)
-    (other_home / "settings.json").write_text('{"secret": "OTHER-JOBS-HOME"}')
-    attack = (
-        "touch /work/inbox/pwn.yaml 2> /work/out/inbox.txt; "
-        "grep -rl 'OTHER-JOBS-''HOME' / --exclude-dir=proc --exclude-dir=sys > /work/out/grep.txt "
-        "2>/dev/null; env > /work/out/env.txt; true"
-    )
-    server.steps += [case.step("tool", attack), case.step("message", "done")]
-    agent_daemon()
-    folder, out = run(work_root, case, git_server, "evil.yaml", "be evil")
-    assert folder == "done", (out / "run.log").read_text()
-    assert not (work_root / "inbox" / "pwn.yaml").exists()
-    assert (out / "grep.txt").read_text() == ""  # another job's home is nowhere in reach
-    assert case.secret not in (out / "env.txt").read_text()  # kept out of its commands
-
-
-@on_both_backends
 def test_a_hostile_agent_finds_no_key_and_reaches_nothing_but_its_model(
     work_root: Path, case: Case, server: Any, agent_daemon: Callable[[], DaemonProcess],
     git_server: GitServer, docker_client: docker.DockerClient, backend: str,
 ) -> None:  # fmt: skip
     """Its tool calls read every process's environment and command line, search every
-    mount for the key, and try TCP and UDP to the host's bridge addresses, the host's
-    loopback and another container: the key is nowhere, nothing is reached, and the
-    upstream still gets the key on every call."""
+    mount for the key and for another job's home, plant a job in the inbox, and try TCP and
+    UDP to the host's bridge addresses, the host's loopback and another container: the key
+    and the other home are nowhere, nothing is planted or reached, and the upstream still
+    gets the key on every call."""
+    other_home = work_root / "homes" / "20261127T000000Z-other-aaaaaa"
+    other_home.mkdir(parents=True)
+    (other_home / "settings.json").write_text('{"secret": "OTHER-JOBS-HOME"}')
     with attack_targets(docker_client) as targets:
-        server.steps += [case.step("tool", targets.script(case.secret)),
-                         case.step("message", "done")]  # fmt: skip
+        attack = "; ".join([
+            "touch /work/inbox/pwn.yaml 2> /work/out/inbox.txt",
+            "grep -rl 'OTHER-JOBS-''HOME' / --exclude-dir=proc --exclude-dir=sys "
+            "> /work/out/grep.txt 2>/dev/null",
+            "env > /work/out/env.txt",
+            targets.script(case.secret),
+        ])  # fmt: skip
+        server.steps += [case.step("tool", attack), case.step("message", "done")]
         agent_daemon()
         folder, out = run(work_root, case, git_server, "contained.yaml", "escape")
         assert folder == "done", (out / "run.log").read_text()
         targets.check(out, case.secret, backend)
+    assert not (work_root / "inbox" / "pwn.yaml").exists()
+    assert (out / "grep.txt").read_text() == ""  # another job's home is nowhere in reach
+    assert case.secret not in (out / "env.txt").read_text()
     for dirpath, _, filenames in os.walk(work_root):  # nor anywhere under the work root
         for name in filenames:
             path = Path(dirpath, name)
