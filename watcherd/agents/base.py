@@ -68,6 +68,18 @@ class Wiring:
 Wire = Callable[[ModelSetup, Route, str], Wiring]
 
 
+def json_object(data: bytes | None) -> dict[str, Any]:
+    """An operator's JSON (or JSONC: whole-line ``//`` comments) settings file as an
+    object; {} when it is missing or not one."""
+    text = (data or b"").decode("utf-8", "replace")
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def operator_key(setup: ModelSetup, reference: str | None) -> str | None:
     """A key the operator's config refers to: ``{env:NAME}``/``$NAME``/a variable name in
     the operator's variables, or the agent's api_key_file; a literal otherwise."""

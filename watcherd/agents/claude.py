@@ -37,6 +37,7 @@ from watcherd.agents.base import (
     Usage,
     Wiring,
     json_events,
+    json_object,
     operator_key,
     reported_count,
 )
@@ -220,7 +221,7 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
     process's), and the token in its key's variable. The upstream is the operator's: the
     settings' ANTHROPIC_BASE_URL, else agents.claude.env's, else Anthropic's API. A key in
     the settings (or an apiKeyHelper command) never reaches the job."""
-    settings = _json_object(setup.files.get("settings.json"))
+    settings = json_object(setup.files.get("settings.json"))
     found = settings.get("env")
     env: dict[str, Any] = found if isinstance(found, dict) else {}
     base = env.get(BASE_URL_ENV) or setup.env.get(BASE_URL_ENV) or ANTHROPIC_API
@@ -236,14 +237,6 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
         settings["env"][BASE_URL_ENV] = url
         files["settings.json"] = json.dumps(settings, indent=2).encode()
     return Wiring(env={BASE_URL_ENV: url, key_name: token}, files=files)
-
-
-def _json_object(data: bytes | None) -> dict[str, Any]:
-    try:
-        value = json.loads(data) if data else {}
-    except (ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 CLAUDE = AgentProfile(

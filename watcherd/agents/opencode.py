@@ -38,6 +38,7 @@ from watcherd.agents.base import (
     Usage,
     Wiring,
     json_events,
+    json_object,
     operator_key,
     reported_count,
 )
@@ -167,7 +168,7 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
     for name in CONFIG_FILES:
         if not name.endswith((".json", ".jsonc")) or name not in setup.files:
             continue
-        config = _json_object(setup.files[name])
+        config = json_object(setup.files[name])
         providers = config.get("provider")
         if not isinstance(providers, dict):
             continue
@@ -183,17 +184,6 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
             options["apiKey"] = "{env:" + TOKEN_ENV + "}"  # fmt: skip
         files[name] = json.dumps(config, indent=2).encode()
     return Wiring(env={TOKEN_ENV: token}, files=files)
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    """A JSON (or JSONC: line comments) object; {} if it is not one."""
-    text = data.decode("utf-8", "replace")
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 OPENCODE = AgentProfile(
