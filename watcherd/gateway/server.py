@@ -234,9 +234,9 @@ class Gateway:
             return _refuse(record, 408, "request body too slow")
         except web.HTTPRequestEntityTooLarge:
             return _refuse(record, 413, f"request body over {self.max_body} bytes")
-        body, problem = _checked_body(body, request, grant, api.ask_for_usage)
-        if problem:
-            return _refuse(record, 403 if "provider" in problem else 400, problem)
+        body, refusal = _checked_body(body, request, grant, api.ask_for_usage)
+        if refusal:
+            return _refuse(record, *refusal)
         record["bytes_up"] = len(body)
         return await self._relay(request, upstream, rest, body, grant, record)
 
@@ -289,9 +289,8 @@ class Gateway:
 def _checked_path(request: web.Request) -> tuple[str, str | None]:
     """The path below the gateway (no leading slash), or why it is refused: only a plain
     origin-form path, no encoding, no dot segments, no empty segments."""
-    raw = request.raw_path
-    path = raw.split("?", 1)[0]
-    if not path.startswith("/") or "://" in raw.split("?", 1)[0]:
+    path = request.raw_path.split("?", 1)[0]
+    if not path.startswith("/") or "://" in path:
         return path, "only origin-form request targets (/path) are served"
     for bad, why in (("%", "encoded characters"), ("\\", "backslashes"), ("//", "empty segments")):
         if bad in path:
@@ -321,19 +320,22 @@ def _offered_credentials(request: web.Request) -> Iterable[str]:
 
 def _checked_body(
     body: bytes, request: web.Request, grant: Grant, ask_for_usage: Any
-) -> tuple[bytes, str | None]:
+) -> tuple[bytes, tuple[int, str] | None]:
+    """The body to send on (with usage asked for), or the status and reason to refuse it."""
     if not body:
         return body, None
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return body, "compressed request bodies are not forwarded (the gateway reads each one)"
+        return body, (400, "compressed request bodies are not forwarded (the gateway reads "
+                           "each one)")  # fmt: skip
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
-        return body, "the request body is not JSON"
+        return body, (400, "the request body is not JSON")
     if not grant.allow_network_tools:
         found = network_tool(document)
         if found:
-            return body, f"{found} asks the provider to reach the network; not allowed for this job"
+            return body, (403, f"{found} asks the provider to reach the network; not allowed "
+                               "for this job")  # fmt: skip
     if isinstance(document, dict):
         before = dict(document)
         ask_for_usage(document)
