@@ -22,7 +22,7 @@ import docker
 import docker.errors
 
 from tests.support.helpers import wait_for
-from watcherd.backends.swarm import CONTAINED_CONFIG, CONTAINED_OPTIONS
+from watcherd.backends.swarm import CONTAINED_SETTINGS
 
 NODES = {"mgr": "10.213.0.2", "wrk": "10.213.0.3"}
 
@@ -113,9 +113,7 @@ def contained_network_settings(client: docker.DockerClient) -> None:
     """The node-local settings of watcherd's contained network, on a node the daemon does
     not run on (README, Security model: `docker network create --config-only ...`)."""
     api = client.api
-    body = {"Name": CONTAINED_CONFIG, "Driver": "bridge", "ConfigOnly": True,
-            "Options": CONTAINED_OPTIONS}  # fmt: skip
-    api._result(api._post_json(api._url("/networks/create"), data=body), True)
+    api._result(api._post_json(api._url("/networks/create"), data=CONTAINED_SETTINGS), True)
 
 
 class TwoNodeSwarm:

@@ -50,6 +50,12 @@ CONTAINED_OPTIONS = {
     "com.docker.network.bridge.inhibit_ipv4": "true",  # the node has no address on it
     "com.docker.network.bridge.enable_icc": "false",  # its containers cannot talk
 }
+# The Engine API request that makes those settings on a node (`docker network create
+# --config-only`): the daemon on its own node, an operator (or a test) on every other.
+CONTAINED_SETTINGS = {
+    "Name": CONTAINED_CONFIG, "Driver": "bridge", "ConfigOnly": True,
+    "Options": CONTAINED_OPTIONS, "Labels": {"watcherd": "contained"},
+}  # fmt: skip
 RETIRE_SLACK_SECONDS = 30.0  # for Swarm to tell a node to stop a task, beyond its grace
 
 
@@ -113,10 +119,8 @@ class SwarmRunner:
         on this node; every other node that runs jobs needs the same (README, Swarm)."""
         if self._contained:
             return CONTAINED_NETWORK
-        labels = {"watcherd": "contained"}
         if not self._network_exists(CONTAINED_CONFIG, "local"):
-            self._create_network({"Name": CONTAINED_CONFIG, "Driver": "bridge", "ConfigOnly": True,
-                                  "Options": CONTAINED_OPTIONS, "Labels": labels})  # fmt: skip
+            self._create_network(CONTAINED_SETTINGS)
         if not self._network_exists(CONTAINED_NETWORK, "swarm"):
             self._create_network({
                 "Name": CONTAINED_NETWORK, "Driver": "bridge", "Scope": "swarm",
