@@ -70,6 +70,19 @@ def test_a_rejected_task_never_ran_and_is_not_worth_retrying() -> None:
     assert "No such image: nothing:1" in found.error
 
 
+@pytest.mark.parametrize("err", [
+    "network t2y63ri7bb0l9w5nulzf7c9tw exists",
+    "cannot create network 8uao (br-8uao): conflicts with network cvak (br-cvak): "
+    "networks have overlapping IPv4",
+])  # fmt: skip
+def test_a_node_holding_a_stale_network_copy_is_named_in_the_reason(err: str) -> None:
+    """What Engine 20.10 says on a node that died with a task on the contained network
+    (seen on CI: every Swarm job failed with it): the reason points to the fix."""
+    found = runner_with(task("rejected", Err=err)).inspect("svc")
+    assert (found.finished, found.lost) == (True, False)
+    assert err in found.error and "moby#37087" in found.error and "README" in found.error
+
+
 def test_an_ended_task_on_another_node_gives_its_exit_code() -> None:
     code = {"ContainerStatus": {"ContainerID": "c1", "ExitCode": 3}}
     found = runner_with(task("failed", Err="task: non-zero exit (3)", **code)).inspect("svc")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 from typing import Any
 
@@ -56,6 +57,13 @@ CONTAINED_SETTINGS = {
     "Name": CONTAINED_CONFIG, "Driver": "bridge", "ConfigOnly": True,
     "Options": CONTAINED_OPTIONS, "Labels": {"watcherd": "contained"},
 }  # fmt: skip
+# How a node whose Engine died (kill -9, power loss) with a task on a swarm-scoped bridge
+# rejects later tasks on it, or on a new one given the same subnet (moby#37087).
+STALE_NETWORK = re.compile(r"network \w+ exists|overlapping IPv4")
+STALE_NETWORK_HINT = (
+    " (that node's Engine keeps a stale copy of the contained network since it died with "
+    "a task on it, moby#37087: README, Swarm, says how to clear it)"
+)
 RETIRE_SLACK_SECONDS = 30.0  # for Swarm to tell a node to stop a task, beyond its grace
 
 
@@ -230,6 +238,8 @@ class SwarmRunner:
         if state in ENDED_WITHOUT:
             lost = state != "rejected"  # a rejection (no such image, no mount source) is ours
             why = error or str(status.get("Message") or state)
+            if STALE_NETWORK.search(why):
+                why += STALE_NETWORK_HINT
             return ContainerState("exited", None, oom_killed=False, error=f"task {state}: {why}",
                                   lost=lost)  # fmt: skip
         container = self._local_container(task)

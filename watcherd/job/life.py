@@ -705,10 +705,13 @@ def _worker_reason(out_dir: Path) -> str:
     return str(reason)[:2000] if reason else ""
 
 
+SIGRTMAX = 64  # above 128 + it, an exit code is no signal's (Docker's 255: containerd died)
+
+
 def _describe_exit(code: int | None, logs: str) -> str:
     if code is None:
         return "the container's exit code is unknown"
-    if code > 128:
+    if 128 < code <= 128 + SIGRTMAX:
         return f"worker killed by signal {code - 128}"
     tail = logs.strip().splitlines()[-1:] if logs.strip() else []
     return f"worker exited with code {code}" + (f": {tail[0][:500]}" if tail else "")
