@@ -31,6 +31,7 @@ from bench.common import (
     make_root,
     make_upstream,
     profile,
+    reap,
     scratch,
     stop_profile,
 )
@@ -101,11 +102,7 @@ class FakeServer:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        reap(self.proc, 60, then_kill_for=10)
         stop_profile(self.profiler)
 
 

@@ -193,12 +193,17 @@ class Daemon:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        reap(self.proc, 30, then_kill_for=10)
         stop_profile(self.profiler)
+
+
+def reap(proc: subprocess.Popen[bytes], grace: float, then_kill_for: float = 5) -> None:
+    """Wait ``grace`` seconds for a process asked to end, then kill it and wait again."""
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(then_kill_for)
 
 
 def profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:

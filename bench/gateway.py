@@ -46,7 +46,7 @@ from typing import Any
 
 import docker
 
-from bench.common import CHECKOUT, ProcStat, log, scratch, wait_for
+from bench.common import CHECKOUT, ProcStat, log, reap, scratch, wait_for
 from bench.report import Figure, Report, percentile
 
 SECTION = "8 gateway"
@@ -498,11 +498,7 @@ def _helper(base: Path, *args: str) -> Iterator[tuple[int, Any]]:
         yield proc.pid, json.loads(line)
     finally:
         proc.stdin.close()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        reap(proc, 15)
 
 
 def forwarder_options() -> str:
@@ -538,11 +534,7 @@ def _forwarder(sock: str, options: str, base: Path) -> Iterator[tuple[str, int]]
         yield ("127.0.0.1", wait_for(port, 10, "socat to listen"))
     finally:
         proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        reap(proc, 10)
 
 
 def _die_with_parent() -> None:
