@@ -25,10 +25,15 @@ LAYERS: dict[str, int] = {
     "backends": 3,
     "gateway": 1,
     "job": 4,
-    "notify": 5,
+    "notify": 5,  # tells the world after a job ends
+    "publish": 5,  # pushes a job's branch, opens its pull request
+    "schedules": 5,  # due slots -> inbox files
     "daemon": 6,
-    "cli": 7,
-    "__main__": 8,
+    "client": 6,  # what every front end does over a root: submit, find, view, follow, cancel
+    "web": 7,  # front ends: `serve` (HTTP API, dashboard), `mcp`
+    "mcp": 7,
+    "cli": 8,  # the command, which starts any front end
+    "__main__": 9,
 }
 
 
@@ -73,4 +78,4 @@ def test_no_import_runs_up_or_across() -> None:
 
 def test_the_top_level_stays_small() -> None:
     entries = [p.name for p in PACKAGE.iterdir() if p.name != "__pycache__"]
-    assert len(entries) <= 13, entries
+    assert len(entries) <= 20, entries

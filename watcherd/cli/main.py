@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import secrets
 import shlex
 import sys
 import time
@@ -16,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from watcherd import __version__
-from watcherd.cli.jobview import age_text, describe, view_job
-from watcherd.cli.logfollow import follow_logs
+from watcherd.client.follow import follow_logs
+from watcherd.client.jobview import age_text, describe, view_job
+from watcherd.client.submit import BadName, inbox_name, is_plain_name, submit
 from watcherd.config import Config, ConfigError, load_config
 from watcherd.job.eventfile import read_all_events
 from watcherd.job.events import one_line, render
@@ -28,7 +27,6 @@ from watcherd.spool.folders import MAX_JOB_BYTES, Layout, NotRetryable, Spool, r
 from watcherd.spool.jobid import JOB_ID_EXAMPLE, is_job_id
 from watcherd.spool.lookup import JobRef, Place, dropped_name, resolve
 from watcherd.spool.waiting import Ended, NotYet, WaitExit, wait_for_end
-from watcherd.util.fsutil import fsync_dir, rename_noreplace
 from watcherd.util.units import parse_duration
 
 
@@ -177,12 +175,10 @@ SUBMIT_FIELDS = ("repo_url", "prompt", "repo_ref", "repo_dir", "mode", "model", 
 
 
 def _submit(config: Config, args: argparse.Namespace) -> int:
-    if args.name is not None and not _is_plain_name(args.name):
-        print(
-            f"watcherd: --name {args.name!r}: give a plain file name, without '/' and not "
-            "starting with '.' (the daemon never claims those)",
-            file=sys.stderr,
-        )
+    if args.name is not None and not is_plain_name(args.name):
+        print(f"watcherd: --name {args.name!r}: give a plain file name, "
+              "without '/' and not starting with '.' (the daemon never claims those)",
+              file=sys.stderr)  # fmt: skip
         return 1
     if args.file:
         try:
@@ -201,19 +197,14 @@ def _submit(config: Config, args: argparse.Namespace) -> int:
         }
         data = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True).encode()
         name = args.name or "job.yaml"
-    if not is_job_name(name):
-        name = f"{name}.yaml"
     try:
-        parse_job(data, config)
-    except InvalidJob as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
+        target, _spec = submit(config, name, data)
+    except (InvalidJob, BadName) as exc:
+        print(f"{inbox_name(name) if is_plain_name(name) else name}: {exc}", file=sys.stderr)
         return 1
-    inbox = Layout(config.root).inbox
-    try:
-        inbox.mkdir(parents=True, exist_ok=True)
-        target = submit_bytes(inbox, name, data)
     except OSError as exc:
-        print(f"watcherd: cannot write into {inbox}: {_os_problem(exc)}", file=sys.stderr)
+        where = exc.filename or Layout(config.root).inbox
+        print(f"watcherd: cannot write into {where}: {_os_problem(exc)}", file=sys.stderr)
         return 1
     print(target)
     # How to follow it, on stderr: stdout stays the one path programs read.
@@ -244,10 +235,6 @@ def _command_prefix(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _is_plain_name(name: str) -> bool:
-    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
-
-
 def _read_job_file(path: Path) -> bytes:
     """A job file's bytes, at most one more than a job may have: enough for parse_job to
     say it is too big without reading all of a huge file."""
@@ -264,29 +251,6 @@ def _os_problem(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "permission denied"
     return (exc.strerror or str(exc)).lower()
-
-
-def submit_bytes(inbox: Path, name: str, data: bytes) -> Path:
-    """Write under a dot-name the daemon ignores, then rename in: it never sees half a file.
-    A name already taken gets a suffix rather than replacing another job."""
-    tmp = inbox / f".{name}.{secrets.token_hex(4)}.tmp"
-    with tmp.open("xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    target = inbox / name
-    for _ in range(100):
-        try:
-            rename_noreplace(tmp, target)
-            break
-        except FileExistsError:
-            stem, dot, suffix = name.rpartition(".")
-            target = inbox / f"{stem}-{secrets.token_hex(3)}{dot}{suffix}"
-    else:  # pragma: no cover - 100 random collisions
-        tmp.unlink()
-        raise FileExistsError(target)
-    fsync_dir(inbox)
-    return target
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:
