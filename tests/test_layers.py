@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "job": 4,
     "notify": 5,  # tells the world after a job ends
     "publish": 5,  # pushes a job's branch, opens its pull request
-    "schedules": 5,  # due slots -> inbox files
+    "triggers": 5,  # jobs that start themselves: schedules, signed inbound hooks
     "daemon": 6,
     "client": 6,  # what every front end does over a root: submit, find, view, follow, cancel
     "web": 7,  # front ends: `serve` (HTTP API, dashboard), `mcp`

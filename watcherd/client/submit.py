@@ -4,15 +4,13 @@ API and the MCP server all come through here."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 from watcherd.config import Config
 from watcherd.job.spec import InvalidJob, JobSpec, parse_job
+from watcherd.spool.drop import drop
 from watcherd.spool.filters import is_job_name
 from watcherd.spool.folders import Layout
-from watcherd.util.fsutil import fsync_dir, rename_noreplace
 
 
 class BadName(ValueError):
@@ -41,30 +39,7 @@ def submit(config: Config, name: str, data: bytes) -> tuple[Path, JobSpec]:
     spec = parse_job(data, config)
     inbox = Layout(config.root).inbox
     inbox.mkdir(parents=True, exist_ok=True)
-    return submit_bytes(inbox, name, data), spec
+    return drop(inbox, name, data), spec
 
 
-def submit_bytes(inbox: Path, name: str, data: bytes) -> Path:
-    """Write under a dot-name the daemon ignores, then rename in: it never sees half a file.
-    A name already taken gets a suffix rather than replacing another job."""
-    tmp = inbox / f".{name}.{secrets.token_hex(4)}.tmp"
-    with tmp.open("xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    target = inbox / name
-    for _ in range(100):
-        try:
-            rename_noreplace(tmp, target)
-            break
-        except FileExistsError:
-            stem, dot, suffix = name.rpartition(".")
-            target = inbox / f"{stem}-{secrets.token_hex(3)}{dot}{suffix}"
-    else:  # pragma: no cover - 100 random collisions
-        tmp.unlink()
-        raise FileExistsError(target)
-    fsync_dir(inbox)
-    return target
-
-
-__all__ = ["BadName", "InvalidJob", "inbox_name", "is_plain_name", "submit", "submit_bytes"]
+__all__ = ["BadName", "InvalidJob", "inbox_name", "is_plain_name", "submit"]
