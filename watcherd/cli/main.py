@@ -1,9 +1,10 @@
-"""``watcherd`` command line: run, submit, wait, show, logs, status, validate, retry, doctor,
-image build, login."""
+"""``watcherd`` command line: run, submit, wait, show, logs, status, validate, cancel, retry,
+doctor, image build, login."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import shlex
@@ -14,6 +15,8 @@ from pathlib import Path
 import yaml
 
 from watcherd import __version__
+from watcherd.client.cancel import CancelAnswer
+from watcherd.client.cancel import cancel as cancel_job
 from watcherd.client.follow import follow_logs
 from watcherd.client.jobview import age_text, describe, view_job
 from watcherd.client.submit import BadName, inbox_name, is_plain_name, submit
@@ -102,6 +105,16 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check job files without running them")
     validate.add_argument("files", nargs="+", type=Path)
     validate.set_defaults(command=_validate)
+
+    cancel = commands.add_parser(
+        "cancel", help="cancel a queued or running job (its work so far is kept); see README"
+    )
+    cancel.add_argument("job", metavar="NAME|ID")
+    cancel.add_argument("--no-wait", action="store_true",
+                        help="return once requested, not when the job has ended")  # fmt: skip
+    cancel.add_argument("--timeout", type=_duration, default=120.0, metavar="SECONDS",
+                        help="wait this long for it to end (default 120); exit 124")  # fmt: skip
+    cancel.set_defaults(command=_cancel)
 
     retry = commands.add_parser("retry", help="put a failed job back into the inbox")
     retry.add_argument("job_id")
@@ -393,6 +406,36 @@ def _logs(config: Config, args: argparse.Namespace) -> int:
     for line in render(read_all_events(layout.out_dir(ref.job_id) / "events.jsonl")):
         print(line)
     return 0
+
+
+def _cancel(config: Config, args: argparse.Namespace) -> int:
+    layout = Layout(config.root)
+    try:
+        result = cancel_job(layout, args.job, by=f"{getpass.getuser()} (cli)")
+    except OSError as exc:
+        print(f"watcherd: cannot write the request: {_os_problem(exc)}", file=sys.stderr)
+        return 1
+    if result.answer is CancelAnswer.UNKNOWN:
+        _find(config, args.job)  # says how to name a job
+        return WaitExit.UNKNOWN
+    print(f"watcherd: {result.message}", file=sys.stderr)
+    if result.answer is CancelAnswer.ENDED:
+        return 0 if result.state == "cancelled" else 1
+    if args.no_wait:
+        return 0
+    assert result.ref is not None
+    try:
+        ended = wait_for_end(layout, result.ref, args.timeout)
+    except KeyboardInterrupt:
+        return 130
+    if isinstance(ended, Ended):
+        print(json.dumps(ended.record, indent=2, sort_keys=True))
+        return 0 if ended.record.get("state") == "cancelled" else 1
+    if isinstance(ended, NotYet):
+        print(f"watcherd: not ended after {args.timeout:g}s; the request stays on disk for "
+              "the daemon that owns the job (is one running?)", file=sys.stderr)  # fmt: skip
+        return WaitExit.WAIT_TIMEOUT
+    return WaitExit.UNKNOWN
 
 
 def _validate(config: Config, args: argparse.Namespace) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import logging
+import os
 import resource
 import signal
 import threading
@@ -29,8 +31,10 @@ from watcherd.job.life import Interrupted, JobLife, Lease
 from watcherd.job.results import JobState, Outcome, write_exit_json
 from watcherd.job.spec import InvalidJob, JobSpec, agent_hint, parse_job
 from watcherd.notify.deliver import Notifications
+from watcherd.spool.cancel import CancelRequest
 from watcherd.spool.folders import Claimed, InboxEntry, Layout, Spool
 from watcherd.spool.inbox import Inbox
+from watcherd.spool.lookup import find_claim
 from watcherd.spool.watch import InboxWatcher
 from watcherd.util.fsutil import require_room
 from watcherd.util.retry import Backoff
@@ -43,6 +47,7 @@ WRITER_POLL_SECONDS = 0.1  # how often a job claimed while still being written i
 STALE_STATE_SECONDS = 5.0
 NOTIFY_GRACE_SECONDS = 5.0  # at shutdown, for notifications still queued
 CLEANUP_GRACE_SECONDS = 5.0  # at shutdown, for containers of filed jobs still to remove
+CANCEL_POLL_SECONDS = 0.5  # how often cancel/ is looked at (a request acts within a second)
 
 
 @dataclass
@@ -136,6 +141,7 @@ class Server:
             pause = 0.0
             try:
                 self._reap()
+                self._act_on_cancels()
                 self._inbox.note(self._watcher.drain(), now)
                 if self._watcher.ensure_alive() or now >= next_rescan:
                     next_rescan = now + self.config.rescan_seconds
@@ -160,6 +166,7 @@ class Server:
             timeout = min(timeout, deadline - now)
         if self._written_after_claim and not pause:
             timeout = min(timeout, WRITER_POLL_SECONDS)
+        timeout = min(timeout, CANCEL_POLL_SECONDS)
         ping_due = self._notifier.watchdog_due_in()
         if ping_due is not None:
             timeout = min(timeout, ping_due)
@@ -171,6 +178,7 @@ class Server:
         self._inbox.rescan(self.spool.scan_inbox(), now)
         self._adopt_orphans(self.runner.jobs(str(self.config.root)))
         self.spool.drop_stale_states(STALE_STATE_SECONDS)
+        self._drop_stale_cancels()
 
     def shutdown(self) -> None:
         self.stop_event.set()
@@ -318,6 +326,10 @@ class Server:
     def _start_pending(self) -> None:
         waiting = []
         for job, spec in self._pending:
+            cancel = self._life.cancels.for_job(job.job_id)
+            if cancel is not None:  # claimed, never started: nothing to stop or save
+                self._finish_cancelled(job, cancel)
+                continue
             lease = self._scheduler.acquire(spec.agent)
             if lease is None:
                 waiting.append((job, spec))
@@ -334,6 +346,11 @@ class Server:
         if job is None:
             return
         log.info("claimed %s as job %s", name, job.job_id)
+        cancel = self._life.cancels.for_entry(name, os.fstat(job.fd).st_ino)
+        if cancel is not None:  # cancelled while queued: filed, never run
+            self._life.cancels.drop(cancel)
+            self._finish_cancelled(job, cancel)
+            return
         if job.has_writer():
             # Opened for writing between the check and the claim: the job is ours, but its
             # bytes are read once its writer is done, never half-written.
@@ -366,6 +383,41 @@ class Server:
             self._pending.append((job, spec))
         else:
             self._launch(job, spec, lease)
+
+    # -- cancel ------------------------------------------------------------------------
+
+    def _act_on_cancels(self) -> None:
+        """Requests for queued jobs: the entry is claimed here and filed as cancelled (a
+        claim is a rename: if another daemon claimed it first, that one files it, or runs
+        it and turns the request into one for its id). Running jobs' requests are seen by
+        their own life (JobLife._wait); pending jobs' by _start_pending."""
+        for request in self._life.cancels.queued():
+            assert request.name is not None and request.inode is not None
+            entry = self.spool.stat_inbox(request.name)
+            if entry is not None and entry.signature[0] == request.inode:
+                self._try_claim(request.name, time.monotonic())  # files it: see there
+                continue
+            job_id = find_claim(self.spool.layout, request.name, request.inode)
+            if job_id is not None and job_id in self.spool.running_ids():
+                self._life.cancels.request(dataclasses.replace(request, job_id=job_id))
+            self._life.cancels.drop(request)  # acted on, handed on, or its job is gone
+
+    def _finish_cancelled(self, job: Claimed, cancel: CancelRequest) -> None:
+        log.info("job %s (%s): cancelled by %s before it ran", job.job_id, job.source_name,
+                 cancel.by)  # fmt: skip
+        try:
+            self._life.finish(job, Outcome(JobState.FAILED, "").cancelled(cancel.by))
+        except OSError:
+            job.release()  # left in running/: the next rescan adopts it, and sees the request
+            raise
+        self._counts.finished(ok=False)
+
+    def _drop_stale_cancels(self) -> None:
+        """A request whose job ended before it was acted on, or was never claimed."""
+        running = self.spool.running_ids()
+        for request in self._life.cancels.all():
+            if request.job_id is not None and request.job_id not in running:
+                self._life.cancels.drop(request)
 
     def _parse_or_fail(self, job: Claimed) -> JobSpec | None:
         try:

@@ -56,6 +56,7 @@ from watcherd.job.spec import JobSpec
 from watcherd.job.steplog import StepLog
 from watcherd.repo.cache import RepoCache, RepoError, Results, Stopped, cache_key
 from watcherd.repo.workspace import Workspaces
+from watcherd.spool.cancel import CancelBook
 from watcherd.spool.folders import Claimed, RunState, Spool
 from watcherd.util.fsutil import User, remove_tree, require_room, write_atomic
 from watcherd.util.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
@@ -103,6 +104,7 @@ class Ending(enum.Enum):
     TIMED_OUT = "timed out"
     OVER_BUDGET = "over its disk budget"
     OVER_TOKENS = "over its token budget"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class ContainerEnd:
     how: Ending
     exit_code: int | None
     disk_used: int = 0
+    cancelled_by: str = ""
 
 
 class JobLife:
@@ -127,6 +130,7 @@ class JobLife:
             config.allowed_protocols,
         )  # fmt: skip
         self.homes = AgentHomes(config.root)
+        self.cancels = CancelBook(spool.layout)
         self.api_keys: dict[str, tuple[str, str]] = {}  # agent -> (variable, key)
         self.gateway = Gateway(max_body=config.gateway_max_body)  # started at its first job
         self._pruning = threading.Lock()
@@ -222,6 +226,8 @@ class JobLife:
         # Engine may have made the container before failing), and for every job taken
         # over from running/ (an earlier daemon may have started it), it is.
         handle = None if job.fresh else self.runner.find(job.job_id)
+        if handle is None and (cancel := self.cancels.for_job(job.job_id)) is not None:
+            return self._outcome(JobState.FAILED, "", state).cancelled(cancel.by)
         if handle is None:
             if state.starting:
                 # A crash came between counting the attempt and making its container:
@@ -407,6 +413,8 @@ class JobLife:
         timeout starts when it has a place."""
         pause = PLACEMENT_POLL_SECONDS[0]
         while (reason := self.runner.unplaced(handle)) is not None:
+            if self.cancels.for_job(job.job_id) is not None:
+                return  # _wait stops it
             if reason and reason != state.waiting:
                 log.info("job %s: waiting for a place: %s", job.job_id, reason)
                 state.waiting = reason
@@ -432,6 +440,11 @@ class JobLife:
         while True:
             if self.stop_event.is_set():
                 raise Interrupted
+            if (cancel := self.cancels.for_job(job.job_id)) is not None:
+                log.info("job %s: cancelled by %s, stopping it", job.job_id, cancel.by)
+                self.runner.stop(handle, self.config.stop_grace)
+                code = self.runner.wait(handle, 30.0)
+                return ContainerEnd(Ending.CANCELLED, code, cancelled_by=cancel.by)
             remaining = deadline - time.time()
             if remaining <= 0:
                 log.warning("job %s: timed out after %.0fs, stopping it", job.job_id, spec.timeout)
@@ -498,6 +511,8 @@ class JobLife:
         saved, save_problem = self._save_work(job, spec, state, out_dir)
         outcome = self._outcome(JobState.FAILED, "", state, saved=saved, removed=removed)
         outcome = outcome.with_agent(spec.agent, report).with_gateway(spent)
+        if end.how is Ending.CANCELLED:  # its work so far is saved above, as for any end
+            return outcome.cancelled(end.cancelled_by)
         if end.how is Ending.OVER_TOKENS:
             budget = spec.token_budget or self.config.token_budget
             used = spent.input_tokens + spent.output_tokens if spent else 0
@@ -588,6 +603,7 @@ class JobLife:
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
         self.on_finished(job, self.config)  # queues notifications; never raises or blocks
         self.spool.drop_state(job.job_id)
+        self.cancels.drop(job.job_id)  # done with, whatever ended the job
         # The job is filed: what is left needs no slot. Its exited container (the one this
         # life knows, else whatever the Engine has under its id) is removed behind it; a
         # crash first leaves a finished container of a filed job, which the next start

@@ -22,6 +22,7 @@ class JobState(enum.StrEnum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     INVALID = "invalid"
+    CANCELLED = "cancelled"  # someone asked (watcherd cancel, the API): filed in failed/
 
     @property
     def ok(self) -> bool:
@@ -52,6 +53,7 @@ class Outcome:
     agent: str | None = None
     report: AgentReport | None = None  # the agent's own account: session, usage
     gateway: Spent | None = None  # the gateway's account of its model calls: the usage
+    cancelled_by: str | None = None  # who asked, for a cancelled job
 
     def judged(self, state: JobState, reason: str) -> Outcome:
         return dataclasses.replace(self, state=state, reason=reason)
@@ -61,6 +63,11 @@ class Outcome:
 
     def with_gateway(self, spent: Spent | None) -> Outcome:
         return dataclasses.replace(self, gateway=spent)
+
+    def cancelled(self, by: str) -> Outcome:
+        return dataclasses.replace(
+            self, state=JobState.CANCELLED, reason=f"cancelled by {by}", cancelled_by=by
+        )
 
     def with_removed(self, removed: tuple[str, ...]) -> Outcome:
         return dataclasses.replace(self, removed_from_out=(*self.removed_from_out, *removed))
@@ -90,6 +97,8 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
             "removed_from_out": list(outcome.removed_from_out),
         }
     )
+    if outcome.cancelled_by is not None:
+        record["cancelled_by"] = outcome.cancelled_by
     if outcome.saved is not None:
         record.update(dataclasses.asdict(outcome.saved))
         record["commits"] = list(outcome.saved.commits)

@@ -36,6 +36,7 @@ class WaitExit(enum.IntEnum):
     JOB_TIMEOUT = 3  # the job hit its own timeout
     INVALID = 4  # the job file was refused
     UNKNOWN = 5  # no job by that name or id (or it left the inbox without a claim)
+    CANCELLED = 6  # someone cancelled it (watcherd cancel, the API)
     WAIT_TIMEOUT = 124  # wait's own --timeout passed first (as timeout(1) does)
 
     @classmethod
@@ -48,6 +49,7 @@ _BY_STATE = {
     "failed": WaitExit.FAILED,
     "timeout": WaitExit.JOB_TIMEOUT,
     "invalid": WaitExit.INVALID,
+    "cancelled": WaitExit.CANCELLED,
 }
 
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # PROMPT picks the behaviour: succeed | fail | hang | crash | sleep N | transient-once |
 # count-and-sleep N | login-mark N | env | whoami | wedge | fill MB | oom-child | shout MB |
-# rotate-login | poison-login
+# rotate-login | poison-login | work-then-hang
 set -u
 out=/work/out
 repo="/work/${REPO_DIR:-repo}"
@@ -16,6 +16,10 @@ case "$1" in
         exit 0 ;;
     fail) echo "behave: failing on purpose" >&2; exit 3 ;;
     hang) exec sleep infinity ;;
+    work-then-hang) # some work, then nothing: what a cancel must keep
+        echo "half done" >"$repo/partial.txt"
+        echo "working" >"$out/progress"
+        exec sleep infinity ;;
     crash) kill -9 $$ ;;
     sleep) sleep "$2"; exit 0 ;;
     transient-once)
