@@ -120,6 +120,26 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("job_id")
     retry.set_defaults(command=_retry)
 
+    serve = commands.add_parser(
+        "serve", help="the HTTP API and dashboard over this root (never runs jobs); see README"
+    )
+    serve.add_argument("--host", help="address to listen on (default: serve.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: serve.port, 8787)")
+    serve.set_defaults(command=_serve)
+
+    token = commands.add_parser("token", help="API tokens for `serve` (stored hashed)")
+    token_commands = token.add_subparsers(required=True, metavar="ACTION")
+    token_add = token_commands.add_parser("add", help="make a token; it is printed once")
+    token_add.add_argument("name")
+    token_add.add_argument("--scope", action="append", choices=("read", "submit", "admin"),
+                           required=True, help="read, submit, admin (repeatable)")  # fmt: skip
+    token_add.set_defaults(command=_token_add)
+    token_list = token_commands.add_parser("list", help="token names and scopes")
+    token_list.set_defaults(command=_token_list)
+    token_remove = token_commands.add_parser("remove", help="revoke a token (and its sessions)")
+    token_remove.add_argument("name")
+    token_remove.set_defaults(command=_token_remove)
+
     doctor = commands.add_parser("doctor", help="check what this machine lacks to run jobs")
     doctor.set_defaults(command=_doctor)
 
@@ -477,6 +497,76 @@ def _retry(config: Config, args: argparse.Namespace) -> int:
         print(f"watcherd: {exc.filename or config.root}: {_os_problem(exc)}", file=sys.stderr)
         return 1
     print(target)
+    return 0
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+
+    from watcherd.web.app import run_server
+    from watcherd.web.tokens import TokenFileError
+
+    settings = dataclasses.replace(
+        config.serve,
+        host=args.host or config.serve.host,
+        port=config.serve.port if args.port is None else args.port,
+    )
+    try:
+        asyncio.run(run_server(dataclasses.replace(config, serve=settings)))
+    except TokenFileError as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"watcherd: cannot listen on {settings.host}:{settings.port}: "
+              f"{_os_problem(exc)}", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _token_add(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.web.app import tokens_path
+    from watcherd.web.tokens import TokenFileError, add_token
+
+    path = tokens_path(config)
+    try:
+        token = add_token(path, args.name, args.scope)
+    except (TokenFileError, OSError) as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    print(token)
+    print(f"token {args.name!r} ({', '.join(sorted(set(args.scope)))}) stored hashed in {path}; "
+          "this is the only time it is shown", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _token_list(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.web.app import tokens_path
+    from watcherd.web.tokens import TokenFileError, read_tokens
+
+    path = tokens_path(config)
+    try:
+        tokens = read_tokens(path) if path.exists() else ()
+    except (TokenFileError, OSError) as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    for token in tokens:
+        print(f"{token.name}\t{','.join(sorted(token.scopes))}")
+    return 0
+
+
+def _token_remove(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.web.app import tokens_path
+    from watcherd.web.tokens import TokenFileError, remove_token
+
+    try:
+        removed = remove_token(tokens_path(config), args.name)
+    except (TokenFileError, OSError) as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    if not removed:
+        print(f"watcherd: no token named {args.name!r}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,6 +9,7 @@ its start.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from watcherd.job.eventfile import EventReader
 from watcherd.job.events import Renderer, one_line
@@ -18,39 +19,66 @@ from watcherd.spool.waiting import SAFETY_POLL_SECONDS, Ended, JobWatch, Lost
 from watcherd.spool.wakeup import Wakeup
 
 
+class Follower:
+    """One job's rendered progress, a step at a time: what ``logs -f`` prints and the HTTP
+    API streams. ``step`` never blocks; the caller waits between steps (inotify, a timer)."""
+
+    def __init__(self, layout: Layout, ref: JobRef) -> None:
+        self.layout = layout
+        self.ref = ref
+        self.watch = JobWatch(layout, ref)
+        self.renderer = Renderer()
+        self.reader: EventReader | None = None
+        self.restarts = 0
+
+    def folders(self) -> list[Path]:
+        """The folders whose changes may move the job on (to watch between steps)."""
+        return self.watch.folders()
+
+    def step(self) -> tuple[list[str], Ended | Lost | None]:
+        """The lines rendered since the last step, and how the job ended once it has."""
+        lines: list[str] = []
+        current = self.watch.refresh()
+        if current is None:
+            return lines, Lost(self.watch.ref)
+        if self.reader is None and current.job_id is not None:
+            if self.ref.job_id is None:
+                lines.append(f"--- claimed as job {current.job_id} ---")
+            self.reader = EventReader(self.layout.out_dir(current.job_id) / "events.jsonl")
+        ended = self.watch.ended()  # before reading: what it wrote before it ended is read
+        if self.reader is not None:
+            for event in _drain(self.reader):
+                if self.reader.restarts != self.restarts:
+                    self.restarts = self.reader.restarts
+                    self.renderer = Renderer()
+                    lines.append("--- a new attempt started ---")
+                lines += self.renderer.feed(event)
+        if ended is not None:
+            reason = one_line(ended.record.get("reason"), 400)
+            lines.append(f"--- {one_line(ended.record.get('state'), 20)}: {reason} ---")
+        return lines, ended
+
+    @property
+    def finished(self) -> bool:
+        current = self.watch.ref
+        return current.place.finished
+
+
 def follow_logs(layout: Layout, ref: JobRef, emit: Callable[[str], None]) -> Ended | Lost:
-    watch = JobWatch(layout, ref)
-    renderer = Renderer()
-    reader: EventReader | None = None
-    restarts = 0
+    follower = Follower(layout, ref)
     with Wakeup() as wakeup:
         while True:
-            armed = watch.folders()
+            armed = follower.folders()
             for folder in armed:
                 wakeup.watch(folder)
-            current = watch.refresh()
-            if current is None:
-                return Lost(watch.ref)
-            if reader is None and current.job_id is not None:
-                if ref.job_id is None:
-                    emit(f"--- claimed as job {current.job_id} ---")
-                reader = EventReader(layout.out_dir(current.job_id) / "events.jsonl")
-            ended = watch.ended()  # before reading: what it wrote before it ended is read
-            if reader is not None:
-                for event in _drain(reader):
-                    if reader.restarts != restarts:
-                        restarts = reader.restarts
-                        renderer = Renderer()
-                        emit("--- a new attempt started ---")
-                    for line in renderer.feed(event):
-                        emit(line)
+            lines, ended = follower.step()
+            for line in lines:
+                emit(line)
             if ended is not None:
-                reason = one_line(ended.record.get("reason"), 400)
-                emit(f"--- {one_line(ended.record.get('state'), 20)}: {reason} ---")
                 return ended
-            if watch.folders() != armed:
+            if follower.folders() != armed:
                 continue
-            wakeup.wait(0.5 if current.place.finished else SAFETY_POLL_SECONDS)
+            wakeup.wait(0.5 if follower.finished else SAFETY_POLL_SECONDS)
 
 
 def _drain(reader: EventReader) -> list[dict[str, object]]:

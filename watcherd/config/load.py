@@ -17,6 +17,7 @@ import yaml
 from watcherd.agents import AGENTS
 from watcherd.config.agents import AgentSettings, parse_agent_settings
 from watcherd.config.notify import NotifyTarget, parse_targets
+from watcherd.config.serve import ServeSettings, parse_serve_settings
 from watcherd.gateway.egress import Allowlist, parse_allowlists
 from watcherd.repo.url import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
 from watcherd.util.envnames import check_env
@@ -115,6 +116,8 @@ class Config:
     # settings; Codex's are the top-level image/auth_* keys above.
     default_agent: str = "codex"
     agents: Mapping[str, AgentSettings] = field(default_factory=dict)
+    # `watcherd serve` (README "HTTP API and dashboard"): where it listens, its tokens.
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     @property
     def bot_auth_dir(self) -> Path:
@@ -352,6 +355,7 @@ _CONVERTERS: dict[str, Any] = {
     "extra_env": _as_env,
     "notify": parse_targets,
     "agents": parse_agent_settings,
+    "serve": parse_serve_settings,
     "notify_default": _as_str_tuple,
     "pools": _as_pools,
     "allow_open_network": _as_bool,

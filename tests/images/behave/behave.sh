@@ -1,7 +1,7 @@
 #!/bin/bash
 # PROMPT picks the behaviour: succeed | fail | hang | crash | sleep N | transient-once |
 # count-and-sleep N | login-mark N | env | whoami | wedge | fill MB | oom-child | shout MB |
-# rotate-login | poison-login | work-then-hang
+# rotate-login | poison-login | work-then-hang | chatter N
 set -u
 out=/work/out
 repo="/work/${REPO_DIR:-repo}"
@@ -16,6 +16,16 @@ case "$1" in
         exit 0 ;;
     fail) echo "behave: failing on purpose" >&2; exit 3 ;;
     hang) exec sleep infinity ;;
+    chatter) # progress as Codex writes it, with markup an agent might emit, then a summary
+        ev="$out/events.jsonl"
+        echo '{"type":"turn.started"}' >>"$ev"
+        echo '{"type":"item.started","item":{"id":"1","type":"command_execution","command":"echo <b>bold</b>","status":"in_progress"}}' >>"$ev"
+        sleep 1
+        echo '{"type":"item.completed","item":{"id":"1","type":"command_execution","command":"echo <b>bold</b>","aggregated_output":"","exit_code":0,"status":"completed"}}' >>"$ev"
+        echo '{"type":"item.completed","item":{"id":"2","type":"agent_message","text":"<img src=x onerror=\"window.__xss=1\"> all good"}}' >>"$ev"
+        sleep "$2"
+        printf '# Done\n<script>window.__xss=2</script>\n' >"$out/summary.md"
+        exit 0 ;;
     work-then-hang) # some work, then nothing: what a cancel must keep
         echo "half done" >"$repo/partial.txt"
         echo "working" >"$out/progress"
