@@ -127,6 +127,12 @@ def make_app(config: Config, tokens: TokenStore | None = None) -> web.Applicatio
         middlewares=[_headers, _errors, make_auth_middleware(tokens, sessions, origin)],
     )
     layout = Layout(config.root)
+    app[events.STOPPING] = asyncio.Event()
+
+    async def stopping(app: web.Application) -> None:
+        app[events.STOPPING].set()  # open event streams end now, not at the shutdown timeout
+
+    app.on_shutdown.append(stopping)
     app[api.ROOT] = api.Root(config, layout, JobList(layout, config))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)

@@ -9,6 +9,7 @@ what came after that line and nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from watcherd.client.follow import Follower
 from watcherd.web.api import find, root_of
 from watcherd.web.auth import needs
 
+STOPPING = web.AppKey("stopping", asyncio.Event)
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
@@ -51,7 +53,11 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             payload = json.dumps({"state": record.get("state"), "reason": record.get("reason")})
             await response.write(f"event: end\ndata: {payload}\n\n".encode())
             break
-        await asyncio.sleep(POLL_SECONDS)
+        stopping = request.app[STOPPING]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), POLL_SECONDS)
+        if stopping.is_set():  # the server is stopping: the client reconnects elsewhere
+            break
         quiet += POLL_SECONDS
         if quiet >= KEEPALIVE_SECONDS:  # a comment: keeps proxies from closing an idle stream
             await response.write(b": keep-alive\n\n")
