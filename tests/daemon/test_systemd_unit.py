@@ -199,3 +199,20 @@ def test_daemon_runs_a_job_under_memory_deny_write_execute(
     )
     assert wait_finished(work_root, "ok.yaml")[0] == "done"
     assert daemon.stop() == 0
+
+
+def test_the_serve_unit_is_accepted_and_holds_no_capability(
+    systemd_analyze: str, tmp_path: Path
+) -> None:
+    shipped = CHECKOUT / "systemd" / "watcherd-serve.service"
+    text = shipped.read_text()
+    assert text.count("ExecStart=/usr/local/bin/watcherd serve") == 1
+    path = tmp_path / "watcherd-serve.service"
+    path.write_text(text.replace("ExecStart=/usr/local/bin/watcherd ",
+                                 f"ExecStart={sys.executable} -m watcherd.cli "))  # fmt: skip
+    result = subprocess.run([systemd_analyze, "verify", str(path)], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+    service = unit_settings(text)
+    assert service["CapabilityBoundingSet"] == [""]
+    assert service["NoNewPrivileges"] == ["yes"] and service["ProtectSystem"] == ["strict"]

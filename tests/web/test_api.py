@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.web.conftest import Served
+from tests.support.helpers import wait_for
+from tests.web.conftest import Served, start_serving
+from watcherd.config.serve import ServeSettings
 from watcherd.spool.folders import Layout
 from watcherd.spool.names import NameIndex
 from watcherd.web.tokens import TokenFileError, add_token, read_tokens, remove_token
@@ -206,3 +209,24 @@ def test_a_slow_body_is_cut_off_and_connections_are_bounded(
         answer = slow.recv(4096).decode()
         assert answer.startswith("HTTP/1.1 408") and time.monotonic() - began < 5
     assert inbox(served) == []
+
+
+def test_idle_connections_are_bounded(served: Served) -> None:
+    config = replace(served.config, serve=ServeSettings(port=0, max_connections=5))
+    port, loop, stop, thread = start_serving(config)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+        for conn in idle:  # each one really held by the server before the next arrives
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        over = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+        for conn in over:  # told at once and closed: never held, never queued
+            assert conn.recv(4096).startswith(b"HTTP/1.1 503")
+            assert conn.recv(4096) == b""
+        for conn in [*idle, *over]:
+            conn.close()
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok, 10,
+                 "a free place again")  # fmt: skip
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
