@@ -254,6 +254,30 @@ def test_slow_writer_is_never_claimed_early(work_root: Path, start_daemon: Start
     assert path.read_bytes() == content
 
 
+def test_files_held_open_by_their_writers_never_starve_the_jobs_behind_them(
+    work_root: Path, start_daemon: StartDaemon
+) -> None:
+    inbox = work_root / "inbox"
+    inbox.mkdir()
+    held = []
+    for n in range(40):  # older than the job, each still open for writing
+        handle = (inbox / f"held-{n:02d}.yaml").open("w")
+        handle.write(f"repo_url: {URL}\nprompt: succeed\n")
+        handle.flush()
+        held.append(handle)
+    try:
+        start_daemon(concurrency=1, settle_seconds=0.05)
+        job(inbox, "behind.yaml", "succeed")
+        folder, _ = wait_finished(work_root, "behind.yaml", timeout=30)
+        assert folder == "done"
+        assert len(list(inbox.glob("held-*.yaml"))) == 40  # none claimed while open
+    finally:
+        for handle in held:
+            handle.close()
+    # Closed, they are jobs like any other: claimed in turn.
+    wait_for(lambda: not list(inbox.glob("held-*.yaml")), 60, "the held ones claimed once closed")
+
+
 @on_both_backends
 def test_daemon_killed_mid_run_adopts_the_container(
     work_root: Path, start_daemon: StartDaemon, docker_client: docker.DockerClient

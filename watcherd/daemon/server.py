@@ -48,6 +48,7 @@ STALE_STATE_SECONDS = 5.0
 NOTIFY_GRACE_SECONDS = 5.0  # at shutdown, for notifications still queued
 CLEANUP_GRACE_SECONDS = 5.0  # at shutdown, for containers of filed jobs still to remove
 CANCEL_POLL_SECONDS = 0.5  # how often cancel/ is looked at (a request acts within a second)
+MAX_CLAIM_ROUNDS = 64  # rounds of ready files a turn looks at (each round leaves the set)
 
 
 @dataclass
@@ -293,12 +294,17 @@ class Server:
         if not self._disk_has_room():
             return  # claiming now would only park jobs in running/: wait for space
         now = time.monotonic()
-        limit = self._scheduler.free_slots()
-        for name in self._inbox.ready(now, limit, can_run=self._can_run):
-            if self.stop_event.is_set() or not self._scheduler.has_slot():
+        # Again while slots are free: a file found still open for writing leaves the ready
+        # set, so files held open by their writers never keep the jobs behind them waiting.
+        for _ in range(MAX_CLAIM_ROUNDS):
+            names = self._inbox.ready(now, self._scheduler.free_slots(), can_run=self._can_run)
+            if not names:
                 return
-            if self._can_run(name):  # the jobs claimed just before may hold its login now
-                self._try_claim(name, now)
+            for name in names:
+                if self.stop_event.is_set() or not self._scheduler.has_slot():
+                    return
+                if self._can_run(name):  # the jobs claimed just before may hold its login now
+                    self._try_claim(name, now)
 
     def _can_run(self, name: str) -> bool:
         """While an agent's logins are all in use, its queued jobs stay in the inbox (for
