@@ -175,13 +175,15 @@ def _start_server(base: Path, root: Path) -> tuple[subprocess.Popen[bytes], int,
         found = re.search(r"127\.0\.0\.1:(\d+)/", log_path.read_text())
         return int(found.group(1)) if found else None
 
-    return proc, wait_for(port, 30, "serve listening"), token
+    found = wait_for(port, 30, "serve listening")
+    assert found is not None
+    return proc, found, token
 
 
 def _hold_queued(root: Path, count: int) -> list[tuple[str, TextIO]]:
     """Queued jobs the daemon leaves alone (their writer keeps them open): each stream
     follows one for the whole run."""
-    holders = []
+    holders: list[tuple[str, TextIO]] = []
     for n in range(count):
         name = f"held-{n:04d}.yaml"
         handle = (root / "inbox" / name).open("w")
