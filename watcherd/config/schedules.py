@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -108,8 +108,8 @@ def _schedule(name: str, spec: Any) -> Schedule:
 def shortest_gap(cron: str, timezone: str, start: datetime | None = None) -> float:
     """The fewest seconds between two firings of ``cron`` in ``timezone``, from a sample of
     its next firings; ValueError when the expression is wrong or can never fire."""
-    zone = ZoneInfo(timezone)
-    begin = (start or datetime(2026, 1, 1, tzinfo=UTC)).astimezone(zone)
+    ZoneInfo(timezone)  # the gaps are the wall clock's; the zone must exist
+    begin = start or datetime(2026, 1, 1)
     try:
         times = CronSim(cron, begin)
         previous = next(times)

@@ -1,25 +1,41 @@
-"""A schedule's times: its cron expression read in its time zone, as UTC instants.
+"""A schedule's times: its cron expression read on the wall clock of its time zone, as
+UTC instants, each real instant at most once.
 
-cronsim (not croniter) reads the expressions: on the autumn day croniter 7 fires a daily
-``30 2 * * *`` twice in Europe/Berlin, once in each pass through the repeated hour;
-cronsim fires it once. On the spring day both run a slot that does not exist (02:30) once,
-at the next valid time (03:00). Where the clock goes back, a schedule with a fixed hour
-runs only in the first pass through the repeated hour (cronsim still yields both passes of
-``*/30 1 * * *``; this module drops the second), while one whose hour field is ``*`` runs
-in both: they are two real hours, as Debian's cron does.
+cronsim parses and steps the expression on a naive wall clock; the time zone is applied
+here, because neither library gets every DST case right on its own (compared on the 2026
+change days, Europe/Berlin and America/New_York):
+
+- croniter 7 fires a daily ``30 2 * * *`` twice on the autumn day, once in each pass
+  through the repeated hour. cronsim fires it once.
+- cronsim, given a zone, skips the whole repeated hour for ``* * * * *`` (from 02:59 CEST
+  it steps to 03:00 CET: 61 real minutes without a run), though it runs ``0 * * * *`` in
+  both passes.
+
+The rules, as Debian's cron has them:
+
+- A wall time that does not exist (spring) runs once, at the next valid time: a daily
+  02:30 runs at 03:00 that night; every-minute and hourly runs that fall into the gap
+  become that one instant.
+- A wall time that exists twice (autumn) runs once, in the first pass, for a schedule
+  with a fixed hour; one whose hour field is ``*`` runs in both passes, because they are
+  two real hours (every minute stays every real minute).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
 # Slots counted one by one after downtime; past this the count is reported as "at least".
 COUNT_LIMIT = 20_000
+# Wall clocks move by at most this at a change (2 h, Antarctica/Troll): how far before a
+# moment the wall-clock walk starts so as to see every slot after it.
+_MAX_SHIFT = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -37,11 +53,21 @@ class Plan:
 
     def after(self, moment: datetime) -> Iterator[datetime]:
         """The slots strictly after ``moment``, in order, as UTC datetimes."""
-        start = moment.astimezone(self.zone)
-        for local in CronSim(self.cron, start):
-            if local <= start or self._second_pass(local):
-                continue
-            yield local.astimezone(UTC)
+        moment = moment.astimezone(UTC)
+        wall = moment.astimezone(self.zone).replace(tzinfo=None) - _MAX_SHIFT
+        pending: list[datetime] = []
+        last = moment
+        for naive in CronSim(self.cron, wall.replace(second=0, microsecond=0)):
+            first, second = self._instants(naive)
+            heapq.heappush(pending, first)
+            if second is not None:
+                heapq.heappush(pending, second)
+            # No later wall time maps before ``first``: what is not later is final.
+            while pending and pending[0] <= first:
+                slot = heapq.heappop(pending)
+                if slot > last:
+                    last = slot
+                    yield slot
 
     def next_times(self, moment: datetime, count: int) -> list[datetime]:
         times = []
@@ -67,16 +93,31 @@ class Plan:
 
     def _due_far_back(self, now: datetime, counted: int) -> Due | None:
         """Down for longer than COUNT_LIMIT slots: the newest slot, found backwards."""
-        local_now = now.astimezone(self.zone)
-        for local in CronSim(self.cron, local_now, reverse=True):
-            if local > local_now or self._second_pass(local):
-                continue
-            return Due(local.astimezone(UTC), counted, counted_all=False)
+        wall = now.astimezone(self.zone).replace(tzinfo=None) + _MAX_SHIFT
+        for naive in CronSim(self.cron, wall, reverse=True):
+            first, second = self._instants(naive)
+            for slot in (second, first):
+                if slot is not None and slot <= now:
+                    return Due(slot, counted, counted_all=False)
         return None  # pragma: no cover - cronsim iterates forever or raises
 
-    def _second_pass(self, local: datetime) -> bool:
-        """A wall time the clock shows twice (autumn), in its second pass, for a schedule
-        with a fixed hour: skipped, so that the repeated hour runs it once."""
-        if self._every_hour or not local.fold:
-            return False
-        return local.replace(fold=0).utcoffset() != local.utcoffset()
+    def _instants(self, naive: datetime) -> tuple[datetime, datetime | None]:
+        """The instant a wall time runs at, and a second one where the wall time comes
+        twice and the schedule runs every hour."""
+        first = naive.replace(tzinfo=self.zone, fold=0).astimezone(UTC)
+        second = naive.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+        if first == second:
+            return first, None
+        if first > second:  # fold 0 after fold 1: the wall time does not exist (spring)
+            return self._next_valid(naive, second, first), None
+        return first, second if self._every_hour else None
+
+    def _next_valid(self, naive: datetime, low: datetime, high: datetime) -> datetime:
+        """The first instant whose wall time is past ``naive`` (the change itself)."""
+        while high - low > timedelta(seconds=1):
+            middle = low + (high - low) / 2
+            if middle.astimezone(self.zone).replace(tzinfo=None) > naive:
+                high = middle
+            else:
+                low = middle
+        return high.replace(microsecond=0)

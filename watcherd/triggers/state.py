@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from watcherd.spool.folders import Layout
@@ -89,13 +90,13 @@ class SlotRecord:
 
 
 class Claim:
-    """A slot record this process made, locked until its job is in the inbox."""
+    """A record this process made (or took over), locked until its job is in the inbox."""
 
-    def __init__(self, state: ScheduleState, key: str, fd: int) -> None:
-        self.state, self.key, self.fd = state, key, fd
+    def __init__(self, records: RecordFolder, key: str, fd: int) -> None:
+        self.records, self.key, self.fd = records, key, fd
 
     def dropped(self) -> None:
-        self.state.mark_dropped(self.key)
+        self.records.mark_dropped(self.key)
         self.release()
 
     def release(self) -> None:
@@ -104,12 +105,84 @@ class Claim:
             self.fd = -1
 
 
+class RecordFolder:
+    """Records made exactly once: ``<key>.json`` by an exclusive rename, flocked by its
+    maker from before it has its name until its job is dropped (``<key>.dropped``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def claim(self, key: str, data: bytes) -> Claim | None:
+        """Make ``<key>.json`` with ``data``, exactly once: None if it exists already."""
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path / f".{key}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # before it has its name: nobody can take it
+            os.write(fd, data)
+            os.fsync(fd)
+            try:
+                rename_noreplace(tmp, self.path / f"{key}.json")
+            except FileExistsError:
+                tmp.unlink(missing_ok=True)
+                os.close(fd)
+                return None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        fsync_dir(self.path)
+        return Claim(self, key, fd)
+
+    def read(self, key: str) -> dict[str, Any] | None:
+        return read_json_object(self.path / f"{key}.json")
+
+    def is_dropped(self, key: str) -> bool:
+        return (self.path / f"{key}.dropped").exists()
+
+    def mark_dropped(self, key: str) -> None:
+        path = self.path / f"{key}.dropped"
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        fsync_dir(self.path)
+
+    def take_over(self, key: str) -> Claim | None:
+        """The lock of a record whose maker is gone (a crash before its drop finished);
+        None while its maker holds it, or when its job was dropped after all."""
+        try:
+            fd = os.open(self.path / f"{key}.json", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # its maker is dropping it right now
+            return None
+        if self.is_dropped(key):
+            os.close(fd)
+            return None
+        return Claim(self, key, fd)
+
+    def keys(self, pattern: re.Pattern[str]) -> list[str]:
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        return [name[:-5] for name in names if pattern.fullmatch(name)]
+
+    def remove(self, key: str) -> None:
+        for suffix in (".json", ".dropped"):
+            (self.path / f"{key}{suffix}").unlink(missing_ok=True)
+
+
 class ScheduleState:
     def __init__(self, layout: Layout, schedule_id: str) -> None:
         self.layout = layout
         self.id = schedule_id
         self.folder = layout.state / "schedules" / schedule_id
         self.slots = self.folder / "slots"
+        self.store = RecordFolder(self.slots)
 
     def ensure(self) -> None:
         self.slots.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -172,41 +245,15 @@ class ScheduleState:
         keys = sorted(self._keys(), reverse=True)[:limit]
         found = []
         for key in keys:
-            data = read_json_object(self.slots / f"{key}.json")
-            dropped = (self.slots / f"{key}.dropped").exists()
-            record = SlotRecord.from_json(key, data, dropped) if data else None
+            data = self.store.read(key)
+            record = SlotRecord.from_json(key, data, self.store.is_dropped(key)) if data else None
             if record is not None:
                 found.append(record)
         return found
 
     def claim(self, record: SlotRecord) -> Claim | None:
         """Make ``record`` this slot's, exactly once: None if another process made it."""
-        self.ensure()
-        tmp = self.slots / f".{record.key}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # before it has its name: nobody can take it
-            os.write(fd, record.to_json())
-            os.fsync(fd)
-            try:
-                rename_noreplace(tmp, self.slots / f"{record.key}.json")
-            except FileExistsError:
-                tmp.unlink(missing_ok=True)
-                os.close(fd)
-                return None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
-        fsync_dir(self.slots)
-        return Claim(self, record.key, fd)
-
-    def mark_dropped(self, key: str) -> None:
-        path = self.slots / f"{key}.dropped"
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-        fsync_dir(self.slots)
+        return self.store.claim(record.key, record.to_json())
 
     def unfinished(self, limit: int = 5) -> Iterator[tuple[SlotRecord, Claim]]:
         """Records of a drop that never finished (a crash between the record and the
@@ -214,28 +261,13 @@ class ScheduleState:
         for record in self.records(limit):
             if record.outcome != "dropped" or record.dropped:
                 continue
-            try:
-                fd = os.open(self.slots / f"{record.key}.json", os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)  # its maker is dropping it right now
-                continue
-            if (self.slots / f"{record.key}.dropped").exists():
-                os.close(fd)
-                continue
-            yield record, Claim(self, record.key, fd)
+            claim = self.store.take_over(record.key)
+            if claim is not None:
+                yield record, claim
 
     def prune(self, keep: int = KEEP_RECORDS) -> None:
         for key in sorted(self._keys(), reverse=True)[keep:]:
-            for suffix in (".json", ".dropped"):
-                (self.slots / f"{key}{suffix}").unlink(missing_ok=True)
+            self.store.remove(key)
 
     def _keys(self) -> list[str]:
-        try:
-            names = os.listdir(self.slots)
-        except FileNotFoundError:
-            return []
-        return [name[:-5] for name in names if _RECORD.fullmatch(name)]
+        return self.store.keys(_RECORD)
