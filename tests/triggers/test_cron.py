@@ -12,7 +12,7 @@ from watcherd.triggers.cron import Plan
 
 
 def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type,misc]
 
 
 def local(moments: list[datetime], zone: str) -> list[str]:
@@ -22,13 +22,14 @@ def local(moments: list[datetime], zone: str) -> list[str]:
 # Spring: Berlin jumps 02:00 -> 03:00 at 2026-03-29 01:00Z, New York 02:00 -> 03:00 at
 # 2026-03-08 07:00Z. Autumn: Berlin 03:00 -> 02:00 at 2026-10-25 01:00Z, New York
 # 02:00 -> 01:00 at 2026-11-01 06:00Z.
+Changes = dict[str, datetime]
 SPRING = {"Europe/Berlin": utc(2026, 3, 29, 1), "America/New_York": utc(2026, 3, 8, 7)}
 AUTUMN = {"Europe/Berlin": utc(2026, 10, 25, 1), "America/New_York": utc(2026, 11, 1, 6)}
 
 
 @pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York"])
 @pytest.mark.parametrize("change", [SPRING, AUTUMN], ids=["spring", "autumn"])
-def test_every_minute_is_every_real_minute_across_the_change(zone: str, change: dict) -> None:
+def test_every_minute_is_every_real_minute_across_the_change(zone: str, change: Changes) -> None:
     start = change[zone] - timedelta(minutes=5, seconds=30)
     times = Plan("* * * * *", zone).next_times(start, 10)
     assert [t - times[0] for t in times] == [timedelta(minutes=n) for n in range(10)]
@@ -36,7 +37,7 @@ def test_every_minute_is_every_real_minute_across_the_change(zone: str, change: 
 
 @pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York"])
 @pytest.mark.parametrize("change", [SPRING, AUTUMN], ids=["spring", "autumn"])
-def test_hourly_is_every_real_hour_across_the_change(zone: str, change: dict) -> None:
+def test_hourly_is_every_real_hour_across_the_change(zone: str, change: Changes) -> None:
     """Both passes through a repeated hour are real hours: an hourly schedule runs in
     each; the hour that does not exist in spring is no run and no gap of two hours."""
     times = Plan("0 * * * *", zone).next_times(change[zone] - timedelta(hours=3, minutes=30), 6)

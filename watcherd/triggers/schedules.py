@@ -167,7 +167,7 @@ class Ticker:
         if due.missed:
             passed = f"{due.missed}{'' if due.counted_all else '+'}"
             reason = f"{reason}; " if reason else ""
-            reason += f"{passed} earlier slot(s) since {iso(after)} not run (catchup)"
+            reason += f"{passed} earlier slot(s) since {iso(after)} passed over, not run"
         record = SlotRecord(
             key=stamp(slot), schedule=schedule.id, scheduled_for=iso(slot), outcome=outcome,
             reason=reason, kind="schedule", job_name=name, created_at=iso(now),
