@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from watcherd import __version__
+from watcherd.cli.schedules import add_commands as add_schedule_commands
 from watcherd.client.follow import follow_logs
 from watcherd.client.jobview import age_text, describe, view_job
 from watcherd.client.submit import BadName, inbox_name, is_plain_name, submit
@@ -123,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     login = commands.add_parser("login", help="log Codex in, into the bot auth dir")
     login.add_argument("--with-api-key", action="store_true", help="read an API key from stdin")
     login.set_defaults(command=_login)
+
+    add_schedule_commands(commands)  # schedules; schedule pause|resume|run-now ID
     return parser
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import re
 import secrets
 import socket
@@ -187,10 +188,15 @@ class Ticker:
             log.log(level, "schedule %s: slot %s %s: %s", record.schedule, record.scheduled_for,
                     record.outcome, record.reason)  # fmt: skip
             return Decision(record.schedule, record.outcome, slot, record.reason)
-        path = self._drop(record)
-        claim.dropped()
-        log.info("schedule %s: slot %s dropped as %s%s", record.schedule, record.scheduled_for,
-                 path.name, f" ({record.reason})" if record.reason else "")  # fmt: skip
+        try:
+            path = self._drop(record)
+            claim.dropped()
+        finally:
+            claim.release()  # a failed drop is repaired at the next tick
+        what = "slot" if record.kind == "schedule" else record.kind
+        note = f" ({record.reason})" if record.reason else ""
+        log.info("schedule %s: %s %s dropped as %s%s", record.schedule, what,
+                 record.scheduled_for, path.name, note)  # fmt: skip
         return Decision(record.schedule, "dropped", slot, record.reason, path)
 
     def _drop(self, record: SlotRecord) -> Path:
@@ -305,7 +311,7 @@ def _job_state(layout: Layout, name: str | None) -> str | None:
 def operator() -> str:
     """Who paused a schedule: the user and host, for the record."""
     try:
-        user = os.getlogin()
-    except OSError:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"

@@ -185,7 +185,9 @@ class ScheduleState:
         self.store = RecordFolder(self.slots)
 
     def ensure(self) -> None:
-        self.slots.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Each level private: the CLI may be the first to write here (a pause)."""
+        for folder in (self.layout.state, self.folder.parent, self.folder, self.slots):
+            folder.mkdir(mode=0o700, exist_ok=True)
 
     # -- since: from when slots count ---------------------------------------------------
 
