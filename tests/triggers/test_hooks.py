@@ -356,3 +356,24 @@ def test_a_delivery_cut_short_by_a_crash_is_dropped_on_its_redelivery(
     assert again.status == 202 and "cut short" in again.reason
     assert [p.name for p in inbox(layout)] == [first.job_path.name]
     assert post(config, layout, comment_event()).status == 200  # and once only
+
+
+def test_a_full_disk_is_503_and_the_redelivery_drops_the_job_once(
+    config: Config, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import watcherd.triggers.hooks as hooks
+
+    real = hooks.drop_exact
+
+    def full(*args: Any, **kwargs: Any) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hooks, "drop_exact", full)
+    first = post(config, layout, comment_event())
+    assert first.status == 503 and "redeliver" in first.reason and inbox(layout) == []
+    monkeypatch.setattr(hooks, "drop_exact", real)
+    again = post(config, layout, comment_event())
+    assert again.status == 202 and len(inbox(layout)) == 1
+    assert post(config, layout, comment_event()).status == 200

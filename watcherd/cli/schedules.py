@@ -14,8 +14,14 @@ from typing import Any
 from watcherd.config import Config
 from watcherd.job.spec import InvalidJob
 from watcherd.spool.folders import Layout
-from watcherd.triggers.schedules import ScheduleView, describe, fingerprint, operator, run_now
-from watcherd.triggers.state import ScheduleState
+from watcherd.triggers.schedules import (
+    ScheduleView,
+    describe,
+    operator,
+    run_now,
+    set_paused,
+    view_json,
+)
 
 
 def add_commands(commands: Any) -> None:
@@ -35,7 +41,7 @@ def list_schedules(config: Config, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     views = describe(config, Layout(config.root), now)
     if args.json:
-        print(json.dumps([_as_json(view) for view in views], indent=2))
+        print(json.dumps([view_json(view) for view in views], indent=2))
         return 0
     if not views:
         print("no schedules in the config (README: Schedules and hooks)")
@@ -56,14 +62,13 @@ def schedule_action(config: Config, args: argparse.Namespace) -> int:
         print(f"watcherd: no work root at {config.root} (no inbox/ there): check --root, or "
               "start the daemon once", file=sys.stderr)  # fmt: skip
         return 1
-    state = ScheduleState(layout, schedule.id)
     now = datetime.now(UTC)
     try:
         if args.action == "pause":
-            changed = state.pause(now, operator())
+            changed = set_paused(config, layout, schedule.id, True, now, operator())
             print(f"{schedule.id}: {'paused' if changed else 'was paused already'}")
         elif args.action == "resume":
-            if state.resume(fingerprint(schedule), now):
+            if set_paused(config, layout, schedule.id, False, now, operator()):
                 print(f"{schedule.id}: resumed; its slots from now on run, not those passed "
                       "while it was paused")  # fmt: skip
             else:
@@ -111,27 +116,3 @@ def _lines(view: ScheduleView) -> list[str]:
     if view.job_problem:
         lines.append(f"  problem   its job is refused: {view.job_problem}")
     return lines
-
-
-def _as_json(view: ScheduleView) -> dict[str, Any]:
-    schedule = view.schedule
-    last = view.last_run
-    return {
-        "id": schedule.id, "cron": schedule.cron, "timezone": schedule.timezone,
-        "enabled": schedule.enabled, "catchup": schedule.catchup, "overlap": schedule.overlap,
-        "paused": dict(view.paused) if view.paused is not None else None,
-        "next": [
-            {"utc": m.strftime("%Y-%m-%dT%H:%M:%SZ"),
-             "local": m.astimezone(schedule.zone).isoformat()}
-            for m in view.next_times
-        ],
-        "last_run": None if last is None else {
-            "scheduled_for": last.scheduled_for, "kind": last.kind, "job": last.job_name,
-            "state": view.last_run_state,
-        },
-        "last_slot": None if view.last is None else {
-            "scheduled_for": view.last.scheduled_for, "outcome": view.last.outcome,
-            "reason": view.last.reason,
-        },
-        "job_problem": view.job_problem,
-    }  # fmt: skip

@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from watcherd.util.units import parse_size
@@ -117,7 +118,8 @@ def _hook(name: str, spec: Any) -> Hook:
         raise ValueError("job: expected a job file's keys, with a prompt")
     _check_template(job, fields)
     return Hook(
-        name=name, secret_file=Path(secret).expanduser(), job=dict(job), format=str(form),
+        name=name, secret_file=Path(secret).expanduser(), job=MappingProxyType(dict(job)),
+        format=str(form),
         fields=fields, events=events, actions=_strings(spec.get("actions", ["opened"]), "actions"),
         trigger=trigger, associations=associations, max_body=max_body,
     )  # fmt: skip

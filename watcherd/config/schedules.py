@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -102,7 +103,8 @@ def _schedule(name: str, spec: Any) -> Schedule:
     job = spec.get("job")
     if not isinstance(job, dict) or not job:
         raise ValueError("job: expected a job file's keys (repo_url, prompt, ...)")
-    return Schedule(name, cron, timezone, enabled, str(catchup), str(overlap), dict(job))
+    template = MappingProxyType(dict(job))  # read-only: the config is frozen
+    return Schedule(name, cron, timezone, enabled, str(catchup), str(overlap), template)
 
 
 def shortest_gap(cron: str, timezone: str, start: datetime | None = None) -> float:

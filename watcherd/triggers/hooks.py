@@ -85,7 +85,11 @@ def receive(
     now: datetime,
 ) -> HookOutcome:
     """One delivery to the hook ``hook_name``; never raises for what a sender can send."""
-    outcome = _receive(config, layout, hook_name, headers, body, now)
+    try:
+        outcome = _receive(config, layout, hook_name, headers, body, now)
+    except OSError as exc:  # the disk: a redelivery finds the record and finishes the drop
+        log.error("hook %s: %s", hook_name[:64], exc)
+        outcome = HookOutcome(503, "the job could not be dropped now; redeliver later")
     level = logging.INFO if outcome.status < 400 else logging.WARNING
     log.log(level, "hook %s: %d %s", hook_name[:64], outcome.status, outcome.reason)
     return outcome
@@ -190,6 +194,10 @@ def _once(
     try:
         path = drop_exact(layout, name, data, _origin(hook, delivery))
         claim.dropped()
+    except OSError as exc:  # a full disk, say: the sender's redelivery drops it then
+        log.error("hook %s: delivery %s: cannot drop its job: %s", hook.name, delivery, exc)
+        return HookOutcome(503, "the job could not be dropped now; redeliver later",
+                           delivery=delivery)  # fmt: skip
     finally:
         claim.release()
     return HookOutcome(202, f"queued as {name}", job_name=name, job_path=path, delivery=delivery)

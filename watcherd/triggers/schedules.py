@@ -109,9 +109,14 @@ class Ticker:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self._last_prune = 0.0
+        self._checked: Config | None = None
 
     def tick(self, config: Config, now: datetime) -> list[Decision]:
         """Handle every due slot; never raises for one schedule's trouble."""
+        if config is not self._checked:
+            self._checked = config  # a new config: say now which jobs would be refused
+            for schedule_id, problem in check_jobs(config).items():
+                log.error("schedule %s: its job is refused: %s", schedule_id, problem)
         decisions = []
         for schedule in config.schedules.values():
             try:
@@ -119,11 +124,17 @@ class Ticker:
             except OSError as exc:
                 log.error("schedule %s: %s; tried again at the next tick", schedule.id, exc)
                 continue
+            except Exception:  # the daemon keeps running, and the other schedules too
+                log.exception("schedule %s: tick failed; tried again at the next", schedule.id)
+                continue
             if decision is not None:
                 decisions.append(decision)
         if now.timestamp() - self._last_prune > 3600:
             self._last_prune = now.timestamp()
-            self._prune(config)
+            try:
+                self._prune(config)
+            except OSError as exc:
+                log.warning("schedules: pruning old records: %s", exc)
         return decisions
 
     def seconds_to_next(self, config: Config, now: datetime) -> float:
@@ -315,3 +326,38 @@ def operator() -> str:
     except KeyError:
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def set_paused(
+    config: Config, layout: Layout, schedule_id: str, paused: bool, now: datetime, by: str
+) -> bool:
+    """Pause or resume (the operator's: the CLI, an admin API); False when it already was.
+    Kept on disk across restarts; a resume does not run the slots passed while paused."""
+    state = ScheduleState(layout, schedule_id)
+    if paused:
+        return state.pause(now, by)
+    return state.resume(fingerprint(config.schedules[schedule_id]), now)
+
+
+def view_json(view: ScheduleView) -> dict[str, Any]:
+    """A schedule's view as JSON (`watcherd schedules --json`, the API)."""
+    schedule = view.schedule
+    last = view.last_run
+    return {
+        "id": schedule.id, "cron": schedule.cron, "timezone": schedule.timezone,
+        "enabled": schedule.enabled, "catchup": schedule.catchup, "overlap": schedule.overlap,
+        "paused": dict(view.paused) if view.paused is not None else None,
+        "next": [
+            {"utc": iso(m), "local": m.astimezone(schedule.zone).isoformat()}
+            for m in view.next_times
+        ],
+        "last_run": None if last is None else {
+            "scheduled_for": last.scheduled_for, "kind": last.kind, "job": last.job_name,
+            "state": view.last_run_state,
+        },
+        "last_slot": None if view.last is None else {
+            "scheduled_for": view.last.scheduled_for, "outcome": view.last.outcome,
+            "reason": view.last.reason,
+        },
+        "job_problem": view.job_problem,
+    }  # fmt: skip
