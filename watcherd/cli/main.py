@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from watcherd import __version__
+from watcherd.cli.schedules import add_commands as add_schedule_commands
 from watcherd.client.cancel import CancelAnswer
 from watcherd.client.cancel import cancel as cancel_job
 from watcherd.client.follow import follow_logs
@@ -156,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     login = commands.add_parser("login", help="log Codex in, into the bot auth dir")
     login.add_argument("--with-api-key", action="store_true", help="read an API key from stdin")
     login.set_defaults(command=_login)
+
+    add_schedule_commands(commands)  # schedules; schedule pause|resume|run-now ID
     return parser
 
 

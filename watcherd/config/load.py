@@ -16,7 +16,9 @@ import yaml
 
 from watcherd.agents import AGENTS
 from watcherd.config.agents import AgentSettings, parse_agent_settings
+from watcherd.config.hooks import Hook, parse_hooks
 from watcherd.config.notify import NotifyTarget, parse_targets
+from watcherd.config.schedules import Schedule, parse_schedules, schedule_problems
 from watcherd.config.serve import ServeSettings, parse_serve_settings
 from watcherd.gateway.egress import Allowlist, parse_allowlists
 from watcherd.repo.url import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
@@ -118,6 +120,11 @@ class Config:
     agents: Mapping[str, AgentSettings] = field(default_factory=dict)
     # `watcherd serve` (README "HTTP API and dashboard"): where it listens, its tokens.
     serve: ServeSettings = field(default_factory=ServeSettings)
+    # Jobs that start themselves (README "Schedules and hooks"): the operator's schedules,
+    # none firing more often than schedule_min_interval, and named signed inbound hooks.
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    schedule_min_interval: float = 60.0
+    hooks: Mapping[str, Hook] = field(default_factory=dict)
 
     @property
     def bot_auth_dir(self) -> Path:
@@ -365,6 +372,9 @@ _CONVERTERS: dict[str, Any] = {
     "gateway_max_body": parse_size,
     "egress": parse_allowlists,
     "egress_hosts": _as_pinned_hosts,
+    "schedules": parse_schedules,
+    "schedule_min_interval": parse_duration,
+    "hooks": parse_hooks,
 }
 
 
@@ -405,6 +415,7 @@ def _check(config: Config, source: str) -> None:
             f"notify_default: no target named {', '.join(map(repr, unknown_targets))} under "
             f"notify (configured: {', '.join(config.notify) or 'none'})"
         )
+    problems += schedule_problems(config.schedules, config.schedule_min_interval)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
 

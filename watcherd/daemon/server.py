@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from watcherd.backends import EngineUnavailable, Runner, RunnerError, make_runner
@@ -36,6 +37,7 @@ from watcherd.spool.folders import Claimed, InboxEntry, Layout, Spool
 from watcherd.spool.inbox import Inbox
 from watcherd.spool.lookup import find_claim
 from watcherd.spool.watch import InboxWatcher
+from watcherd.triggers.schedules import Ticker as ScheduleTicker
 from watcherd.util.fsutil import require_room
 from watcherd.util.retry import Backoff
 
@@ -90,6 +92,9 @@ class Server:
         self._lock = threading.Lock()
         self._trouble = _Episode("main loop")
         self._disk_full = _Episode("disk")
+        self._schedules = ScheduleTicker(self.spool.layout)  # the operator's schedules
+        self._schedules_due = 0.0  # time.monotonic() of the next tick
+        self._schedules_config: Config | None = None  # the config they were ticked with
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -147,6 +152,7 @@ class Server:
                 if self._watcher.ensure_alive() or now >= next_rescan:
                     next_rescan = now + self.config.rescan_seconds
                     self._rescan(now)
+                self._tick_schedules(now)
                 self._dispatch()
                 self._trouble.over()
             except (OSError, RunnerError) as exc:
@@ -168,6 +174,8 @@ class Server:
         if self._written_after_claim and not pause:
             timeout = min(timeout, WRITER_POLL_SECONDS)
         timeout = min(timeout, CANCEL_POLL_SECONDS)
+        if self.config.schedules and not pause:
+            timeout = min(timeout, self._schedules_due - now)
         ping_due = self._notifier.watchdog_due_in()
         if ping_due is not None:
             timeout = min(timeout, ping_due)
@@ -180,6 +188,18 @@ class Server:
         self._adopt_orphans(self.runner.jobs(str(self.config.root)))
         self.spool.drop_stale_states(STALE_STATE_SECONDS)
         self._drop_stale_cancels()
+
+    def _tick_schedules(self, now: float) -> None:
+        """Due slots of the operator's schedules become job files (watcherd/triggers):
+        at each slot's time, at least every minute, and at once after a reload."""
+        if not self.config.schedules:
+            return
+        if now < self._schedules_due and self.config is self._schedules_config:
+            return
+        self._schedules_config = self.config
+        self._schedules.tick(self.config, datetime.now(UTC))
+        wait = self._schedules.seconds_to_next(self.config, datetime.now(UTC))
+        self._schedules_due = time.monotonic() + wait + 0.05  # just past the slot
 
     def shutdown(self) -> None:
         self.stop_event.set()

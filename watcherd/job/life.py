@@ -58,6 +58,7 @@ from watcherd.repo.cache import RepoCache, RepoError, Results, Stopped, cache_ke
 from watcherd.repo.workspace import Workspaces
 from watcherd.spool.cancel import CancelBook
 from watcherd.spool.folders import Claimed, RunState, Spool
+from watcherd.spool.origin import read_origin
 from watcherd.util.fsutil import User, remove_tree, require_room, write_atomic
 from watcherd.util.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
 from watcherd.util.safeio import read_whole
@@ -598,7 +599,8 @@ class JobLife:
         if removed:
             outcome = outcome.with_removed(tuple(removed))
         self._file_audit(job.job_id, out_dir)
-        write_exit_json(out_dir, job.job_id, job.source_name, outcome)
+        origin = read_origin(self.spool.layout, job)  # a schedule's or hook's job: which
+        write_exit_json(out_dir, job.job_id, job.source_name, outcome, origin)
         self.spool.finish(job, ok=outcome.state.ok)
         log.info("job %s: %s (%s)", job.job_id, outcome.state.value, outcome.reason)
         self.on_finished(job, self.config)  # queues notifications; never raises or blocks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,9 +78,17 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outcome) -> None:
+def write_exit_json(
+    out_dir: Path,
+    job_id: str,
+    source_name: str,
+    outcome: Outcome,
+    origin: Mapping[str, str] | None = None,
+) -> None:
     """The daemon's verdict, with what the worker reported (its known fields only, their
-    types checked: the agent can write that file), atomically and as strict JSON."""
+    types checked: the agent can write that file), atomically and as strict JSON.
+    ``origin``: what made the job when the daemon did (schedule, scheduled_for; hook,
+    delivery), from the spool's record of it, never from the job file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = dict(read_worker_record(out_dir))
     if "state" in record:
@@ -99,6 +108,7 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
     )
     if outcome.cancelled_by is not None:
         record["cancelled_by"] = outcome.cancelled_by
+    record.update(origin or {})
     if outcome.saved is not None:
         record.update(dataclasses.asdict(outcome.saved))
         record["commits"] = list(outcome.saved.commits)
