@@ -17,6 +17,7 @@ import yaml
 from watcherd.agents import AGENTS
 from watcherd.config.agents import AgentSettings, parse_agent_settings
 from watcherd.config.notify import NotifyTarget, parse_targets
+from watcherd.config.publish import PublishSettings, parse_publish
 from watcherd.gateway.egress import Allowlist, parse_allowlists
 from watcherd.repo.url import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
 from watcherd.util.envnames import check_env
@@ -115,6 +116,9 @@ class Config:
     # settings; Codex's are the top-level image/auth_* keys above.
     default_agent: str = "codex"
     agents: Mapping[str, AgentSettings] = field(default_factory=dict)
+    # Publishing a job's branch and opening its pull request (README "Publishing"): the
+    # forges and their credential files, per-repository defaults, bounds on what is pushed.
+    publish: PublishSettings = field(default_factory=PublishSettings)
 
     @property
     def bot_auth_dir(self) -> Path:
@@ -351,6 +355,7 @@ _CONVERTERS: dict[str, Any] = {
     "allowed_protocols": _as_str_tuple,
     "extra_env": _as_env,
     "notify": parse_targets,
+    "publish": parse_publish,
     "agents": parse_agent_settings,
     "notify_default": _as_str_tuple,
     "pools": _as_pools,
