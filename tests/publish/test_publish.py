@@ -19,8 +19,9 @@ import pytest
 
 from tests.support.forge_api import App
 from tests.support.git_http import GitHttpServer
-from tests.support.publishing import REPO, World, finished_job, git, make_world
+from tests.support.publishing import REPO, World, files_holding, finished_job, git, make_world
 from tests.support.webhook import Receiver
+from watcherd.config.publish import PublishSettings
 from watcherd.job.results import JobState
 from watcherd.publish import publish_job
 
@@ -146,22 +147,6 @@ class ProcessSampler:
                     if self.secret in data:
                         self.leaks.append(f"{pid} {what}: {data[:200]!r}")
             time.sleep(0.01)
-
-
-def files_holding(top: Path, secret: str) -> list[Path]:
-    needle = secret.encode()
-    found = []
-    for folder, _, names in os.walk(top):
-        for name in names:
-            path = Path(folder) / name
-            if path.is_symlink():
-                continue
-            try:
-                if needle in path.read_bytes():
-                    found.append(path)
-            except OSError:
-                continue
-    return found
 
 
 # -- hostile work: refused before anything goes out ---------------------------------------
@@ -352,13 +337,13 @@ def test_a_credential_file_others_can_read_is_refused(world: World) -> None:
 def test_a_repository_with_no_forge_is_refused(world: World) -> None:
     config = world.config()
     job_id = finished_job(world, config, commits=[{"a": "1"}])
-    bare = world.config()
-    bare = bare.replace(publish=bare.publish.__class__())  # no forges at all
+    # The config has lost its forge since (the job itself asked for nothing, so its file
+    # still passes): a request to publish it finds no forge, so no credential either.
+    bare = config.replace(publish=PublishSettings())
     outcome = publish_job(bare, job_id, "draft")
     assert outcome["state"] == "refused"
-    # The job file no longer passes (publish: draft needs a forge)? It asked for nothing;
-    # the request did: no forge, so no credential.
-    assert "no forge is configured" in outcome["reason"], outcome
+    assert "no forge is configured for 127.0.0.1:" in outcome["reason"], outcome
+    assert nothing_went_out(world)
 
 
 # -- leases: only the daemon's own last push is ever overwritten -----------------------------

@@ -19,7 +19,6 @@ from typing import Any
 import docker
 import pytest
 
-from tests.publish.test_publish import files_holding
 from tests.support.helpers import (
     DaemonProcess,
     StartDaemon,
@@ -30,7 +29,7 @@ from tests.support.helpers import (
     wait_for,
     write_job,
 )
-from tests.support.publishing import REPO, World, git, make_world
+from tests.support.publishing import REPO, World, files_holding, git, make_world
 from tests.support.webhook import Receiver
 
 pytestmark = pytest.mark.docker

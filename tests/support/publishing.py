@@ -163,3 +163,19 @@ def finished_job(
     folder = layout.done if state is JobState.DONE else layout.failed
     (folder / f"{job_id}.yaml").write_text(yaml.safe_dump(spec))
     return job_id
+
+
+def files_holding(top: Path, secret: str) -> list[Path]:
+    needle = secret.encode()
+    found = []
+    for folder, _, names in os.walk(top):
+        for name in names:
+            path = Path(folder) / name
+            if path.is_symlink():
+                continue
+            try:
+                if needle in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
