@@ -14,6 +14,7 @@ import pytest
 from watcherd.cli.doctor import CLOCK_FLOOR, Check, base_images, format_checks, run_checks
 from watcherd.config import Config
 from watcherd.config.notify import WebhookTarget
+from watcherd.config.publish import ForgeSettings, PublishSettings
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 BUILT = datetime(2026, 11, 20, tzinfo=UTC)
@@ -141,6 +142,18 @@ def test_webhook_secrets_are_checked(tmp_path: Path, dockerfile: Path) -> None:
     target = WebhookTarget("team", "https://h/x", secret)
     config = healthy(tmp_path).replace(notify={"team": target})
     assert not by_name(run_checks(config, FakeEngine, NOW, dockerfile))["notify team"].ok
+
+
+def test_forge_credential_files_are_checked(tmp_path: Path, dockerfile: Path) -> None:
+    token = tmp_path / "github.token"
+    token.write_text("github_pat_s3cr3t\n")
+    token.chmod(0o644)
+    forge = ForgeSettings("github.com", "github", "https://api.github.com", token)
+    config = healthy(tmp_path).replace(publish=PublishSettings(forges={"github.com": forge}))
+    check = by_name(run_checks(config, FakeEngine, NOW, dockerfile))["publish github.com"]
+    assert not check.ok and "chmod 600" in check.detail and "s3cr3t" not in check.detail
+    token.chmod(0o600)
+    assert by_name(run_checks(config, FakeEngine, NOW, dockerfile))["publish github.com"].ok
 
 
 @pytest.mark.docker

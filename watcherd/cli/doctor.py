@@ -128,6 +128,7 @@ def run_checks(
     checks.append(_clock(now, worker_created))
     checks.append(_inbox(config.root))
     checks += _notify_secrets(config)
+    checks += _forge_credentials(config)
     return checks
 
 
@@ -365,6 +366,27 @@ def _notify_secrets(config: Config) -> list[Check]:
             )
         else:
             checks.append(Check(f"notify {target.name}", True, "secret_file readable and private"))
+    return checks
+
+
+def _forge_credentials(config: Config) -> list[Check]:
+    """Each forge's credential file is there, a regular file, private (README, Publishing).
+    Its content is not shown, and a token is not tried against the forge."""
+    from watcherd.publish.credentials import CredentialError, read_private_file
+
+    checks = []
+    for host, forge in sorted(config.publish.forges.items()):
+        path, what = (forge.token_file, "token_file") if forge.token_file else (
+            forge.app_key_file, "app_key_file")  # fmt: skip
+        assert path is not None
+        try:
+            if not read_private_file(path, what).strip():
+                raise CredentialError(f"{what} {path} is empty")
+        except CredentialError as exc:
+            checks.append(Check(f"publish {host}", False, str(exc),
+                                f"put the credential in it, chmod 600 {path}"))  # fmt: skip
+        else:
+            checks.append(Check(f"publish {host}", True, f"{what} readable and private"))
     return checks
 
 

@@ -1,5 +1,5 @@
 """``watcherd`` command line: run, submit, wait, show, logs, status, validate, cancel, retry,
-doctor, image build, login."""
+publish, serve, token, doctor, image build, login."""
 
 from __future__ import annotations
 
@@ -140,6 +140,18 @@ def _parser() -> argparse.ArgumentParser:
     token_remove = token_commands.add_parser("remove", help="revoke a token (and its sessions)")
     token_remove.add_argument("name")
     token_remove.set_defaults(command=_token_remove)
+    publish = commands.add_parser(
+        "publish", help="push an ended job's branch and open its pull request (by the daemon)"
+    )
+    publish.add_argument("job", metavar="NAME|ID")
+    publish.add_argument("--as", dest="mode", choices=("draft", "ready", "branch"),
+                         help="a draft or ready pull request, or the branch only (default: "
+                         "the job's publish:, else draft)")  # fmt: skip
+    publish.add_argument("--timeout", type=_duration, default=600.0, metavar="SECONDS",
+                         help="wait this long for the outcome (default 10m); exit 124")  # fmt: skip
+    publish.add_argument("--no-wait", action="store_true",
+                         help="ask the daemon and return (the outcome: exit.json)")  # fmt: skip
+    publish.set_defaults(command=_publish)
 
     doctor = commands.add_parser("doctor", help="check what this machine lacks to run jobs")
     doctor.set_defaults(command=_doctor)
@@ -571,6 +583,50 @@ def _token_remove(config: Config, args: argparse.Namespace) -> int:
         print(f"watcherd: no token named {args.name!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def _publish(config: Config, args: argparse.Namespace) -> int:
+    """A request for the daemon, which alone reads the credentials and pushes; then its
+    outcome (exit.json's ``publish``) on stdout: exit 0 published or pushed, 1 not."""
+    from watcherd.publish import request_publish, wait_for_outcome
+
+    ref = _find(config, args.job)
+    if ref is None:
+        return WaitExit.UNKNOWN
+    if ref.job_id is None or not ref.place.finished:
+        print(f"watcherd: {_where(ref)} has not ended; publish it once it has", file=sys.stderr)
+        return 1
+    # Without --as: as it was published before, else the job's own way, else a draft; and a
+    # pull request a person made ready (or draft) since stays so.
+    mode = args.mode
+    try:
+        request = request_publish(config, ref.job_id, mode)
+    except OSError as exc:
+        print(f"watcherd: cannot ask the daemon ({exc.filename or config.root}: "
+              f"{_os_problem(exc)}); run this as the daemon's user", file=sys.stderr)  # fmt: skip
+        return 1
+    if args.no_wait:
+        how = mode or "the job asks"
+        print(f"watcherd: asked the daemon to publish job {ref.job_id} ({how})", file=sys.stderr)
+        return 0
+    try:
+        outcome = wait_for_outcome(config.root, ref.job_id, request.nonce, args.timeout)
+    except KeyboardInterrupt:
+        return 130
+    if outcome is None:
+        print(f"watcherd: no outcome after {args.timeout:g}s; is the daemon running? (the "
+              "request stays: it publishes when it runs)", file=sys.stderr)  # fmt: skip
+        return WaitExit.WAIT_TIMEOUT
+    print(json.dumps(outcome, indent=2, sort_keys=True))
+    state = outcome.get("state")
+    where = outcome.get("url") or outcome.get("branch") or ""
+    said = (
+        f"{state}: {where}"
+        if state in ("published", "pushed")
+        else f"{state}: {outcome.get('reason')}"
+    )
+    print(f"watcherd: job {ref.job_id} {one_line(said, 400)}", file=sys.stderr)
+    return 0 if state in ("published", "pushed") else 1
 
 
 def _doctor(config: Config, args: argparse.Namespace) -> int:

@@ -147,11 +147,32 @@ def describe(view: JobView, now: float | None = None) -> list[str]:
         if isinstance(commits, list):
             lines.append(f"            {len(commits)} new commit(s); "
                          f"git fetch {view.results_repo} {view.branch}")  # fmt: skip
+    publish = record.get("publish")
+    if isinstance(publish, dict):
+        lines.append(f"publish:    {publish_text(publish)}")
     if view.workspace is not None:
         lines.append(f"workspace:  {view.workspace}/ (sealed once the job ends, kept a while)")
     if view.summary:
         lines += ["", "--- summary.md ---", *clean(view.summary).rstrip("\n").split("\n")]
     return lines
+
+
+def publish_text(publish: dict[str, Any]) -> str:
+    """``published (draft): https://…/pull/7, branch watcherd/fix at 1a2b3c4d5e6f`` or
+    ``refused: <reason>``: exit.json's ``publish``, for a person."""
+    state = one_line(publish.get("state") or "?", 20)
+    mode = publish.get("as")
+    text = state + (f" ({one_line(mode, 10)})" if isinstance(mode, str) else "")
+    where = [one_line(publish["url"], 300)] if isinstance(publish.get("url"), str) else []
+    if isinstance(publish.get("branch"), str):
+        commit = publish.get("commit")
+        at = f" at {commit[:12]}" if isinstance(commit, str) else ""
+        where.append(f"branch {one_line(publish['branch'], 120)}{at}")
+    if where and state in ("published", "pushed"):
+        text += ": " + ", ".join(where)
+    if publish.get("reason"):
+        text += f": {one_line(publish['reason'], 400)}"
+    return text
 
 
 def _usage_text(usage: dict[str, Any]) -> str:

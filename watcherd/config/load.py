@@ -18,6 +18,7 @@ from watcherd.agents import AGENTS
 from watcherd.config.agents import AgentSettings, parse_agent_settings
 from watcherd.config.hooks import Hook, parse_hooks
 from watcherd.config.notify import NotifyTarget, parse_targets
+from watcherd.config.publish import PublishSettings, parse_publish
 from watcherd.config.schedules import Schedule, parse_schedules, schedule_problems
 from watcherd.config.serve import ServeSettings, parse_serve_settings
 from watcherd.gateway.egress import Allowlist, parse_allowlists
@@ -125,6 +126,9 @@ class Config:
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
     schedule_min_interval: float = 60.0
     hooks: Mapping[str, Hook] = field(default_factory=dict)
+    # Publishing a job's branch and opening its pull request (README "Publishing"): the
+    # forges and their credential files, per-repository defaults, bounds on what is pushed.
+    publish: PublishSettings = field(default_factory=PublishSettings)
 
     @property
     def bot_auth_dir(self) -> Path:
@@ -361,6 +365,7 @@ _CONVERTERS: dict[str, Any] = {
     "allowed_protocols": _as_str_tuple,
     "extra_env": _as_env,
     "notify": parse_targets,
+    "publish": parse_publish,
     "agents": parse_agent_settings,
     "serve": parse_serve_settings,
     "notify_default": _as_str_tuple,

@@ -42,6 +42,7 @@ RELOADABLE = frozenset(
         "extra_env",
         "notify",  # where the next jobs to end are reported
         "notify_default",
+        "publish",  # read afresh for each publish (the credential files too)
     }
 )
 

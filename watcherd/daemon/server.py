@@ -32,6 +32,7 @@ from watcherd.job.life import Interrupted, JobLife, Lease
 from watcherd.job.results import JobState, Outcome, write_exit_json
 from watcherd.job.spec import InvalidJob, JobSpec, agent_hint, parse_job
 from watcherd.notify.deliver import Notifications
+from watcherd.publish import Publisher
 from watcherd.spool.cancel import CancelRequest
 from watcherd.spool.folders import Claimed, InboxEntry, Layout, Spool
 from watcherd.spool.inbox import Inbox
@@ -82,7 +83,9 @@ class Server:
         self._watcher = InboxWatcher(self.spool.layout.inbox, self._wake)
         self._life = JobLife(config, self.spool, self.runner, self.stop_event)
         self._notifications = Notifications()
-        self._life.on_finished = self._notifications.job_finished
+        # A filed job: its publish request first (README "Publishing"), then its notifications.
+        self._publisher = Publisher(lambda: self.config, self._notifications.job_published)
+        self._life.on_finished = self._publisher.chained(self._notifications.job_finished)
         self._scheduler = Scheduler(concurrency=config.concurrency)
         self._active: dict[str, _Active] = {}
         # Claimed, waiting for a slot or their agent's login: recovered orphans, and jobs
@@ -126,6 +129,7 @@ class Server:
             return False
         self._warn_without_live_restore()
         self._recover()
+        self._publisher.start()  # requests a crash left are done first
         self._watcher.start()
         self.ready.set()
         self._notifier.ready(self._status())
@@ -216,6 +220,7 @@ class Server:
         self._written_after_claim.clear()
         self._life.gateway.stop()  # adopted at the next start, at the same sockets
         self._life.cleaner.close(grace=CLEANUP_GRACE_SECONDS)
+        self._publisher.close(grace=NOTIFY_GRACE_SECONDS)  # the rest: at the next start
         self._notifications.close(grace=NOTIFY_GRACE_SECONDS)
         log.info("stopped; jobs still in running/ are adopted at the next start")
 

@@ -17,7 +17,14 @@ import yaml
 from watcherd.agents import AGENTS
 from watcherd.agents.base import MAX_TURNS, MODEL, RESUME, REVIEW
 from watcherd.config import MIN_CPUS, Config
-from watcherd.repo.url import RepoUrlError, check_repo_url, is_safe_segment, repo_name
+from watcherd.config.publish import PUBLISH_MODES
+from watcherd.repo.url import (
+    RepoUrlError,
+    check_repo_url,
+    is_safe_segment,
+    repo_host,
+    repo_name,
+)
 from watcherd.spool.folders import MAX_JOB_BYTES
 from watcherd.util.envnames import check_env
 from watcherd.util.units import parse_duration, parse_size
@@ -61,6 +68,9 @@ class JobSpec:
     network: str | tuple[str, ...] = "model"
     token_budget: int | None = None  # input + output tokens; None: the config's
     network_tools: bool = False  # provider-side web search and fetch, where allowed
+    # After it is done: push its branch (branch) and open a pull request (draft, ready),
+    # or not (none). None: the config's default for its repository (README "Publishing").
+    publish: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -72,6 +82,7 @@ KEYS = frozenset(
         "repo_url", "prompt", "repo_ref", "repo_dir", "mode", "flags", "model",
         "timeout", "env", "retries", "memory", "cpus", "branch", "disk", "notify",
         "agent", "max_turns", "resume", "pool", "network", "token_budget", "network_tools",
+        "publish",
     }
 )  # fmt: skip
 
@@ -159,6 +170,7 @@ def _spec_from_mapping(doc: dict[Any, Any], config: Config) -> JobSpec:
     values.setdefault("agent", config.default_agent)
     errors += _unsupported(values)
     errors += _refused_flags(values)
+    errors += _unpublishable(values, config)
     if errors:
         raise InvalidJob("; ".join(errors))
     values.setdefault("timeout", config.default_timeout)
@@ -206,6 +218,29 @@ def _refused_flags(values: dict[str, Any]) -> list[str]:
         f"flags: {profile.name} does not take {', '.join(map(repr, refused))} from a job "
         f"(allowed: {allowed}; providers, sandbox and settings are the operator's)"
     ]
+
+
+def _unpublishable(values: dict[str, Any], config: Config) -> list[str]:
+    """A job that asks to publish (or whose repository's default does) where the config
+    names no forge for its host: said now, not after the work is done."""
+    if "repo_url" not in values:
+        return []
+    mode = config.publish.mode_for(values["repo_url"], values.get("publish"))
+    if mode == "none":
+        return []
+    host = repo_host(values["repo_url"])
+    if host is not None and config.publish.forge_for(host) is not None:
+        return []
+    configured = ", ".join(sorted(config.publish.forges)) or "none are configured"
+    return [f"publish: {mode} needs a forge for {host or 'this repository'} in the daemon's "
+            f"config (publish.forges: {configured})"]  # fmt: skip
+
+
+def _check_publish(value: Any, config: Config) -> str:
+    if value not in PUBLISH_MODES:
+        got = repr(value) if isinstance(value, str) else _kind(value)
+        raise ValueError(f"expected one of {', '.join(PUBLISH_MODES)}, got {got}")
+    return str(value)
 
 
 def _check_network(value: Any, config: Config) -> str | tuple[str, ...]:
@@ -433,4 +468,5 @@ _CHECKS = {
     "network": _check_network,
     "token_budget": _check_token_budget,
     "network_tools": _check_network_tools,
+    "publish": _check_publish,
 }

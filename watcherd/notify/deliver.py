@@ -80,6 +80,7 @@ class Delivery:
     job_id: str
     state: str
     body: bytes
+    event: str = "job.finished"  # or job.published (watcherd/publish/)
 
 
 def targets_for(config: Config, job_data: bytes | None) -> list[NotifyTarget]:
@@ -114,7 +115,13 @@ class Notifications:
         """JobLife.finish's hook: the job file has just moved."""
         self.notify(config, job.job_id, job.data)
 
-    def notify(self, config: Config, job_id: str, job_data: bytes | None) -> None:
+    def job_published(self, config: Config, job_id: str, job_data: bytes | None) -> None:
+        """The publisher's hook: the job's ``publish`` outcome is in its record now."""
+        self.notify(config, job_id, job_data, event="job.published")
+
+    def notify(
+        self, config: Config, job_id: str, job_data: bytes | None, event: str = "job.finished"
+    ) -> None:
         """Queue the job's record for each of its targets. Never raises, never blocks."""
         try:
             targets = targets_for(config, job_data)
@@ -125,7 +132,7 @@ class Notifications:
             body = json.dumps(record, sort_keys=True).encode()
             self._start_workers()
             for target in targets:
-                delivery = Delivery(target, job_id, str(record.get("state")), body)
+                delivery = Delivery(target, job_id, str(record.get("state")), body, event)
                 try:
                     self._queue.put_nowait(delivery)
                 except queue.Full:
@@ -230,8 +237,9 @@ class Notifications:
 def _sender(delivery: Delivery) -> Callable[[], None]:
     target = delivery.target
     if isinstance(target, WebhookTarget):
-        return lambda: post_webhook(target, delivery.body, delivery.job_id)
-    return lambda: run_command(target, delivery.body, delivery.job_id, delivery.state)
+        return lambda: post_webhook(target, delivery.body, delivery.job_id, delivery.event)
+    return lambda: run_command(target, delivery.body, delivery.job_id, delivery.state,
+                               delivery.event)  # fmt: skip
 
 
 # -- webhooks --------------------------------------------------------------------------
@@ -266,7 +274,9 @@ def read_secret(path: Path) -> bytes:
     return secret
 
 
-def post_webhook(target: WebhookTarget, body: bytes, job_id: str) -> None:
+def post_webhook(
+    target: WebhookTarget, body: bytes, job_id: str, event: str = "job.finished"
+) -> None:
     request = urllib.request.Request(
         target.url,
         data=body,
@@ -274,7 +284,7 @@ def post_webhook(target: WebhookTarget, body: bytes, job_id: str) -> None:
         headers={
             "Content-Type": "application/json",
             "User-Agent": f"watcherd/{__version__}",
-            "X-Watcherd-Event": "job.finished",
+            "X-Watcherd-Event": event,
             "X-Watcherd-Job": job_id,
             SIGNATURE_HEADER: sign(read_secret(target.secret_file), body),
         },
@@ -293,10 +303,13 @@ def post_webhook(target: WebhookTarget, body: bytes, job_id: str) -> None:
 # -- commands --------------------------------------------------------------------------
 
 
-def run_command(target: CommandTarget, body: bytes, job_id: str, state: str) -> None:
+def run_command(
+    target: CommandTarget, body: bytes, job_id: str, state: str, event: str = "job.finished"
+) -> None:
     """``argv`` with the record on stdin, in a session of its own (a timeout kills it and
-    whatever it started), WATCHERD_JOB_ID and WATCHERD_JOB_STATE set."""
-    env = {**os.environ, "WATCHERD_JOB_ID": job_id, "WATCHERD_JOB_STATE": state}
+    whatever it started), WATCHERD_JOB_ID, WATCHERD_JOB_STATE and WATCHERD_EVENT set."""
+    env = {**os.environ, "WATCHERD_JOB_ID": job_id, "WATCHERD_JOB_STATE": state,
+           "WATCHERD_EVENT": event}  # fmt: skip
     with tempfile.TemporaryFile() as errors:
         try:
             process = subprocess.Popen(

@@ -75,8 +75,10 @@ def run_git(
     env: Mapping[str, str],
     timeout: float = 600.0,
     stdin: str | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> str:
-    """git's stdout, or GitError with its stderr."""
+    """git's stdout, or GitError with its stderr. ``pass_fds``: descriptors git (and what
+    it runs) inherits, such as the pipe a credential helper reads (watcherd/publish/)."""
     try:
         done = subprocess.run(
             ["git", *SAFE_OPTIONS, *args],
@@ -87,6 +89,7 @@ def run_git(
             stdin=subprocess.DEVNULL if stdin is None else None,
             timeout=timeout,
             check=False,
+            pass_fds=tuple(pass_fds),
         )
     except subprocess.TimeoutExpired as exc:
         raise GitError(f"git {args[0]} timed out after {timeout:.0f}s", "timed out") from exc

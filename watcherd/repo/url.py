@@ -103,3 +103,32 @@ def without_credentials(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def repo_host(url: str) -> str | None:
+    """``host`` or ``host:port`` (lowercase) of a network URL, scp-like ``git@host:path``
+    included; None for a local path or a URL without a host."""
+    match = _SCP_LIKE.match(url)
+    if match and "://" not in url:
+        return match.group("host").lower()
+    if "://" not in url:
+        return None
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname.lower()
+    if port is not None and parts.scheme.lower() in ("http", "https"):
+        return f"{host}:{port}"
+    return host
+
+
+def repo_path(url: str) -> str:
+    """The path of a network URL without its leading ``/``, a trailing ``/`` or ``.git``:
+    ``https://github.com/acme/widgets.git`` → ``acme/widgets``."""
+    match = _SCP_LIKE.match(url)
+    path = match.group("path") if match and "://" not in url else urlsplit(url).path
+    return path.strip("/").removesuffix(".git").strip("/")

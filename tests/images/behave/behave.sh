@@ -1,7 +1,7 @@
 #!/bin/bash
 # PROMPT picks the behaviour: succeed | fail | hang | crash | sleep N | transient-once |
 # count-and-sleep N | login-mark N | env | whoami | wedge | fill MB | oom-child | shout MB |
-# rotate-login | poison-login | work-then-hang | chatter N
+# rotate-login | poison-login | work-then-hang | chatter N | bundle
 set -u
 out=/work/out
 repo="/work/${REPO_DIR:-repo}"
@@ -47,6 +47,10 @@ case "$1" in
         echo "end $(now)" >>"$out/marks"
         exit 0 ;;
     env) env | sort >"$out/env.txt"; exit 0 ;;
+    bundle) # the agent's commits, made by the test: the job's branch as a bundle (base64)
+        printf '# %s\n\nMade by behave.\n' "${SUMMARY:-done}" >"$out/summary.md"
+        printf '%s' "${BUNDLE_B64:?}" | base64 -d >"$out/branch.bundle"
+        exit 0 ;;
     whoami) { id; ls -la "$repo"; ls -la "$HOME/.codex"; } >"$out/id.txt" 2>&1; exit 0 ;;
     wedge) # what a hostile agent could leave behind if it outlived the worker
         mkdir -p "$out/exit.json/x"
