@@ -16,6 +16,7 @@ import yaml
 
 from watcherd.agents import AGENTS
 from watcherd.config.agents import AgentSettings, parse_agent_settings
+from watcherd.config.mcp import McpSettings, parse_mcp_settings
 from watcherd.config.notify import NotifyTarget, parse_targets
 from watcherd.gateway.egress import Allowlist, parse_allowlists
 from watcherd.repo.url import DEFAULT_PROTOCOLS, KNOWN_PROTOCOLS
@@ -107,6 +108,8 @@ class Config:
     workspace_retention: float = 24 * 3600.0  # ... and for at most this long
     fetch_timeout: float = 600.0  # one update of a repository cache
     min_free_disk: int = 256 * 1024**2  # below this free on the root, nothing is claimed
+    # `watcherd mcp` (README "Using watcherd from another agent"); the daemon ignores it.
+    mcp: McpSettings = field(default_factory=McpSettings)
     # Where to tell that a job ended (README "Notifications"): named webhooks and commands,
     # those for every job, and a job's own choice among the names (its notify:).
     notify: Mapping[str, NotifyTarget] = field(default_factory=dict)
@@ -361,6 +364,7 @@ _CONVERTERS: dict[str, Any] = {
     "gateway_max_body": parse_size,
     "egress": parse_allowlists,
     "egress_hosts": _as_pinned_hosts,
+    "mcp": parse_mcp_settings,
 }
 
 

@@ -42,6 +42,7 @@ RELOADABLE = frozenset(
         "extra_env",
         "notify",  # where the next jobs to end are reported
         "notify_default",
+        "mcp",  # read by `watcherd mcp` when it starts, never by the daemon: nothing to restart
     }
 )
 
