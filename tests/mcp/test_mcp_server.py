@@ -141,6 +141,8 @@ def test_the_tools_their_descriptions_and_the_job_fields(config_path: Path) -> N
     notes = key_notes()
     assert properties["timeout"]["description"] == notes["timeout"]
     assert "90s / 30m / 2h" in properties["timeout"]["description"]
+    wait = by_name["wait_job"].input_schema["properties"]["timeout_seconds"]
+    assert f"at most {MAX_WAIT_SECONDS:g}" in wait["description"]  # bounded, and says so
     assert not submit.annotations.read_only_hint  # type: ignore[union-attr]
     assert by_name["get_job"].annotations.read_only_hint  # type: ignore[union-attr]
 
@@ -323,14 +325,6 @@ def test_wait_job_on_a_job_removed_from_the_inbox(config_path: Path, root: Path)
     assert "gone.yaml (queued in the inbox) is gone (removed before it was claimed?)" in session(
         config_path, body
     )
-
-
-def test_wait_job_is_bounded(config_path: Path, root: Path) -> None:
-    async def body(client: Session) -> dict[str, Any]:
-        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-        return tools["wait_job"].input_schema["properties"]["timeout_seconds"]
-
-    assert f"at most {MAX_WAIT_SECONDS:g}" in session(config_path, body)["description"]
 
 
 def test_job_progress_renders_the_last_steps(config_path: Path, root: Path) -> None:
