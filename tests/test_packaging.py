@@ -101,6 +101,19 @@ def test_the_wheel_carries_the_image_build_context(venv: Path) -> None:
     assert not (context / LOCAL_CERT).exists()
 
 
+def test_the_wheel_carries_the_skill(venv: Path, tmp_path: Path) -> None:
+    found = run([venv / "bin" / "python", "-c",
+                 "from watcherd.cli.skill import SKILL_DIR; print(SKILL_DIR)"])  # fmt: skip
+    assert Path(found.strip()).is_relative_to(venv), "not the installed copy"
+    config = tmp_path / "config.yaml"
+    config.write_text("")
+    where = run([venv / "bin" / "watcherd", "--config", config, "--root", tmp_path,
+                 "skill", "install", "--dir", tmp_path / "skills"])  # fmt: skip
+    assert Path(where.strip()) == tmp_path / "skills" / "watcherd"
+    skill = REPO / "skills" / "watcherd" / "SKILL.md"
+    assert (tmp_path / "skills" / "watcherd" / "SKILL.md").read_bytes() == skill.read_bytes()
+
+
 def _engine_answers() -> bool:
     docker = shutil.which("docker")
     if docker is None:

@@ -172,3 +172,24 @@ def test_swarm_backend_and_pools(tmp_path: Path) -> None:
     assert config.backend == "swarm"
     assert config.pools == {"gpu": ("node.labels.gpu==true", "node.role!=manager")}
     assert load_config(None, environ={"WATCHERD_BACKEND": "swarm"}).backend == "swarm"
+
+
+@pytest.mark.parametrize(
+    ("text", "read_only"), [("", False), ("mcp: {read_only: true}\n", True), ("mcp:\n", False)]
+)
+def test_the_mcp_section(tmp_path: Path, text: str, read_only: bool) -> None:
+    assert load_config(write_config(tmp_path, text), environ={}).mcp.read_only is read_only
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mcp: {readonly: true}", "unknown key(s): readonly (allowed: read_only)"),
+        ("mcp: {read_only: maybe}", "read_only: expected true or false, got 'maybe'"),
+        ("mcp: true", "expected a mapping such as {read_only: true}"),
+    ],
+)
+def test_a_bad_mcp_section_is_named(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, text + "\n"), environ={})
+    assert f"setting 'mcp': {expected}" in str(caught.value)

@@ -16,6 +16,7 @@ import yaml
 from tests.support.helpers import DaemonProcess, wait_finished, wait_for, write_job
 from tests.support.notify_socket import NotifySocket
 from watcherd.config import Config, ConfigError
+from watcherd.config.mcp import McpSettings
 from watcherd.daemon.reload import RELOADABLE, plan_reload, reload_config
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -166,3 +167,10 @@ def test_a_broken_config_is_ignored_and_the_daemon_keeps_serving(
     assert daemon.alive()
     write_job(work_root / "inbox", "after.yaml", repo_url=repo_url, prompt="succeed")
     assert wait_finished(work_root, "after.yaml")[0] == "done"
+
+
+def test_the_mcp_section_never_needs_the_daemon_restarted() -> None:
+    # `watcherd mcp` reads it when it starts; the daemon never does.
+    plan = plan_reload(Config(), Config(mcp=McpSettings(read_only=True)))
+    assert plan.needs_restart == ()
+    assert plan.config.mcp.read_only

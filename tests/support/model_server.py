@@ -1,7 +1,8 @@
 """A scripted stand-in for OpenAI's Responses API on 127.0.0.1, for the real Codex CLI.
 
 Each POST /v1/responses takes the next step of the script: run a command through
-the tool Codex offers, answer with a final message, or fail the response.
+the tool Codex offers, call a tool of an MCP server Codex was given, answer with a final
+message, or fail the response.
 Test-only: nothing in watcherd depends on it.
 """
 
@@ -27,8 +28,9 @@ USAGE = {
 
 @dataclass
 class Step:
-    kind: str  # "tool", "message" or "fail"
-    text: str
+    kind: str  # "tool", "mcp", "message" or "fail"
+    text: str  # the command, the MCP tool's name, the message or the failure
+    arguments: dict[str, Any] | None = None  # an "mcp" step's; more of a "tool" step's
 
 
 @dataclass
@@ -98,7 +100,9 @@ class ScriptedModel:
             failed = {"code": "scripted_failure", "message": step.text}
             return [created, {"type": "response.failed", "response": {"id": rid, "error": failed}}]
         if step.kind == "tool":
-            item = _tool_call(step.text, request, f"c{n}")
+            item = _tool_call(step.text, request, f"c{n}", step.arguments)
+        elif step.kind == "mcp":
+            item = _mcp_call(step.text, step.arguments or {}, request, f"c{n}")
         else:
             item = {
                 "type": "message",
@@ -110,10 +114,13 @@ class ScriptedModel:
         return [created, {"type": "response.output_item.done", "item": item}, completed]
 
 
-def _tool_call(command: str, request: dict[str, Any], call_id: str) -> dict[str, Any]:
+def _tool_call(
+    command: str, request: dict[str, Any], call_id: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     offered = {tool.get("name") for tool in request.get("tools", []) if isinstance(tool, dict)}
     if "exec_command" in offered:
-        name, arguments = "exec_command", {"cmd": command, "yield_time_ms": 5000}
+        # extra: say {"yield_time_ms": 30000} for a command that takes longer than 5 s
+        name, arguments = "exec_command", {"cmd": command, "yield_time_ms": 5000, **(extra or {})}
     elif "shell_command" in offered:
         name, arguments = "shell_command", {"command": command}
     else:
@@ -124,6 +131,49 @@ def _tool_call(command: str, request: dict[str, Any], call_id: str) -> dict[str,
         "name": name,
         "arguments": json.dumps(arguments),
     }
+
+
+def _mcp_call(
+    tool: str, arguments: dict[str, Any], request: dict[str, Any], call_id: str
+) -> dict[str, Any]:
+    """A call of an MCP server's tool as Codex offers it: inside a namespace tool
+    (``mcp__<server>``, Codex 0.171), or as a function named ``mcp__<server>__<tool>``."""
+    call = {"type": "function_call", "call_id": call_id, "arguments": json.dumps(arguments)}
+    for offered in request.get("tools", []):
+        if not isinstance(offered, dict):
+            continue
+        if offered.get("type") == "namespace":
+            inner = {t.get("name") for t in offered.get("tools", []) if isinstance(t, dict)}
+            if tool in inner:
+                return {**call, "name": tool, "namespace": offered["name"]}
+        elif str(offered.get("name", "")).endswith(f"__{tool}"):
+            return {**call, "name": offered["name"]}
+    names = [t.get("name") for t in request.get("tools", []) if isinstance(t, dict)]
+    raise AssertionError(f"Codex offers no MCP tool {tool!r}; it offers {names}")
+
+
+def tool_output(request: dict[str, Any]) -> str | None:
+    """The output of the last tool call in the request, as Codex passed it back."""
+    items = [item for item in request.get("input", []) if isinstance(item, dict)]
+    for item in reversed(items):
+        if item.get("type") == "function_call_output":
+            output = item.get("output")
+            if isinstance(output, list):  # content items
+                return "".join(str(part.get("text", "")) for part in output
+                               if isinstance(part, dict))  # fmt: skip
+            return str(output)
+    return None
+
+
+def instructions_of(request: dict[str, Any]) -> str:
+    """Everything Codex told the model besides the user's prompt (developer messages)."""
+    texts = [str(request.get("instructions", ""))]
+    for item in request.get("input", []):
+        if isinstance(item, dict) and item.get("role") in ("developer", "system"):
+            for part in item.get("content", []):
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def has_tool_output(request: dict[str, Any]) -> bool:

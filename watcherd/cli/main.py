@@ -166,6 +166,21 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--tag", help="image tag (default: the agent's image; one agent only)")
     build.set_defaults(command=_image_build)
 
+    mcp = commands.add_parser(
+        "mcp", help="serve this root's jobs as MCP tools on stdin/stdout, for agent hosts"
+    )
+    mcp.add_argument("--read-only", action="store_true",
+                     help="offer no tool that submits (as mcp: {read_only: true})")  # fmt: skip
+    mcp.set_defaults(command=_mcp)
+
+    skill = commands.add_parser("skill", help="the skill that teaches an agent to use watcherd")
+    skill_commands = skill.add_subparsers(required=True, metavar="ACTION")
+    install = skill_commands.add_parser("install", help="copy the skill where agent hosts load it")
+    install.add_argument("--dir", type=Path, default=None,
+                         help="the skills folder to install into (default ~/.openclaw/skills; "
+                         "the skill goes into DIR/watcherd/)")  # fmt: skip
+    install.set_defaults(command=_skill_install)
+
     login = commands.add_parser("login", help="log Codex in, into the bot auth dir")
     login.add_argument("--with-api-key", action="store_true", help="read an API key from stdin")
     login.set_defaults(command=_login)
@@ -662,6 +677,26 @@ def _image_build(config: Config, args: argparse.Namespace) -> int:
     except ImageError as exc:
         print(f"watcherd: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _mcp(config: Config, args: argparse.Namespace) -> int:
+    # Lazily: the SDK and its dependencies load only for this command.
+    from watcherd.mcp.server import serve
+
+    serve(config, read_only=args.read_only)
+    return 0
+
+
+def _skill_install(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.cli.skill import SkillError, install_skill
+
+    try:
+        target = install_skill(args.dir)
+    except SkillError as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return 1
+    print(target)
     return 0
 
 

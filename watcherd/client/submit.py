@@ -42,4 +42,15 @@ def submit(config: Config, name: str, data: bytes) -> tuple[Path, JobSpec]:
     return drop(inbox, name, data), spec
 
 
-__all__ = ["BadName", "InvalidJob", "inbox_name", "is_plain_name", "submit"]
+def os_problem(exc: OSError) -> str:
+    """'no such file' rather than "[Errno 2] No such file or directory: '...'"."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a job file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or str(exc)).lower()
+
+
+__all__ = ["BadName", "InvalidJob", "inbox_name", "is_plain_name", "os_problem", "submit"]

@@ -17,6 +17,7 @@ import yaml
 from watcherd.agents import AGENTS
 from watcherd.config.agents import AgentSettings, parse_agent_settings
 from watcherd.config.hooks import Hook, parse_hooks
+from watcherd.config.mcp import McpSettings, parse_mcp_settings
 from watcherd.config.notify import NotifyTarget, parse_targets
 from watcherd.config.publish import PublishSettings, parse_publish
 from watcherd.config.schedules import Schedule, parse_schedules, schedule_problems
@@ -111,6 +112,8 @@ class Config:
     workspace_retention: float = 24 * 3600.0  # ... and for at most this long
     fetch_timeout: float = 600.0  # one update of a repository cache
     min_free_disk: int = 256 * 1024**2  # below this free on the root, nothing is claimed
+    # `watcherd mcp` (README "Using watcherd from another agent"); the daemon ignores it.
+    mcp: McpSettings = field(default_factory=McpSettings)
     # Where to tell that a job ended (README "Notifications"): named webhooks and commands,
     # those for every job, and a job's own choice among the names (its notify:).
     notify: Mapping[str, NotifyTarget] = field(default_factory=dict)
@@ -380,6 +383,7 @@ _CONVERTERS: dict[str, Any] = {
     "schedules": parse_schedules,
     "schedule_min_interval": parse_duration,
     "hooks": parse_hooks,
+    "mcp": parse_mcp_settings,
 }
 
 

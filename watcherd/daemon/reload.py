@@ -43,6 +43,7 @@ RELOADABLE = frozenset(
         "notify",  # where the next jobs to end are reported
         "notify_default",
         "publish",  # read afresh for each publish (the credential files too)
+        "mcp",  # read by `watcherd mcp` when it starts, never by the daemon: nothing to restart
     }
 )
 
