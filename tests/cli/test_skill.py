@@ -171,7 +171,10 @@ def test_every_command_in_the_skill_runs_in_a_scratch_root(
         else:
             done = subprocess.run(["bash", "-c", line], cwd=workdir, env=environ,
                                   capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert done.returncode == 0, (line, done.stdout, done.stderr)
+        if words[:2] == ["watcherd", "cancel"]:  # the stand-in has filed that job already
+            assert done.returncode == 1 and "already ended (done)" in done.stderr, done.stderr
+        else:
+            assert done.returncode == 0, (line, done.stdout, done.stderr)
         ran.append(words[:2])
     # The job it waited for is the one it dropped, and show found it done.
     shown = subprocess.run(

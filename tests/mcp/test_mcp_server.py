@@ -457,6 +457,7 @@ def test_read_only_offers_no_submit_and_refuses_one(
     names, refused, seen, _ = session(config_path, body, *flags)
     assert names == [entry.name for entry in TOOLS if not entry.writes]
     assert "submit_job: this watcherd MCP server is read-only" in refused
+    assert "cancel_job" not in names
     assert seen["state"] == "queued"
     assert [p.name for p in (root / "inbox").iterdir()] == ["seen.yaml"]
 
@@ -503,3 +504,26 @@ def test_the_readme_snippets_start_this_server(host: str, root: Path, config_pat
             return [tool.name for tool in (await client.list_tools()).tools]
 
     assert anyio.run(run) == [entry.name for entry in TOOLS]
+
+
+# -- cancel_job -----------------------------------------------------------------------------
+
+
+def test_cancel_job_asks_once_and_never_touches_an_ended_job(root: Path, config_path: Path) -> None:
+    (root / "inbox" / "later.yaml").write_text(f"repo_url: {REPO}\nprompt: fix it\n")
+    (root / "inbox" / "finished.yaml").write_text(f"repo_url: {REPO}\nprompt: fix it\n")
+    finish(root, claim(root, "finished.yaml"))
+
+    async def body(client: Session) -> tuple[dict[str, Any], ...]:
+        first = ok(await client.call_tool("cancel_job", {"job": "later"}))
+        again = ok(await client.call_tool("cancel_job", {"job": "later"}))
+        ended = ok(await client.call_tool("cancel_job", {"job": "finished"}))
+        unknown = error(await client.call_tool("cancel_job", {"job": "nothing-here"}))
+        return first, again, ended, {"unknown": unknown}
+
+    first, again, ended, unknown = session(config_path, body)
+    assert (first["answer"], again["answer"]) == ("requested", "already requested")
+    assert ended["answer"] == "ended" and ended["state"] == "done"
+    assert "no job 'nothing-here'" in unknown["unknown"]
+    requests = list((root / "cancel").glob("queued-*.json"))
+    assert len(requests) == 1 and json.loads(requests[0].read_text())["by"].endswith("(mcp)")

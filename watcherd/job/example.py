@@ -27,6 +27,7 @@ memory: 2g              # ask for less than the daemon's caps, never more
 cpus: 1                 # at most the daemon's cpus
 disk: 2g                # disk budget: workspace + out/<id> + Codex home (at most disk_budget)
 notify: [team-slack]    # notification targets, by the names the config gives them
+publish: draft          # once done: none (default), branch, draft or ready (see Publishing)
 pool: gpu               # backend swarm: run on the nodes of this pool of the config's
 network: [pypi]         # beyond its model: model (default), the config's egress names, or open
 token_budget: 2000000   # input + output tokens through the gateway (default: token_budget)
