@@ -17,7 +17,7 @@ from aiohttp import web
 from watcherd.client.listing import JobList
 from watcherd.config import Config
 from watcherd.spool.folders import MAX_JOB_BYTES, Layout
-from watcherd.web import api, events, metrics, pages
+from watcherd.web import api, events, metrics, pages, triggers
 from watcherd.web.auth import Handler, Sessions, make_auth_middleware
 from watcherd.web.errors import problem
 from watcherd.web.tokens import TokenFileError, TokenStore
@@ -100,6 +100,12 @@ ROUTES: tuple[Route, ...] = (
           "The job's progress as Server-Sent Events (Last-Event-ID resumes)"),
     Route("POST", "/api/v1/jobs/{job}/cancel", api.post_cancel, "Cancel a queued or running job"),
     Route("POST", "/api/v1/jobs/{job}/retry", api.post_retry, "Put a failed job back in the inbox"),
+    Route("GET", "/api/v1/schedules", triggers.list_schedules,
+          "The operator's schedules: next times, last run, paused"),
+    Route("POST", "/api/v1/schedules/{id}/{action}", triggers.schedule_action,
+          "pause, resume or run-now one schedule"),
+    Route("POST", "/api/v1/hooks/{name}", triggers.receive_hook,
+          "A signed inbound delivery (X-Hub-Signature-256); no token"),
     Route("GET", "/api/v1/openapi.json", openapi, "This document"),
     Route("GET", "/healthz", api.healthz, "Whether the root's inbox is writable"),
     Route("GET", "/metrics", metrics.metrics, "Prometheus text format"),
@@ -109,6 +115,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/jobs/{job}/cancel", pages.cancel_from_page, "", api=False),
     Route("POST", "/jobs/{job}/retry", pages.retry_from_page, "", api=False),
     Route("POST", "/submit", pages.submit_from_page, "", api=False),
+    Route("GET", "/schedules", triggers.schedules_page, "", api=False),
+    Route("POST", "/schedules/{id}/{action}", triggers.schedule_action_from_page, "", api=False),
     Route("GET", "/login", pages.login_form, "", api=False),
     Route("GET", "/static/{name}", static, "", api=False),
 )  # fmt: skip

@@ -34,7 +34,7 @@ PATCH_LIMIT = 1024 * 1024  # of changes.patch shown on a page (the file has it a
 LIST_LIMIT = 200
 
 
-def _page(title: str, body: str, who: Caller | None = None) -> web.Response:
+def page(title: str, body: str, who: Caller | None = None) -> web.Response:
     csrf = f' data-csrf="{escape(who.session.csrf)}"' if who and who.session else ""
     nav = ""
     if who is not None:
@@ -43,7 +43,8 @@ def _page(title: str, body: str, who: Caller | None = None) -> web.Response:
             logout = (f'<form method="post" action="/logout" class="inline">'
                       f'<input type="hidden" name="csrf" value="{escape(who.session.csrf)}">'
                       '<button class="link">log out</button></form>')  # fmt: skip
-        nav = (f'<nav><a href="/" class="brand">watcherd</a><span class="who">'
+        nav = (f'<nav><a href="/" class="brand">watcherd</a><a href="/">jobs</a>'
+               f'<a href="/schedules">schedules</a><span class="who">'
                f"{escape(who.token.name)} · {escape(', '.join(sorted(who.token.scopes)))}"
                f"</span>{logout}</nav>")  # fmt: skip
     html = f"""<!doctype html>
@@ -56,7 +57,7 @@ def _page(title: str, body: str, who: Caller | None = None) -> web.Response:
     return web.Response(text=html, content_type="text/html", charset="utf-8")
 
 
-def _when(text: object) -> str:
+def when(text: object) -> str:
     """A UTC time the script shows in the viewer's zone (and as UTC without the script)."""
     if not isinstance(text, str) or not text:
         return "-"
@@ -81,12 +82,12 @@ def jobs_table(lines: list[JobLine], now: float) -> str:
     rows = []
     for line in lines:
         tokens = (line.input_tokens or 0) + (line.output_tokens or 0)
-        when = _when(line.finished_at or line.started_at) if line.job_id else (
+        at = when(line.finished_at or line.started_at) if line.job_id else (
             f"queued {age_text(now - (line.queued_at or now))} ago")  # fmt: skip
         rows.append(
             f'<tr><td>{_job_link(line)}<div class="id">{escape(line.job_id or "")}</div></td>'
             f"<td>{_state(line.state)}</td><td>{escape(line.agent or '')}</td>"
-            f'<td class="repo">{escape(line.repo_url or "")}</td><td>{when}</td>'
+            f'<td class="repo">{escape(line.repo_url or "")}</td><td>{at}</td>'
             f"<td>{tokens or ''}</td>"
             f'<td class="reason">{escape((line.reason or "")[:200])}</td></tr>'
         )
@@ -127,7 +128,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     submit_form = ""
     if who.token.allows("submit"):
         submit_form = f"""<details class="submit"><summary>Submit a job</summary>
-<form method="post" action="/submit">{_csrf_field(who)}
+<form method="post" action="/submit">{csrf_field(who)}
 <label>name <input name="name" value="job" required></label>
 <label>job (YAML: repo_url, prompt, ...)<textarea name="job" rows="6" required
 placeholder="repo_url: https://github.com/acme/widgets&#10;prompt: Fix the failing test"></textarea></label>
@@ -135,7 +136,7 @@ placeholder="repo_url: https://github.com/acme/widgets&#10;prompt: Fix the faili
     body = (f"<h1>Jobs</h1>{submit_form}"
             f'<div id="live-list" data-src="/ui/jobs?{urlencode({"state": state})}">'
             f"{counts}{table}</div>")  # fmt: skip
-    return _page("Jobs", body, who)
+    return page("Jobs", body, who)
 
 
 @needs("read")
@@ -175,8 +176,8 @@ def _job_body(request: web.Request, who: Caller) -> tuple[str, str]:
         facts.append(("id", escape(view.job_id)))
     facts += [
         ("attempts", escape(str(record.get("attempts", "-")))),
-        ("started", _when(record.get("started_at"))),
-        ("finished", _when(record.get("finished_at"))),
+        ("started", when(record.get("started_at"))),
+        ("finished", when(record.get("finished_at"))),
     ]
     if record.get("cancelled_by"):
         facts.append(("cancelled by", escape(str(record["cancelled_by"]))))
@@ -198,11 +199,11 @@ def _job_body(request: web.Request, who: Caller) -> tuple[str, str]:
     if who.token.allows("admin"):
         if not ended:
             buttons += (f'<form method="post" action="/jobs/{quote(handle, safe="")}/cancel">'
-                        f'{_csrf_field(who)}<button class="danger" id="cancel">Cancel</button>'
+                        f'{csrf_field(who)}<button class="danger" id="cancel">Cancel</button>'
                         "</form>")  # fmt: skip
         elif view.state != "done" and view.job_id:
             buttons += (f'<form method="post" action="/jobs/{quote(handle, safe="")}/retry">'
-                        f'{_csrf_field(who)}<button id="retry">Retry</button></form>')  # fmt: skip
+                        f'{csrf_field(who)}<button id="retry">Retry</button></form>')  # fmt: skip
     events = f"/api/v1/jobs/{quote(handle, safe='')}/events"
     sections = [
         f'<h1>{escape(view.name or handle)}</h1><div class="actions">{buttons}</div>',
@@ -232,7 +233,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     who = caller(request)
     loop = asyncio.get_running_loop()
     title, body = await loop.run_in_executor(None, _job_body, request, who)
-    return _page(title, body, who)
+    return page(title, body, who)
 
 
 @needs("admin")
@@ -276,7 +277,7 @@ async def submit_from_page(request: web.Request) -> web.StreamResponse:
     except (InvalidJob, BadName) as exc:
         body = f"<h1>Not submitted</h1><p class=\"error\">{escape(f'{name}: {exc}')}</p>" \
                '<p><a href="/">back</a></p>'  # fmt: skip
-        response = _page("Not submitted", body, caller(request))
+        response = page("Not submitted", body, caller(request))
         response.set_status(422)
         return response
     raise web.HTTPSeeOther(f"/jobs/{quote(path.name, safe='')}")
@@ -285,7 +286,7 @@ async def submit_from_page(request: web.Request) -> web.StreamResponse:
 # -- logging in ---------------------------------------------------------------------------
 
 
-def _csrf_field(who: Caller) -> str:
+def csrf_field(who: Caller) -> str:
     if who.session is None:
         return ""
     return f'<input type="hidden" name="csrf" value="{escape(who.session.csrf)}">'
@@ -306,7 +307,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 <label>API token <input type="password" name="token" id="token" autocomplete="off" required
 autofocus></label><button id="login">Log in</button></form>
 <p class="hint">Make one with <code>watcherd token add NAME --scope read</code>.</p></div>"""
-    return _page("Log in", body)
+    return page("Log in", body)
 
 
 def make_login(tokens: TokenStore, sessions: Sessions, secure: bool) -> Handler:
@@ -319,7 +320,7 @@ def make_login(tokens: TokenStore, sessions: Sessions, secure: bool) -> Handler:
             await asyncio.sleep(0.5)
             body = ('<div class="login"><h1>watcherd</h1><p class="error">That token is not '
                     'valid.</p><p><a href="/login">try again</a></p></div>')  # fmt: skip
-            response = _page("Log in", body)
+            response = page("Log in", body)
             response.set_status(401)
             return response
         session_id, _ = sessions.open(token)
