@@ -47,7 +47,7 @@ class CancelBook:
     """The requests under one root's ``cancel/`` folder."""
 
     def __init__(self, layout: Layout) -> None:
-        self.folder = layout.root / "cancel"
+        self.folder = layout.cancel
 
     def request(self, request: CancelRequest) -> bool:
         """Record a request; False if one for the same job is there already (the first

@@ -73,13 +73,18 @@ class Layout:
         return self.root / "index"
 
     @property
+    def cancel(self) -> Path:
+        """Cancel requests (watcherd/spool/cancel.py), writable by those who may submit."""
+        return self.root / "cancel"
+
+    @property
     def state(self) -> Path:
         """Daemon-private bookkeeping (attempts), kept out of what containers can see."""
         return self.root / "state"
 
     def ensure(self) -> None:
         folders = (self.inbox, self.running, self.done, self.failed, self.out, self.repos)
-        for folder in (*folders, self.index):
+        for folder in (*folders, self.index, self.cancel):
             folder.mkdir(parents=True, exist_ok=True)
         self.state.mkdir(mode=0o700, exist_ok=True)
 
