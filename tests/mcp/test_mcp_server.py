@@ -401,12 +401,11 @@ def test_the_words_for_a_job_are_the_clis(
     (root / "inbox" / "q.yaml").write_text(f"repo_url: {REPO}\nprompt: x\n")
     queued = find_job(Layout(root), "q")
     claimed = JobRef(Place.RUNNING, "20261126T210000Z-q-1a2b3c", "q.yaml")
-    for ref in (queued, claimed):
-        assert where(ref) == cli_main._where(ref)
-    errors = (FileNotFoundError(2, "x"), IsADirectoryError(21, "x"), PermissionError(13, "x"),
-              OSError(28, "No space left on device"))  # fmt: skip
-    for exc in errors:
-        assert os_problem(exc) == cli_main._os_problem(exc)
+    assert cli_main.where is where  # the CLI says it with the same functions
+    assert cli_main.os_problem is os_problem
+    assert where(queued) == "q.yaml (queued in the inbox)"
+    assert where(claimed) == "job 20261126T210000Z-q-1a2b3c (running)"
+    assert os_problem(FileNotFoundError(2, "x")) == "no such file"
 
 
 def test_errors_for_unknown_jobs_and_bad_filters(config_path: Path) -> None:

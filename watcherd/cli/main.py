@@ -18,9 +18,10 @@ from watcherd import __version__
 from watcherd.cli.schedules import add_commands as add_schedule_commands
 from watcherd.client.cancel import CancelAnswer
 from watcherd.client.cancel import cancel as cancel_job
+from watcherd.client.find import NoSuchJob, find_job, where
 from watcherd.client.follow import follow_logs
 from watcherd.client.jobview import age_text, describe, view_job
-from watcherd.client.submit import BadName, inbox_name, is_plain_name, submit
+from watcherd.client.submit import BadName, inbox_name, is_plain_name, os_problem, submit
 from watcherd.config import Config, ConfigError, load_config
 from watcherd.job.eventfile import read_all_events
 from watcherd.job.events import one_line, render
@@ -29,7 +30,7 @@ from watcherd.job.spec import InvalidJob, parse_job
 from watcherd.spool.filters import is_job_name
 from watcherd.spool.folders import MAX_JOB_BYTES, Layout, NotRetryable, Spool, read_run_state
 from watcherd.spool.jobid import JOB_ID_EXAMPLE, is_job_id
-from watcherd.spool.lookup import JobRef, Place, dropped_name, resolve
+from watcherd.spool.lookup import JobRef, Place, dropped_name
 from watcherd.spool.waiting import Ended, NotYet, WaitExit, wait_for_end
 from watcherd.util.units import parse_duration
 
@@ -247,7 +248,7 @@ def _submit(config: Config, args: argparse.Namespace) -> int:
         try:
             data = _read_job_file(args.file)
         except OSError as exc:
-            print(f"watcherd: {args.file}: {_os_problem(exc)}", file=sys.stderr)
+            print(f"watcherd: {args.file}: {os_problem(exc)}", file=sys.stderr)
             return 1
         # A dot-name would sit in the inbox unclaimed, as if still being written.
         name = args.name or args.file.name.lstrip(".") or "job.yaml"
@@ -266,8 +267,8 @@ def _submit(config: Config, args: argparse.Namespace) -> int:
         print(f"{inbox_name(name) if is_plain_name(name) else name}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        where = exc.filename or Layout(config.root).inbox
-        print(f"watcherd: cannot write into {where}: {_os_problem(exc)}", file=sys.stderr)
+        place = exc.filename or Layout(config.root).inbox
+        print(f"watcherd: cannot write into {place}: {os_problem(exc)}", file=sys.stderr)
         return 1
     print(target)
     # How to follow it, on stderr: stdout stays the one path programs read.
@@ -303,17 +304,6 @@ def _read_job_file(path: Path) -> bytes:
     say it is too big without reading all of a huge file."""
     with path.open("rb") as handle:
         return handle.read(MAX_JOB_BYTES + 1)
-
-
-def _os_problem(exc: OSError) -> str:
-    """'no such file' rather than "[Errno 2] No such file or directory: '...'"."""
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory, not a job file"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return (exc.strerror or str(exc)).lower()
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:
@@ -386,14 +376,11 @@ def _duration(text: str) -> float:
 
 def _find(config: Config, query: str) -> JobRef | None:
     """The job a NAME|ID argument means, or None after saying there is none."""
-    ref = resolve(Layout(config.root), query)
-    if ref is None:
-        print(
-            f"watcherd: no job {query!r} under {config.root} (give the name it was dropped "
-            f"as, with or without .yaml, or its id such as {JOB_ID_EXAMPLE})",
-            file=sys.stderr,
-        )
-    return ref
+    try:
+        return find_job(Layout(config.root), query)
+    except NoSuchJob as exc:
+        print(f"watcherd: {exc}", file=sys.stderr)
+        return None
 
 
 def _wait(config: Config, args: argparse.Namespace) -> int:
@@ -407,18 +394,12 @@ def _wait(config: Config, args: argparse.Namespace) -> int:
     if isinstance(result, Ended):
         print(json.dumps(result.record, indent=2, sort_keys=True))
         return result.exit_code
-    where = _where(result.ref)
+    place = where(result.ref)
     if isinstance(result, NotYet):
-        print(f"watcherd: {where} has not ended after {args.timeout:g}s", file=sys.stderr)
+        print(f"watcherd: {place} has not ended after {args.timeout:g}s", file=sys.stderr)
         return WaitExit.WAIT_TIMEOUT
-    print(f"watcherd: {where} is gone (removed before it was claimed?)", file=sys.stderr)
+    print(f"watcherd: {place} is gone (removed before it was claimed?)", file=sys.stderr)
     return WaitExit.UNKNOWN
-
-
-def _where(ref: JobRef) -> str:
-    if ref.job_id is None:
-        return f"{one_line(ref.name, 120)} (queued in the inbox)"
-    return f"job {ref.job_id} ({ref.place.value})"
 
 
 def _show(config: Config, args: argparse.Namespace) -> int:
@@ -441,17 +422,17 @@ def _logs(config: Config, args: argparse.Namespace) -> int:
     sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]  # any terminal
     if args.follow:
         if ref.job_id is None:
-            print(f"{_where(ref)}: waiting for the daemon to claim it", file=sys.stderr)
+            print(f"{where(ref)}: waiting for the daemon to claim it", file=sys.stderr)
         try:
             result = follow_logs(layout, ref, lambda line: print(line, flush=True))
         except KeyboardInterrupt:
             return 130
         if isinstance(result, Ended):
             return result.exit_code
-        print(f"watcherd: {_where(result.ref)} is gone", file=sys.stderr)
+        print(f"watcherd: {where(result.ref)} is gone", file=sys.stderr)
         return WaitExit.UNKNOWN
     if ref.job_id is None:
-        print(f"{_where(ref)}: no events yet", file=sys.stderr)
+        print(f"{where(ref)}: no events yet", file=sys.stderr)
         return 0
     for line in render(read_all_events(layout.out_dir(ref.job_id) / "events.jsonl")):
         print(line)
@@ -463,7 +444,7 @@ def _cancel(config: Config, args: argparse.Namespace) -> int:
     try:
         result = cancel_job(layout, args.job, by=f"{getpass.getuser()} (cli)")
     except OSError as exc:
-        print(f"watcherd: cannot write the request: {_os_problem(exc)}", file=sys.stderr)
+        print(f"watcherd: cannot write the request: {os_problem(exc)}", file=sys.stderr)
         return 1
     if result.answer is CancelAnswer.UNKNOWN:
         _find(config, args.job)  # says how to name a job
@@ -500,7 +481,7 @@ def _validate(config: Config, args: argparse.Namespace) -> int:
             print(f"{path}: {exc}", file=sys.stderr)
             bad += 1
         except OSError as exc:
-            print(f"{path}: {_os_problem(exc)}", file=sys.stderr)
+            print(f"{path}: {os_problem(exc)}", file=sys.stderr)
             bad += 1
         else:
             print(f"{path}: ok")
@@ -524,7 +505,7 @@ def _retry(config: Config, args: argparse.Namespace) -> int:
         print(f"watcherd: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"watcherd: {exc.filename or config.root}: {_os_problem(exc)}", file=sys.stderr)
+        print(f"watcherd: {exc.filename or config.root}: {os_problem(exc)}", file=sys.stderr)
         return 1
     print(target)
     return 0
@@ -549,7 +530,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         return 1
     except OSError as exc:
         print(f"watcherd: cannot listen on {settings.host}:{settings.port}: "
-              f"{_os_problem(exc)}", file=sys.stderr)  # fmt: skip
+              f"{os_problem(exc)}", file=sys.stderr)  # fmt: skip
         return 1
     return 0
 
@@ -609,7 +590,7 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
     if ref is None:
         return WaitExit.UNKNOWN
     if ref.job_id is None or not ref.place.finished:
-        print(f"watcherd: {_where(ref)} has not ended; publish it once it has", file=sys.stderr)
+        print(f"watcherd: {where(ref)} has not ended; publish it once it has", file=sys.stderr)
         return 1
     # Without --as: as it was published before, else the job's own way, else a draft; and a
     # pull request a person made ready (or draft) since stays so.
@@ -618,7 +599,7 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
         request = request_publish(config, ref.job_id, mode)
     except OSError as exc:
         print(f"watcherd: cannot ask the daemon ({exc.filename or config.root}: "
-              f"{_os_problem(exc)}); run this as the daemon's user", file=sys.stderr)  # fmt: skip
+              f"{os_problem(exc)}); run this as the daemon's user", file=sys.stderr)  # fmt: skip
         return 1
     if args.no_wait:
         how = mode or "the job asks"
@@ -634,9 +615,9 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
         return WaitExit.WAIT_TIMEOUT
     print(json.dumps(outcome, indent=2, sort_keys=True))
     state = outcome.get("state")
-    where = outcome.get("url") or outcome.get("branch") or ""
+    target = outcome.get("url") or outcome.get("branch") or ""
     said = (
-        f"{state}: {where}"
+        f"{state}: {target}"
         if state in ("published", "pushed")
         else f"{state}: {outcome.get('reason')}"
     )
