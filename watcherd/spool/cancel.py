@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from watcherd.spool.filters import is_job_name
 from watcherd.spool.folders import Layout
 from watcherd.spool.jobid import is_job_id
 from watcherd.util.fsutil import write_atomic
@@ -97,7 +98,12 @@ class CancelBook:
             return None
         if data is None:
             return None
-        return _request_from(data)
+        request = _request_from(data)
+        # cancel/ is writable by everyone who may submit: a file filed under another key
+        # than its own is forged (and dropping it by its key would never remove it).
+        if request is None or path.name != f"{request.key}.json":
+            return None
+        return request
 
 
 def _request_from(data: dict[str, object]) -> CancelRequest | None:
@@ -107,13 +113,21 @@ def _request_from(data: dict[str, object]) -> CancelRequest | None:
         return None
     if job_id is not None and not (isinstance(job_id, str) and is_job_id(job_id)):
         return None
-    if job_id is None and not (isinstance(name, str) and isinstance(inode, int)):
+    if job_id is None and not (isinstance(name, str) and _is_inbox_name(name)
+                               and isinstance(inode, int)):  # fmt: skip
         return None
     return CancelRequest(
         by=by[:MAX_BY], at=float(at), job_id=job_id,
         name=name if isinstance(name, str) else None,
         inode=inode if isinstance(inode, int) else None,
     )  # fmt: skip
+
+
+def _is_inbox_name(name: str) -> bool:
+    """One job file's name in the inbox, never a path: the daemon claims what a queued
+    request names, and "../state/tokens.yaml" would be a rename from anywhere."""
+    return (is_job_name(name) and "/" not in name and "\0" not in name
+            and not name.startswith("."))  # fmt: skip
 
 
 def new_request(by: str, job_id: str | None = None, name: str | None = None,

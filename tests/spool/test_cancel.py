@@ -1,0 +1,95 @@
+"""cancel/ is writable by everyone who may submit: what a forged file there can make the
+daemon do. A request is only what CancelBook.request writes, under its own key, naming an
+inbox entry (never a path) or a job id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from watcherd.spool.cancel import CancelBook, CancelRequest, new_request
+from watcherd.spool.folders import Layout
+
+JOB_ID = "20261126T210000Z-fix-1a2b3c"
+
+
+def make_layout(root: Path) -> Layout:
+    layout = Layout(root)
+    layout.ensure()
+    return layout
+
+
+def forge(layout: Layout, file_name: str, body: object) -> Path:
+    path = layout.cancel / file_name
+    path.write_text(json.dumps(body))
+    return path
+
+
+def queued_key(name: str, inode: int) -> str:
+    return "queued-" + hashlib.sha256(f"{name}\0{inode}".encode()).hexdigest()[:24]
+
+
+def test_a_request_naming_a_path_out_of_the_inbox_is_no_request(tmp_path: Path) -> None:
+    # The daemon claims the entry a queued request names: with "../state/..." that was a
+    # rename of a daemon-private file (or another root's job) into running/.
+    layout = make_layout(tmp_path)
+    precious = layout.state / "tokens.yaml"
+    precious.write_text("tokens: []\n")
+    inode = os.lstat(precious).st_ino
+    for name in ("../state/tokens.yaml", "/etc/passwd", "a/../../state/tokens.yaml", ".x.yaml",
+                 "tokens.yaml\0", "notes.txt"):  # fmt: skip
+        forge(layout, f"{queued_key(name, inode)}.json",
+              {"by": "eve", "at": 1, "name": name, "inode": inode})  # fmt: skip
+    book = CancelBook(layout)
+    assert list(book.queued()) == []
+    assert list(book.all()) == []
+    assert book.for_entry("../state/tokens.yaml", inode) is None
+
+
+def test_a_queued_file_naming_a_job_id_is_no_queued_request(tmp_path: Path) -> None:
+    # queued() promises requests with a name and inode: the daemon asserted so, and a
+    # forged queued-*.json naming an id stopped its main loop with an AssertionError.
+    layout = make_layout(tmp_path)
+    forge(layout, "queued-0123.json", {"by": "eve", "at": 1, "job_id": JOB_ID})
+    assert list(CancelBook(layout).queued()) == []
+
+
+def test_a_request_under_another_key_is_ignored(tmp_path: Path) -> None:
+    # Filed under a name that is not its key, dropping it (by its key) would never remove
+    # the file: acted on again every half second, forever.
+    layout = make_layout(tmp_path)
+    forge(layout, "queued-abc.json", {"by": "eve", "at": 1, "name": "x.yaml", "inode": 5})
+    forge(layout, "20261126T210000Z-other-aaaaaa.json", {"by": "eve", "at": 1, "job_id": JOB_ID})
+    book = CancelBook(layout)
+    assert list(book.all()) == [] and list(book.queued()) == []
+    assert book.for_job("20261126T210000Z-other-aaaaaa") is None
+
+
+def test_links_and_odd_files_in_cancel_are_no_requests(tmp_path: Path) -> None:
+    layout = make_layout(tmp_path)
+    real = tmp_path / "elsewhere.json"
+    real.write_text(json.dumps({"by": "eve", "at": 1, "job_id": JOB_ID}))
+    (layout.cancel / f"{JOB_ID}.json").symlink_to(real)
+    os.mkfifo(layout.cancel / "queued-fifo.json")
+    (layout.cancel / "queued-dir.json").mkdir()
+    book = CancelBook(layout)
+    assert book.for_job(JOB_ID) is None
+    assert list(book.all()) == []
+    book.drop(JOB_ID)  # the link itself, never what it points to
+    assert real.exists() and not (layout.cancel / f"{JOB_ID}.json").is_symlink()
+
+
+def test_what_request_writes_reads_back(tmp_path: Path) -> None:
+    layout = make_layout(tmp_path)
+    book = CancelBook(layout)
+    queued = new_request("alice (cli)", name="fix.yaml", inode=42)
+    claimed = new_request("token ops (api)", job_id=JOB_ID)
+    assert book.request(queued) and book.request(claimed)
+    assert not book.request(queued)  # asking twice is asking once
+    assert list(book.queued()) == [queued]
+    assert book.for_entry("fix.yaml", 42) == queued
+    assert book.for_job(JOB_ID) == claimed
+    assert sorted(r.key for r in book.all()) == sorted([queued.key, claimed.key])
+    assert isinstance(queued, CancelRequest)
