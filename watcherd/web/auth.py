@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -121,7 +122,7 @@ def make_auth_middleware(
                         request.rel_url.path, request.remote)  # fmt: skip
             await asyncio.sleep(FAILURE_DELAY_SECONDS)
             if _wants_html(request):
-                raise web.HTTPSeeOther(f"/login?next={request.rel_url.path}")
+                raise web.HTTPSeeOther(f"/login?{urlencode({'next': request.rel_url.raw_path})}")
             return problem(401, "a valid token is needed: Authorization: Bearer <token>",
                            headers={"WWW-Authenticate": 'Bearer realm="watcherd"'})  # fmt: skip
         if who.session is not None and request.method not in SAFE_METHODS:

@@ -294,8 +294,9 @@ def csrf_field(who: Caller) -> str:
 
 def _safe_next(value: object) -> str:
     """Only a path of this server: never //host or a scheme (an open redirect)."""
+    # Printable ASCII only: a URL parser drops tabs and newlines, so "/\t/evil" is "//evil".
     if isinstance(value, str) and value.startswith("/") and not value.startswith("//") \
-            and "\\" not in value:  # fmt: skip
+            and "\\" not in value and all("!" <= c <= "~" for c in value):  # fmt: skip
         return value
     return "/"
 
