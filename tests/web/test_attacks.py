@@ -6,6 +6,8 @@ from __future__ import annotations
 import requests
 
 from tests.web.conftest import Served
+from tests.web.test_pages import logged_in
+from watcherd.web.tokens import add_token, remove_token
 
 
 def test_login_never_redirects_off_the_server_through_control_characters(
@@ -30,3 +32,19 @@ def test_login_never_redirects_off_the_server_through_control_characters(
     form = {"token": served.tokens["read"], "next": "/?state=failed"}
     kept = requests.post(served.base + "/login", data=form, timeout=10, allow_redirects=False)
     assert kept.headers["Location"] == "/?state=failed"
+
+
+def test_a_session_ends_with_its_token_even_when_the_name_is_given_again(
+    served: Served,
+) -> None:
+    # The leaked token is removed and a new one made under the same name: the session
+    # opened with the old token must not live on with the new one.
+    path = served.config.root / "state" / "tokens.yaml"
+    old = add_token(path, "ops", ["read", "admin"])
+    served.tokens["ops"] = old
+    session, _ = logged_in(served, "ops")
+    assert session.get(served.base + "/api/v1/jobs", timeout=10).status_code == 200
+    assert remove_token(path, "ops")
+    add_token(path, "ops", ["read", "admin"])
+    answer = session.get(served.base + "/api/v1/jobs", timeout=10)
+    assert answer.status_code == 401

@@ -39,6 +39,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass
 class Session:
     token_name: str
+    token_digest: bytes  # the very token: a new one under the same name opens no old session
     csrf: str
     expires: float
 
@@ -52,7 +53,8 @@ class Sessions:
     def open(self, token: Token) -> tuple[str, Session]:
         self._expire()
         session_id = secrets.token_urlsafe(32)
-        session = Session(token.name, secrets.token_urlsafe(24), time.time() + SESSION_SECONDS)
+        session = Session(token.name, token.digest, secrets.token_urlsafe(24),
+                          time.time() + SESSION_SECONDS)  # fmt: skip
         self.by_id[session_id] = session
         return session_id, session
 
@@ -153,7 +155,8 @@ def _identify(request: web.Request, tokens: TokenStore, sessions: Sessions) -> C
     if session is None:
         return None
     token = tokens.named(session.token_name)
-    if token is None:  # removed from the file: its sessions end with it
+    if token is None or not hmac.compare_digest(token.digest, session.token_digest):
+        # removed from the file (perhaps replaced under its name): its sessions end with it
         sessions.close(request.cookies.get(SESSION_COOKIE))
         return None
     return Caller(token, session)
