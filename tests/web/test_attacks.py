@@ -6,7 +6,9 @@ from __future__ import annotations
 import requests
 
 from tests.web.conftest import Served
+from tests.web.test_api import JOB
 from tests.web.test_pages import logged_in
+from watcherd.spool.folders import Layout, Spool
 from watcherd.web.tokens import add_token, remove_token
 
 
@@ -48,3 +50,22 @@ def test_a_session_ends_with_its_token_even_when_the_name_is_given_again(
     add_token(path, "ops", ["read", "admin"])
     answer = session.get(served.base + "/api/v1/jobs", timeout=10)
     assert answer.status_code == 401
+
+
+def test_an_idempotency_key_replays_its_own_job_when_the_name_was_used_again(
+    served: Served,
+) -> None:
+    # Names are reused: the key's job is the one its first request made, not the newest
+    # job of that name (another client's, perhaps).
+    token = served.tokens["submit"]
+    key = {"Idempotency-Key": "nightly-1"}
+    first = served.post("/api/v1/jobs?name=fix", token, data=JOB, headers=key)
+    assert first.status_code == 202
+    claimed = Spool(Layout(served.config.root)).claim("fix.yaml")  # as the daemon does
+    assert claimed is not None
+    other = served.post("/api/v1/jobs?name=fix", served.tokens["admin"], data=JOB + "model: x\n")
+    assert other.status_code == 202 and other.json()["id"] is None  # queued, not claimed
+    again = served.post("/api/v1/jobs?name=fix", token, data=JOB, headers=key)
+    assert again.status_code == 202
+    assert again.json()["id"] == claimed.job_id
+    assert again.json()["location"] == f"/api/v1/jobs/{claimed.job_id}"

@@ -23,7 +23,7 @@ from watcherd.client.submit import BadName, InvalidJob, submit
 from watcherd.config import Config
 from watcherd.spool.folders import MAX_JOB_BYTES, Layout, NotRetryable, Spool
 from watcherd.spool.jobid import is_job_id
-from watcherd.spool.lookup import JobRef, resolve
+from watcherd.spool.lookup import JobRef, find_claim, resolve
 from watcherd.util.safeio import read_regular
 from watcherd.web.auth import caller, needs
 from watcherd.web.errors import problem
@@ -149,9 +149,24 @@ def _replay(root: Root, record: Path, fingerprint: str) -> JobRef:
             saved = json.loads(data)
             if saved.get("body") != fingerprint:
                 raise InvalidJob("Idempotency-Key was used before with another job body")
-            return _ref_of(root, saved["name"])
+            return _ref_of_entry(root, saved["name"], saved.get("inode"))
         time.sleep(0.01)
     raise OSError("the first request with this Idempotency-Key did not finish")
+
+
+def _ref_of_entry(root: Root, name: str, inode: object) -> JobRef:
+    """The job the inbox entry ``name`` with ``inode`` became: names are reused, so the
+    newest job of that name may be another one (the claim keeps the inode)."""
+    if not isinstance(inode, int):
+        return _ref_of(root, name)
+    ref = resolve(root.layout, name)
+    if ref is not None and ref.job_id is None and ref.inode == inode:
+        return ref  # still queued
+    job_id = find_claim(root.layout, name, inode)
+    claimed = resolve(root.layout, job_id) if job_id is not None else None
+    if claimed is None:
+        raise OSError(f"the job this Idempotency-Key made ({name}) is gone")
+    return claimed
 
 
 def _ref_of(root: Root, name: str) -> JobRef:
