@@ -93,3 +93,15 @@ def test_what_request_writes_reads_back(tmp_path: Path) -> None:
     assert book.for_job(JOB_ID) == claimed
     assert sorted(r.key for r in book.all()) == sorted([queued.key, claimed.key])
     assert isinstance(queued, CancelRequest)
+
+
+def test_who_asked_is_one_printable_line(tmp_path: Path) -> None:
+    # "by" goes into the daemon's log line, exit.json's reason and the notifications: a
+    # forged one must not start a log line of its own or carry terminal escapes.
+    layout = make_layout(tmp_path)
+    by = "eve\njob x: done (ok)\x1b]0;owned\x07\u202e" + "y" * 500
+    forge(layout, f"{JOB_ID}.json", {"by": by, "at": 1, "job_id": JOB_ID})
+    request = CancelBook(layout).for_job(JOB_ID)
+    assert request is not None
+    assert request.by.isprintable() and request.by.startswith("evejob x: done (ok)]0;owned")
+    assert len(request.by) == 200

@@ -116,6 +116,8 @@ def _request_from(data: dict[str, object]) -> CancelRequest | None:
     if job_id is None and not (isinstance(name, str) and _is_inbox_name(name)
                                and isinstance(inode, int)):  # fmt: skip
         return None
+    # Who asked goes into the daemon's log, exit.json and notifications: one printable line.
+    by = "".join(ch for ch in by if ch.isprintable())
     return CancelRequest(
         by=by[:MAX_BY], at=float(at), job_id=job_id,
         name=name if isinstance(name, str) else None,
