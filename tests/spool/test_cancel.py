@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from watcherd.spool.cancel import CancelBook, CancelRequest, new_request
-from watcherd.spool.folders import Layout
+from watcherd.spool.folders import Layout, Spool
 
 JOB_ID = "20261126T210000Z-fix-1a2b3c"
 
@@ -28,7 +28,8 @@ def forge(layout: Layout, file_name: str, body: object) -> Path:
 
 
 def queued_key(name: str, inode: int) -> str:
-    return "queued-" + hashlib.sha256(f"{name}\0{inode}".encode()).hexdigest()[:24]
+    entry = f"{name}\0{inode}".encode("utf-8", "surrogatepass")  # any name, even no file's
+    return "queued-" + hashlib.sha256(entry).hexdigest()[:24]
 
 
 def test_a_request_naming_a_path_out_of_the_inbox_is_no_request(tmp_path: Path) -> None:
@@ -105,3 +106,36 @@ def test_who_asked_is_one_printable_line(tmp_path: Path) -> None:
     assert request is not None
     assert request.by.isprintable() and request.by.startswith("evejob x: done (ok)]0;owned")
     assert len(request.by) == 200
+
+
+def test_a_name_no_inbox_entry_can_have_is_no_request(tmp_path: Path) -> None:
+    # The daemon lstat()s the entry a queued request names on every turn of its loop: a
+    # name over NAME_MAX raised ENAMETOOLONG there (its loop backed off for good, no job
+    # claimed again) and a lone surrogate UnicodeEncodeError (the daemon stopped).
+    layout = make_layout(tmp_path)
+    for name in ("a" * 251 + ".yaml", "\ud800.yaml", "é" * 126 + ".yaml"):
+        forge(layout, f"{queued_key(name, 7)}.json", {"by": "eve", "at": 1, "name": name,
+                                                     "inode": 7})  # fmt: skip
+    spool = Spool(layout)
+    for request in CancelBook(layout).queued():
+        assert request.name is not None
+        spool.stat_inbox(request.name)  # never raises
+    assert list(CancelBook(layout).queued()) == []
+    # A name that is not UTF-8 on disk (os.listdir's surrogate escapes) is one, as is the
+    # longest a folder can hold.
+    for name in ("caf\udce9.yaml", "a" * 250 + ".yaml"):
+        assert CancelBook(layout).request(new_request("alice (cli)", name=name, inode=8))
+        assert CancelBook(layout).for_entry(name, 8) is not None
+
+
+def test_an_inbox_name_that_is_not_utf8_is_looked_up(tmp_path: Path) -> None:
+    # The daemon asks for_entry about every entry it claims: a file dropped as b"caf\xe9.yaml"
+    # raised UnicodeEncodeError there, which stopped the daemon.
+    layout = make_layout(tmp_path)
+    with open(os.fsencode(layout.inbox) + b"/caf\xe9.yaml", "wb") as handle:
+        handle.write(b"prompt: x\n")
+    (name,) = os.listdir(layout.inbox)
+    job = Spool(layout).claim(name)
+    assert job is not None
+    assert CancelBook(layout).for_entry(name, os.fstat(job.fd).st_ino) is None
+    job.release()

@@ -26,6 +26,7 @@ from watcherd.util.fsutil import write_atomic
 from watcherd.util.safeio import read_json_object
 
 MAX_BY = 200  # characters of "who asked" kept
+NAME_MAX = 255  # bytes of one file name (Linux)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class CancelRequest:
     def key(self) -> str:
         if self.job_id is not None:
             return self.job_id
-        digest = hashlib.sha256(f"{self.name}\0{self.inode}".encode()).hexdigest()[:24]
+        # An inbox name need not be UTF-8: os.listdir gives its bytes as surrogate escapes.
+        entry = f"{self.name}\0{self.inode}".encode("utf-8", "surrogateescape")
+        digest = hashlib.sha256(entry).hexdigest()[:24]
         return f"queued-{digest}"
 
 
@@ -128,8 +131,12 @@ def _request_from(data: dict[str, object]) -> CancelRequest | None:
 def _is_inbox_name(name: str) -> bool:
     """One job file's name in the inbox, never a path: the daemon claims what a queued
     request names, and "../state/tokens.yaml" would be a rename from anywhere."""
+    try:  # a name no folder can hold (a lone surrogate, over NAME_MAX) raised in lstat()
+        encoded = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
     return (is_job_name(name) and "/" not in name and "\0" not in name
-            and not name.startswith("."))  # fmt: skip
+            and not name.startswith(".") and len(encoded) <= NAME_MAX)  # fmt: skip
 
 
 def new_request(by: str, job_id: str | None = None, name: str | None = None,
