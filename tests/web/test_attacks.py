@@ -3,6 +3,8 @@ folder, each against a real server on a loopback port, with real files."""
 
 from __future__ import annotations
 
+import os
+
 import requests
 
 from tests.web.conftest import Served
@@ -69,3 +71,22 @@ def test_an_idempotency_key_replays_its_own_job_when_the_name_was_used_again(
     assert again.status_code == 202
     assert again.json()["id"] == claimed.job_id
     assert again.json()["location"] == f"/api/v1/jobs/{claimed.job_id}"
+
+
+def test_a_job_name_that_is_not_utf8_breaks_no_page(served: Served) -> None:
+    # A submitter can drop b"caf\xe9.yaml" into the inbox; its name stays in the listing
+    # (and in exit.json once filed). The dashboard answered 500 to everyone from then on.
+    layout = Layout(served.config.root)
+    with open(os.fsencode(layout.inbox) + b"/caf\xe9.yaml", "wb") as handle:
+        handle.write(JOB.encode())
+    with open(os.fsencode(layout.inbox) + b"/claimed\xff.yaml", "wb") as handle:
+        handle.write(JOB.encode())
+    claimed = Spool(layout).claim("claimed\udcff.yaml")
+    assert claimed is not None
+    token = served.tokens["admin"]
+    for path in ("/", "/ui/jobs", f"/jobs/{claimed.job_id}"):
+        answer = served.get(path, token)
+        assert answer.status_code == 200, path
+        assert "\ufffd" in answer.text, path
+    listed = served.get("/api/v1/jobs", token)
+    assert listed.status_code == 200 and len(listed.json()["jobs"]) == 2
