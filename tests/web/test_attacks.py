@@ -90,3 +90,17 @@ def test_a_job_name_that_is_not_utf8_breaks_no_page(served: Served) -> None:
         assert "\ufffd" in answer.text, path
     listed = served.get("/api/v1/jobs", token)
     assert listed.status_code == 200 and len(listed.json()["jobs"]) == 2
+
+
+def test_location_names_the_job_just_made_whatever_its_name(served: Served) -> None:
+    # A name may hold '%', '?' and '#': unencoded in Location, "fix%2D42.yaml" led to the
+    # job "fix-42" and "a?b.yaml" to "a" (another's job, which a client then cancels).
+    token = served.tokens["admin"]
+    for other in ("fix-42", "a", "c"):
+        assert served.post(f"/api/v1/jobs?name={other}", token, data=JOB).status_code == 202
+    for name in ("fix%2D42", "a?b", "c#d", "50%"):
+        made = served.post("/api/v1/jobs", token, params={"name": name}, data=JOB)
+        assert made.status_code == 202
+        assert made.headers["Location"] == made.json()["location"]
+        followed = served.get(made.headers["Location"], token)
+        assert followed.status_code == 200 and followed.json()["name"] == f"{name}.yaml", name

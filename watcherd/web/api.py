@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 from aiohttp import web
@@ -176,6 +177,11 @@ def _ref_of(root: Root, name: str) -> JobRef:
     return ref
 
 
+def job_location(handle: str) -> str:
+    """The job's URL: its name may hold '%', '?' or '#', which would lead elsewhere."""
+    return f"/api/v1/jobs/{quote(handle, safe='', errors='surrogatepass')}"
+
+
 def _job_json(root: Root, ref: JobRef) -> dict[str, Any]:
     view = view_job(root.layout, root.config, ref)
     handle = view.job_id or view.name or ""
@@ -185,7 +191,7 @@ def _job_json(root: Root, ref: JobRef) -> dict[str, Any]:
         "name": view.name,
         "state": view.state,
         "reason": view.reason,
-        "location": f"/api/v1/jobs/{handle}",
+        "location": job_location(handle),
         "branch": view.branch,
         "results_repo": view.results_repo,
         "fetch": f"git fetch {view.results_repo} {view.branch}"
@@ -331,8 +337,8 @@ async def post_retry(request: web.Request) -> web.StreamResponse:
     except NotRetryable as exc:
         return problem(409, str(exc))
     return web.json_response(
-        {"name": target.name, "location": f"/api/v1/jobs/{target.name}"}, status=202,
-        headers={"Location": f"/api/v1/jobs/{target.name}"},
+        {"name": target.name, "location": job_location(target.name)}, status=202,
+        headers={"Location": job_location(target.name)},
     )  # fmt: skip
 
 
