@@ -3,7 +3,9 @@ folder, each against a real server on a loopback port, with real files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 
 import requests
 
@@ -104,3 +106,20 @@ def test_location_names_the_job_just_made_whatever_its_name(served: Served) -> N
         assert made.headers["Location"] == made.json()["location"]
         followed = served.get(made.headers["Location"], token)
         assert followed.status_code == 200 and followed.json()["name"] == f"{name}.yaml", name
+
+
+def test_an_event_stream_ends_when_its_token_is_removed(served: Served) -> None:
+    # A stream on a job that stays queued (or runs for hours) never ends by itself: the
+    # token it was opened with, once removed, must not go on reading through it.
+    path = served.config.root / "state" / "tokens.yaml"
+    leaked = add_token(path, "leaked", ["read"])
+    served.post("/api/v1/jobs?name=waits", served.tokens["submit"], data=JOB)
+    stream = requests.get(served.base + "/api/v1/jobs/waits/events", stream=True, timeout=5,
+                          headers={"Authorization": f"Bearer {leaked}"})  # fmt: skip
+    assert stream.status_code == 200
+    assert remove_token(path, "leaked")
+    began = time.monotonic()
+    with contextlib.suppress(requests.exceptions.ChunkedEncodingError):
+        for _ in stream.iter_content(chunk_size=None):  # ends, or times out (5 s of silence)
+            pass
+    assert time.monotonic() - began < 4

@@ -99,8 +99,31 @@ def needs(scope: str) -> Callable[[Handler], Handler]:
 CALLER = web.RequestKey("caller", Caller)
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What let a request in, to ask again while it lasts (an event stream)."""
+
+    tokens: TokenStore
+    sessions: Sessions
+    scope: str
+
+
+GRANT = web.RequestKey("grant", Grant)
+
+
 def caller(request: web.Request) -> Caller:
     return request[CALLER]
+
+
+def still_allowed(request: web.Request) -> bool:
+    """Whether the token (or session) this request came in with still lets it in: a long
+    answer ends when its token is removed or its session closed."""
+    grant = request[GRANT]
+    try:
+        who = _identify(request, grant.tokens, grant.sessions)
+    except TokenFileError:
+        return False
+    return who is not None and who.token.allows(grant.scope)
 
 
 def make_auth_middleware(
@@ -138,6 +161,7 @@ def make_auth_middleware(
                         request.rel_url.path, who.who, scope)  # fmt: skip
             return problem(403, f"token {who.token.name!r} lacks the {scope!r} scope")
         request[CALLER] = who
+        request[GRANT] = Grant(tokens, sessions, scope)
         return await handler(request)
 
     return authenticate

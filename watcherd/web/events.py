@@ -16,11 +16,12 @@ from aiohttp import web
 
 from watcherd.client.follow import Follower
 from watcherd.web.api import find, root_of
-from watcherd.web.auth import needs
+from watcherd.web.auth import needs, still_allowed
 
 STOPPING = web.AppKey("stopping", asyncio.Event)
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
+RECHECK_SECONDS = 1.0  # how soon a stream ends after its token is removed
 
 
 @needs("read")
@@ -39,7 +40,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     follower = Follower(root_of(request).layout, ref)
     loop = asyncio.get_running_loop()
     number = 0
-    quiet = 0.0
+    quiet = since_check = 0.0
     while True:
         lines, ended = await loop.run_in_executor(None, follower.step)
         for line in lines:
@@ -59,6 +60,11 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         if stopping.is_set():  # the server is stopping: the client reconnects elsewhere
             break
         quiet += POLL_SECONDS
+        since_check += POLL_SECONDS
+        if since_check >= RECHECK_SECONDS:  # a stream may last hours: its token may not
+            since_check = 0.0
+            if not still_allowed(request):
+                break
         if quiet >= KEEPALIVE_SECONDS:  # a comment: keeps proxies from closing an idle stream
             await response.write(b": keep-alive\n\n")
             quiet = 0.0
