@@ -123,3 +123,16 @@ def test_an_event_stream_ends_when_its_token_is_removed(served: Served) -> None:
         for _ in stream.iter_content(chunk_size=None):  # ends, or times out (5 s of silence)
             pass
     assert time.monotonic() - began < 4
+
+
+def test_a_cancel_that_cannot_be_written_is_refused_as_json(served: Served) -> None:
+    # A full disk or an unwritable cancel/: every refusal is JSON, never aiohttp's 500 page.
+    served.post("/api/v1/jobs?name=stuck", served.tokens["submit"], data=JOB)
+    folder = Layout(served.config.root).cancel
+    folder.rmdir()
+    folder.write_text("not a folder")
+    answer = served.post("/api/v1/jobs/stuck/cancel", served.tokens["admin"])
+    assert answer.status_code == 503
+    assert "cancel" in answer.json()["error"]
+    from_page = served.post("/jobs/stuck/cancel", served.tokens["admin"], allow_redirects=False)
+    assert from_page.status_code == 503 and "cancel" in from_page.json()["error"]

@@ -312,9 +312,12 @@ async def post_cancel(request: web.Request) -> web.StreamResponse:
     query = request.match_info["job"]
     find(request)  # the same 400/404 as everywhere
     loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(
-        None, cancel, root_of(request).layout, query, caller(request).who
-    )
+    try:
+        result = await loop.run_in_executor(
+            None, cancel, root_of(request).layout, query, caller(request).who
+        )
+    except OSError as exc:
+        return problem(503, f"cannot write the cancel request: {exc.strerror or exc}")
     if result.answer is CancelAnswer.UNKNOWN:
         return problem(404, f"no job {query!r}")
     if result.answer is CancelAnswer.ENDED and result.state != "cancelled":

@@ -252,8 +252,13 @@ async def job_page(request: web.Request) -> web.StreamResponse:
 async def cancel_from_page(request: web.Request) -> web.StreamResponse:
     ref = find(request)
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, cancel, root_of(request).layout,
-                               request.match_info["job"], caller(request).who)  # fmt: skip
+    try:
+        await loop.run_in_executor(None, cancel, root_of(request).layout,
+                                   request.match_info["job"], caller(request).who)  # fmt: skip
+    except OSError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=f"cannot write the cancel request: {exc.strerror or exc}"
+        ) from exc
     raise web.HTTPSeeOther(f"/jobs/{path_part(ref.job_id or ref.name or '')}")
 
 
