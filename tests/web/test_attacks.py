@@ -4,6 +4,7 @@ folder, each against a real server on a loopback port, with real files."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 
@@ -136,3 +137,24 @@ def test_a_cancel_that_cannot_be_written_is_refused_as_json(served: Served) -> N
     assert "cancel" in answer.json()["error"]
     from_page = served.post("/jobs/stuck/cancel", served.tokens["admin"], allow_redirects=False)
     assert from_page.status_code == 503 and "cancel" in from_page.json()["error"]
+
+
+def test_an_agent_nesting_its_events_deep_breaks_no_view(served: Served) -> None:
+    # events.jsonl is the agent's to write: one line of 10,000 '[' raised RecursionError in
+    # the parser (a ValueError was all it expected): the job's page and JSON answered 500,
+    # its event stream broke, and `watcherd show` and `logs` stopped with a traceback.
+    layout = Layout(served.config.root)
+    job_id = "20261207T050000Z-deep-eeeeee"
+    (layout.running / f"{job_id}.yaml").write_text(JOB)
+    out = layout.out_dir(job_id)
+    out.mkdir(parents=True)
+    said = {"type": "item.completed", "item": {"type": "agent_message", "text": "hello"}}
+    (out / "events.jsonl").write_text(json.dumps(said) + "\n" + "[" * 10000 + "\n")
+    token = served.tokens["read"]
+    for path in (f"/jobs/{job_id}", f"/api/v1/jobs/{job_id}"):
+        assert served.get(path, token).status_code == 200, path
+    (layout.done / f"{job_id}.yaml").write_text(JOB)  # filed: the stream ends
+    (layout.running / f"{job_id}.yaml").unlink()
+    (out / "exit.json").write_text(json.dumps({"job_id": job_id, "state": "done"}))
+    stream = served.get(f"/api/v1/jobs/{job_id}/events", token)
+    assert stream.status_code == 200 and "hello" in stream.text and "event: end" in stream.text
