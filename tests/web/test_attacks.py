@@ -7,12 +7,16 @@ import contextlib
 import json
 import os
 import time
+from pathlib import Path
 
+import pytest
 import requests
 
 from tests.web.conftest import Served
 from tests.web.test_api import JOB
 from tests.web.test_pages import logged_in
+from watcherd.config import Config
+from watcherd.job.spec import JobSpec
 from watcherd.spool.folders import Layout, Spool
 from watcherd.web.tokens import add_token, remove_token
 
@@ -158,3 +162,30 @@ def test_an_agent_nesting_its_events_deep_breaks_no_view(served: Served) -> None
     (out / "exit.json").write_text(json.dumps({"job_id": job_id, "state": "done"}))
     stream = served.get(f"/api/v1/jobs/{job_id}/events", token)
     assert stream.status_code == 200 and "hello" in stream.text and "event: end" in stream.text
+
+
+def test_an_idempotency_key_holds_when_the_daemon_claims_the_job_at_once(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With settle_seconds: 0 (or a busy machine) the daemon may claim the file between the
+    # drop and the record: the record was left empty, the POST answered 503 though its job
+    # was in, and every retry with the key waited a second for a 503, for good.
+    from watcherd.client.submit import submit as real_submit
+
+    claimed: list[str] = []
+
+    def submit_then_claim(config: Config, name: str, data: bytes) -> tuple[Path, JobSpec]:
+        path, spec = real_submit(config, name, data)
+        job = Spool(Layout(config.root)).claim(path.name)  # as a quick daemon does
+        assert job is not None
+        claimed.append(job.job_id)
+        return path, spec
+
+    monkeypatch.setattr("watcherd.web.api.submit", submit_then_claim)
+    token = served.tokens["submit"]
+    key = {"Idempotency-Key": "fast-1"}
+    first = served.post("/api/v1/jobs?name=quick", token, data=JOB, headers=key)
+    assert first.status_code == 202 and first.json()["id"] == claimed[0]
+    again = served.post("/api/v1/jobs?name=quick", token, data=JOB, headers=key)
+    assert again.status_code == 202 and again.json()["id"] == claimed[0]
+    assert len(claimed) == 1

@@ -124,7 +124,7 @@ def _submit_once(root: Root, token_name: str, key: str | None, name: str, data: 
     """Submit, or with an Idempotency-Key already used by this token, the job it made."""
     if key is None:
         path, _ = submit(root.config, name, data)
-        return _ref_of(root, path.name)
+        return _ref_of_dropped(root, path)
     root.idempotency.mkdir(mode=0o700, parents=True, exist_ok=True)
     record = root.idempotency / hashlib.sha256(f"{token_name}\0{key}".encode()).hexdigest()
     fingerprint = hashlib.sha256(data).hexdigest()
@@ -138,9 +138,15 @@ def _submit_once(root: Root, token_name: str, key: str | None, name: str, data: 
         os.close(fd)
         record.unlink()
         raise
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"name": path.name, "inode": path.stat().st_ino, "body": fingerprint}, handle)
-    return _ref_of(root, path.name)
+    ref = None
+    try:
+        ref = _ref_of_dropped(root, path)
+    finally:  # the record is never left empty: a retry would wait for it for good
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"name": path.name, "inode": ref.inode if ref else None,
+                       "job_id": ref.job_id if ref else None, "body": fingerprint},
+                      handle)  # fmt: skip
+    return ref
 
 
 def _replay(root: Root, record: Path, fingerprint: str) -> JobRef:
@@ -150,9 +156,25 @@ def _replay(root: Root, record: Path, fingerprint: str) -> JobRef:
             saved = json.loads(data)
             if saved.get("body") != fingerprint:
                 raise InvalidJob("Idempotency-Key was used before with another job body")
+            job_id = saved.get("job_id")
+            if isinstance(job_id, str) and is_job_id(job_id):
+                claimed = resolve(root.layout, job_id)
+                if claimed is None:
+                    raise OSError(f"the job this Idempotency-Key made ({job_id}) is gone")
+                return claimed
             return _ref_of_entry(root, saved["name"], saved.get("inode"))
         time.sleep(0.01)
     raise OSError("the first request with this Idempotency-Key did not finish")
+
+
+def _ref_of_dropped(root: Root, path: Path) -> JobRef:
+    """The job just dropped as ``path``: by its inode while it is in the inbox; claimed
+    already (a daemon with no settle time), the newest claim of its name, which is its."""
+    try:
+        inode = os.lstat(path).st_ino
+    except FileNotFoundError:
+        return _ref_of(root, path.name)
+    return _ref_of_entry(root, path.name, inode)
 
 
 def _ref_of_entry(root: Root, name: str, inode: object) -> JobRef:
