@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from watcherd.spool.cancel import CancelBook, CancelRequest, new_request
@@ -139,3 +140,23 @@ def test_an_inbox_name_that_is_not_utf8_is_looked_up(tmp_path: Path) -> None:
     assert job is not None
     assert CancelBook(layout).for_entry(name, os.fstat(job.fd).st_ino) is None
     job.release()
+
+
+def test_a_request_is_small_and_big_files_cost_the_daemon_nothing(tmp_path: Path) -> None:
+    # The daemon reads every queued-*.json on every turn of its loop (twice a second): at
+    # up to 1 MiB each, 200 such files from a submitter made each turn take seconds (no
+    # claims, no watchdog pings). A request is a few hundred bytes; a file over 8 KiB is none.
+    layout = make_layout(tmp_path)
+    padded = json.dumps({"by": "eve", "at": 1, "job_id": JOB_ID}) + " " * 9000
+    (layout.cancel / f"{JOB_ID}.json").write_text(padded)
+    assert CancelBook(layout).for_job(JOB_ID) is None
+    blob = json.dumps({"by": "x" * (1024 * 1024), "at": 1, "name": "a.yaml", "inode": 1})
+    for number in range(100):
+        (layout.cancel / f"queued-{number}.json").write_text(blob)
+    began = time.monotonic()
+    assert list(CancelBook(layout).queued()) == []
+    assert time.monotonic() - began < 1.0
+    # The largest request cancel writes still fits.
+    largest = new_request("\U0001f600" * 300, name="\udcff" * 250 + ".yaml", inode=2**63)
+    assert CancelBook(layout).request(largest)
+    assert list(CancelBook(layout).queued()) == [largest]

@@ -27,6 +27,10 @@ from watcherd.util.safeio import read_json_object
 
 MAX_BY = 200  # characters of "who asked" kept
 NAME_MAX = 255  # bytes of one file name (Linux)
+# Bytes of one request file: what request writes is under 5 KiB even at its largest (a
+# name of NAME_MAX escaped bytes, "by" of MAX_BY astral characters, all as JSON escapes).
+# The daemon reads every request twice a second: a bigger file is none, and costs nothing.
+REQUEST_LIMIT = 8192
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class CancelBook:
 
     def _read(self, path: Path) -> CancelRequest | None:
         try:
-            data = read_json_object(path)
+            data = read_json_object(path, REQUEST_LIMIT)
         except (OSError, ValueError):
             return None
         if data is None:
