@@ -3,19 +3,24 @@ folder, each against a real server on a loopback port, with real files."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.web.conftest import Served
+from tests.support.helpers import wait_for
+from tests.web.conftest import Served, start_serving
 from tests.web.test_api import JOB
 from tests.web.test_pages import logged_in
 from watcherd.config import Config
+from watcherd.config.serve import ServeSettings
 from watcherd.job.spec import JobSpec
 from watcherd.spool.folders import Layout, Spool
 from watcherd.web.tokens import add_token, remove_token
@@ -189,3 +194,29 @@ def test_an_idempotency_key_holds_when_the_daemon_claims_the_job_at_once(
     again = served.post("/api/v1/jobs?name=quick", token, data=JOB, headers=key)
     assert again.status_code == 202 and again.json()["id"] == claimed[0]
     assert len(claimed) == 1
+
+
+def test_a_stream_whose_client_left_stops_at_once(served: Served) -> None:
+    # Nothing is written to a quiet stream for 15 s, so a closed one was only noticed then:
+    # each opened-and-closed stream left its handler polling the job twice a second for
+    # that long, outside max_connections. 300 a second from one reader: 4,500 of them.
+    config = replace(served.config, serve=ServeSettings(port=0))
+    port, loop, stop, thread = start_serving(config)
+
+    def handlers() -> int:
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+        return len(asyncio.all_tasks(loop))
+
+    try:
+        served.post("/api/v1/jobs?name=quiet", served.tokens["submit"], data=JOB)
+        idle = handlers()
+        request = (f"GET /api/v1/jobs/quiet/events HTTP/1.1\r\nHost: x\r\n"
+                   f"Authorization: Bearer {served.tokens['read']}\r\n\r\n").encode()  # fmt: skip
+        for _ in range(50):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(request)
+                assert conn.recv(100).startswith(b"HTTP/1.1 200")
+        wait_for(lambda: handlers() <= idle, 3, "the streams' handlers to end")
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)

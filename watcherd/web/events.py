@@ -24,6 +24,11 @@ KEEPALIVE_SECONDS = 15.0
 RECHECK_SECONDS = 1.0  # how soon a stream ends after its token is removed
 
 
+def _client_left(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @needs("read")
 async def job_events(request: web.Request) -> web.StreamResponse:
     ref = find(request)
@@ -59,6 +64,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             await asyncio.wait_for(stopping.wait(), POLL_SECONDS)
         if stopping.is_set():  # the server is stopping: the client reconnects elsewhere
             break
+        if _client_left(request):  # else noticed at the next write, up to 15 s from now
+            return response
         quiet += POLL_SECONDS
         since_check += POLL_SECONDS
         if since_check >= RECHECK_SECONDS:  # a stream may last hours: its token may not
