@@ -160,3 +160,22 @@ def test_a_request_is_small_and_big_files_cost_the_daemon_nothing(tmp_path: Path
     largest = new_request("\U0001f600" * 300, name="\udcff" * 250 + ".yaml", inode=2**63)
     assert CancelBook(layout).request(largest)
     assert list(CancelBook(layout).queued()) == [largest]
+
+
+def test_a_file_that_is_no_request_does_not_answer_already_requested(tmp_path: Path) -> None:
+    # A link or junk under the key's name (planted, or left by a crash) made every cancel
+    # of that job answer "already requested" while the daemon, rightly, ignored the file:
+    # the job was never cancelled. Cancel now puts its request in place of such a file.
+    layout = make_layout(tmp_path)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"by": "eve", "at": 1, "job_id": JOB_ID}))
+    (layout.cancel / f"{JOB_ID}.json").symlink_to(elsewhere)
+    book = CancelBook(layout)
+    assert book.request(new_request("alice (cli)", job_id=JOB_ID))
+    found = book.for_job(JOB_ID)
+    assert found is not None and found.by == "alice (cli)"
+    assert json.loads(elsewhere.read_text())["by"] == "eve"  # the link was replaced, not followed
+    queued = new_request("alice (cli)", name="q.yaml", inode=3)
+    (layout.cancel / f"{queued.key}.json").write_text("{not json")
+    assert book.request(queued) and book.for_entry("q.yaml", 3) == queued
+    assert not book.request(queued)  # a real one there: asking twice is asking once

@@ -62,8 +62,10 @@ class CancelBook:
         asker stays on record)."""
         self.folder.mkdir(exist_ok=True)
         path = self._path(request.key)
-        if path.exists():
+        if self._read(path) is not None:
             return False
+        # Nothing there, or something the daemon ignores (a link, junk): replaced (a rename
+        # over it, never a write through it), else the job would never be cancelled.
         write_atomic(path, json.dumps(asdict(request)).encode(), 0o644)
         return True
 
