@@ -220,3 +220,15 @@ def test_a_stream_whose_client_left_stops_at_once(served: Served) -> None:
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
+
+
+def test_a_retry_that_cannot_be_moved_is_refused_as_json(served: Served) -> None:
+    layout = Layout(served.config.root)
+    job_id = "20261207T050000Z-flaky-aaaaaa"
+    (layout.failed / f"{job_id}.yaml").write_text(JOB)
+    layout.inbox.rmdir()  # a vanished inbox, a full disk, another user's folder
+    for path in (f"/api/v1/jobs/{job_id}/retry", f"/jobs/{job_id}/retry"):
+        answer = served.post(path, served.tokens["admin"], allow_redirects=False)
+        assert answer.status_code == 503, path
+        assert "retry" in answer.json()["error"], path
+    assert (layout.failed / f"{job_id}.yaml").exists()

@@ -361,6 +361,9 @@ async def post_retry(request: web.Request) -> web.StreamResponse:
         target = await loop.run_in_executor(None, Spool(root.layout).requeue, ref.job_id)
     except NotRetryable as exc:
         return problem(409, str(exc))
+    except OSError as exc:
+        return problem(503, f"cannot retry: cannot move the job into the inbox: "
+                       f"{exc.strerror or exc}")  # fmt: skip
     return web.json_response(
         {"name": target.name, "location": job_location(target.name)}, status=202,
         headers={"Location": job_location(target.name)},

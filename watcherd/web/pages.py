@@ -273,6 +273,10 @@ async def retry_from_page(request: web.Request) -> web.StreamResponse:
                                             ref.job_id)  # fmt: skip
     except NotRetryable as exc:
         raise web.HTTPConflict(text=str(exc)) from exc
+    except OSError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=f"cannot retry: cannot move the job into the inbox: {exc.strerror or exc}"
+        ) from exc
     raise web.HTTPSeeOther(f"/jobs/{path_part(target.name)}")
 
 
