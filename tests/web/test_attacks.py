@@ -232,3 +232,14 @@ def test_a_retry_that_cannot_be_moved_is_refused_as_json(served: Served) -> None
         assert answer.status_code == 503, path
         assert "retry" in answer.json()["error"], path
     assert (layout.failed / f"{job_id}.yaml").exists()
+
+
+def test_a_submit_from_the_page_that_cannot_be_written_is_refused_as_json(
+    served: Served,
+) -> None:
+    layout = Layout(served.config.root)
+    layout.inbox.rmdir()
+    layout.inbox.write_text("not a folder")
+    answer = served.post("/submit", served.tokens["admin"], data={"name": "x", "job": JOB},
+                         allow_redirects=False)  # fmt: skip
+    assert answer.status_code == 503 and "inbox" in answer.json()["error"]

@@ -301,6 +301,10 @@ async def submit_from_page(request: web.Request) -> web.StreamResponse:
         response = page("Not submitted", body, caller(request))
         response.set_status(422)
         return response
+    except OSError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=f"cannot write into the inbox: {exc.strerror or exc}"
+        ) from exc
     raise web.HTTPSeeOther(f"/jobs/{path_part(path.name)}")
 
 
