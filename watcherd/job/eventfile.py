@@ -111,8 +111,8 @@ def parse_lines(lines: list[bytes]) -> list[dict[str, Any]]:
             continue
         try:
             event = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash, or not JSON at all
+        except (ValueError, RecursionError):  # the agent writes this file: any line at all
+            continue  # a line cut by a crash, not JSON at all, or nested past the parser
         if isinstance(event, dict):
             events.append(event)
     return events

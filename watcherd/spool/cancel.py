@@ -19,12 +19,18 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from watcherd.spool.filters import is_job_name
 from watcherd.spool.folders import Layout
 from watcherd.spool.jobid import is_job_id
 from watcherd.util.fsutil import write_atomic
 from watcherd.util.safeio import read_json_object
 
 MAX_BY = 200  # characters of "who asked" kept
+NAME_MAX = 255  # bytes of one file name (Linux)
+# Bytes of one request file: what request writes is under 5 KiB even at its largest (a
+# name of NAME_MAX escaped bytes, "by" of MAX_BY astral characters, all as JSON escapes).
+# The daemon reads every request twice a second: a bigger file is none, and costs nothing.
+REQUEST_LIMIT = 8192
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,9 @@ class CancelRequest:
     def key(self) -> str:
         if self.job_id is not None:
             return self.job_id
-        digest = hashlib.sha256(f"{self.name}\0{self.inode}".encode()).hexdigest()[:24]
+        # An inbox name need not be UTF-8: os.listdir gives its bytes as surrogate escapes.
+        entry = f"{self.name}\0{self.inode}".encode("utf-8", "surrogateescape")
+        digest = hashlib.sha256(entry).hexdigest()[:24]
         return f"queued-{digest}"
 
 
@@ -54,8 +62,10 @@ class CancelBook:
         asker stays on record)."""
         self.folder.mkdir(exist_ok=True)
         path = self._path(request.key)
-        if path.exists():
+        if self._read(path) is not None:
             return False
+        # Nothing there, or something the daemon ignores (a link, junk): replaced (a rename
+        # over it, never a write through it), else the job would never be cancelled.
         write_atomic(path, json.dumps(asdict(request)).encode(), 0o644)
         return True
 
@@ -92,12 +102,17 @@ class CancelBook:
 
     def _read(self, path: Path) -> CancelRequest | None:
         try:
-            data = read_json_object(path)
+            data = read_json_object(path, REQUEST_LIMIT)
         except (OSError, ValueError):
             return None
         if data is None:
             return None
-        return _request_from(data)
+        request = _request_from(data)
+        # cancel/ is writable by everyone who may submit: a file filed under another key
+        # than its own is forged (and dropping it by its key would never remove it).
+        if request is None or path.name != f"{request.key}.json":
+            return None
+        return request
 
 
 def _request_from(data: dict[str, object]) -> CancelRequest | None:
@@ -107,13 +122,27 @@ def _request_from(data: dict[str, object]) -> CancelRequest | None:
         return None
     if job_id is not None and not (isinstance(job_id, str) and is_job_id(job_id)):
         return None
-    if job_id is None and not (isinstance(name, str) and isinstance(inode, int)):
+    if job_id is None and not (isinstance(name, str) and _is_inbox_name(name)
+                               and isinstance(inode, int)):  # fmt: skip
         return None
+    # Who asked goes into the daemon's log, exit.json and notifications: one printable line.
+    by = "".join(ch for ch in by if ch.isprintable())
     return CancelRequest(
         by=by[:MAX_BY], at=float(at), job_id=job_id,
         name=name if isinstance(name, str) else None,
         inode=inode if isinstance(inode, int) else None,
     )  # fmt: skip
+
+
+def _is_inbox_name(name: str) -> bool:
+    """One job file's name in the inbox, never a path: the daemon claims what a queued
+    request names, and "../state/tokens.yaml" would be a rename from anywhere."""
+    try:  # a name no folder can hold (a lone surrogate, over NAME_MAX) raised in lstat()
+        encoded = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return (is_job_name(name) and "/" not in name and "\0" not in name
+            and not name.startswith(".") and len(encoded) <= NAME_MAX)  # fmt: skip
 
 
 def new_request(by: str, job_id: str | None = None, name: str | None = None,

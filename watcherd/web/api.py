@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 from aiohttp import web
@@ -23,7 +24,7 @@ from watcherd.client.submit import BadName, InvalidJob, submit
 from watcherd.config import Config
 from watcherd.spool.folders import MAX_JOB_BYTES, Layout, NotRetryable, Spool
 from watcherd.spool.jobid import is_job_id
-from watcherd.spool.lookup import JobRef, resolve
+from watcherd.spool.lookup import JobRef, find_claim, resolve
 from watcherd.util.safeio import read_regular
 from watcherd.web.auth import caller, needs
 from watcherd.web.errors import problem
@@ -123,7 +124,7 @@ def _submit_once(root: Root, token_name: str, key: str | None, name: str, data: 
     """Submit, or with an Idempotency-Key already used by this token, the job it made."""
     if key is None:
         path, _ = submit(root.config, name, data)
-        return _ref_of(root, path.name)
+        return _ref_of_dropped(root, path)
     root.idempotency.mkdir(mode=0o700, parents=True, exist_ok=True)
     record = root.idempotency / hashlib.sha256(f"{token_name}\0{key}".encode()).hexdigest()
     fingerprint = hashlib.sha256(data).hexdigest()
@@ -137,9 +138,15 @@ def _submit_once(root: Root, token_name: str, key: str | None, name: str, data: 
         os.close(fd)
         record.unlink()
         raise
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"name": path.name, "inode": path.stat().st_ino, "body": fingerprint}, handle)
-    return _ref_of(root, path.name)
+    ref = None
+    try:
+        ref = _ref_of_dropped(root, path)
+    finally:  # the record is never left empty: a retry would wait for it for good
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"name": path.name, "inode": ref.inode if ref else None,
+                       "job_id": ref.job_id if ref else None, "body": fingerprint},
+                      handle)  # fmt: skip
+    return ref
 
 
 def _replay(root: Root, record: Path, fingerprint: str) -> JobRef:
@@ -149,9 +156,40 @@ def _replay(root: Root, record: Path, fingerprint: str) -> JobRef:
             saved = json.loads(data)
             if saved.get("body") != fingerprint:
                 raise InvalidJob("Idempotency-Key was used before with another job body")
-            return _ref_of(root, saved["name"])
+            job_id = saved.get("job_id")
+            if isinstance(job_id, str) and is_job_id(job_id):
+                claimed = resolve(root.layout, job_id)
+                if claimed is None:
+                    raise OSError(f"the job this Idempotency-Key made ({job_id}) is gone")
+                return claimed
+            return _ref_of_entry(root, saved["name"], saved.get("inode"))
         time.sleep(0.01)
     raise OSError("the first request with this Idempotency-Key did not finish")
+
+
+def _ref_of_dropped(root: Root, path: Path) -> JobRef:
+    """The job just dropped as ``path``: by its inode while it is in the inbox; claimed
+    already (a daemon with no settle time), the newest claim of its name, which is its."""
+    try:
+        inode = os.lstat(path).st_ino
+    except FileNotFoundError:
+        return _ref_of(root, path.name)
+    return _ref_of_entry(root, path.name, inode)
+
+
+def _ref_of_entry(root: Root, name: str, inode: object) -> JobRef:
+    """The job the inbox entry ``name`` with ``inode`` became: names are reused, so the
+    newest job of that name may be another one (the claim keeps the inode)."""
+    if not isinstance(inode, int):
+        return _ref_of(root, name)
+    ref = resolve(root.layout, name)
+    if ref is not None and ref.job_id is None and ref.inode == inode:
+        return ref  # still queued
+    job_id = find_claim(root.layout, name, inode)
+    claimed = resolve(root.layout, job_id) if job_id is not None else None
+    if claimed is None:
+        raise OSError(f"the job this Idempotency-Key made ({name}) is gone")
+    return claimed
 
 
 def _ref_of(root: Root, name: str) -> JobRef:
@@ -159,6 +197,11 @@ def _ref_of(root: Root, name: str) -> JobRef:
     if ref is None:  # claimed and gone between two looks: cannot be, but say something
         raise OSError(f"job {name} vanished")
     return ref
+
+
+def job_location(handle: str) -> str:
+    """The job's URL: its name may hold '%', '?' or '#', which would lead elsewhere."""
+    return f"/api/v1/jobs/{quote(handle, safe='', errors='surrogatepass')}"
 
 
 def _job_json(root: Root, ref: JobRef) -> dict[str, Any]:
@@ -170,7 +213,7 @@ def _job_json(root: Root, ref: JobRef) -> dict[str, Any]:
         "name": view.name,
         "state": view.state,
         "reason": view.reason,
-        "location": f"/api/v1/jobs/{handle}",
+        "location": job_location(handle),
         "branch": view.branch,
         "results_repo": view.results_repo,
         "fetch": f"git fetch {view.results_repo} {view.branch}"
@@ -291,9 +334,12 @@ async def post_cancel(request: web.Request) -> web.StreamResponse:
     query = request.match_info["job"]
     find(request)  # the same 400/404 as everywhere
     loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(
-        None, cancel, root_of(request).layout, query, caller(request).who
-    )
+    try:
+        result = await loop.run_in_executor(
+            None, cancel, root_of(request).layout, query, caller(request).who
+        )
+    except OSError as exc:
+        return problem(503, f"cannot write the cancel request: {exc.strerror or exc}")
     if result.answer is CancelAnswer.UNKNOWN:
         return problem(404, f"no job {query!r}")
     if result.answer is CancelAnswer.ENDED and result.state != "cancelled":
@@ -315,9 +361,12 @@ async def post_retry(request: web.Request) -> web.StreamResponse:
         target = await loop.run_in_executor(None, Spool(root.layout).requeue, ref.job_id)
     except NotRetryable as exc:
         return problem(409, str(exc))
+    except OSError as exc:
+        return problem(503, f"cannot retry: cannot move the job into the inbox: "
+                       f"{exc.strerror or exc}")  # fmt: skip
     return web.json_response(
-        {"name": target.name, "location": f"/api/v1/jobs/{target.name}"}, status=202,
-        headers={"Location": f"/api/v1/jobs/{target.name}"},
+        {"name": target.name, "location": job_location(target.name)}, status=202,
+        headers={"Location": job_location(target.name)},
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -38,6 +39,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass
 class Session:
     token_name: str
+    token_digest: bytes  # the very token: a new one under the same name opens no old session
     csrf: str
     expires: float
 
@@ -51,7 +53,8 @@ class Sessions:
     def open(self, token: Token) -> tuple[str, Session]:
         self._expire()
         session_id = secrets.token_urlsafe(32)
-        session = Session(token.name, secrets.token_urlsafe(24), time.time() + SESSION_SECONDS)
+        session = Session(token.name, token.digest, secrets.token_urlsafe(24),
+                          time.time() + SESSION_SECONDS)  # fmt: skip
         self.by_id[session_id] = session
         return session_id, session
 
@@ -96,8 +99,31 @@ def needs(scope: str) -> Callable[[Handler], Handler]:
 CALLER = web.RequestKey("caller", Caller)
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What let a request in, to ask again while it lasts (an event stream)."""
+
+    tokens: TokenStore
+    sessions: Sessions
+    scope: str
+
+
+GRANT = web.RequestKey("grant", Grant)
+
+
 def caller(request: web.Request) -> Caller:
     return request[CALLER]
+
+
+def still_allowed(request: web.Request) -> bool:
+    """Whether the token (or session) this request came in with still lets it in: a long
+    answer ends when its token is removed or its session closed."""
+    grant = request[GRANT]
+    try:
+        who = _identify(request, grant.tokens, grant.sessions)
+    except TokenFileError:
+        return False
+    return who is not None and who.token.allows(grant.scope)
 
 
 def make_auth_middleware(
@@ -121,7 +147,7 @@ def make_auth_middleware(
                         request.rel_url.path, request.remote)  # fmt: skip
             await asyncio.sleep(FAILURE_DELAY_SECONDS)
             if _wants_html(request):
-                raise web.HTTPSeeOther(f"/login?next={request.rel_url.path}")
+                raise web.HTTPSeeOther(f"/login?{urlencode({'next': request.rel_url.raw_path})}")
             return problem(401, "a valid token is needed: Authorization: Bearer <token>",
                            headers={"WWW-Authenticate": 'Bearer realm="watcherd"'})  # fmt: skip
         if who.session is not None and request.method not in SAFE_METHODS:
@@ -135,6 +161,7 @@ def make_auth_middleware(
                         request.rel_url.path, who.who, scope)  # fmt: skip
             return problem(403, f"token {who.token.name!r} lacks the {scope!r} scope")
         request[CALLER] = who
+        request[GRANT] = Grant(tokens, sessions, scope)
         return await handler(request)
 
     return authenticate
@@ -152,7 +179,8 @@ def _identify(request: web.Request, tokens: TokenStore, sessions: Sessions) -> C
     if session is None:
         return None
     token = tokens.named(session.token_name)
-    if token is None:  # removed from the file: its sessions end with it
+    if token is None or not hmac.compare_digest(token.digest, session.token_digest):
+        # removed from the file (perhaps replaced under its name): its sessions end with it
         sessions.close(request.cookies.get(SESSION_COOKIE))
         return None
     return Caller(token, session)

@@ -16,11 +16,17 @@ from aiohttp import web
 
 from watcherd.client.follow import Follower
 from watcherd.web.api import find, root_of
-from watcherd.web.auth import needs
+from watcherd.web.auth import needs, still_allowed
 
 STOPPING = web.AppKey("stopping", asyncio.Event)
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
+RECHECK_SECONDS = 1.0  # how soon a stream ends after its token is removed
+
+
+def _client_left(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @needs("read")
@@ -39,7 +45,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     follower = Follower(root_of(request).layout, ref)
     loop = asyncio.get_running_loop()
     number = 0
-    quiet = 0.0
+    quiet = since_check = 0.0
     while True:
         lines, ended = await loop.run_in_executor(None, follower.step)
         for line in lines:
@@ -58,7 +64,14 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             await asyncio.wait_for(stopping.wait(), POLL_SECONDS)
         if stopping.is_set():  # the server is stopping: the client reconnects elsewhere
             break
+        if _client_left(request):  # else noticed at the next write, up to 15 s from now
+            return response
         quiet += POLL_SECONDS
+        since_check += POLL_SECONDS
+        if since_check >= RECHECK_SECONDS:  # a stream may last hours: its token may not
+            since_check = 0.0
+            if not still_allowed(request):
+                break
         if quiet >= KEEPALIVE_SECONDS:  # a comment: keeps proxies from closing an idle stream
             await response.write(b": keep-alive\n\n")
             quiet = 0.0

@@ -5,8 +5,8 @@ as text by the script: never HTML, never script (and the CSP allows no inline sc
 from __future__ import annotations
 
 import asyncio
+import html
 import time
-from html import escape
 from urllib.parse import parse_qs, quote, urlencode
 
 from aiohttp import web
@@ -32,6 +32,18 @@ from watcherd.web.tokens import TokenStore
 
 PATCH_LIMIT = 1024 * 1024  # of changes.patch shown on a page (the file has it all)
 LIST_LIMIT = 200
+
+
+def escape(text: str) -> str:
+    """HTML-escaped. A name that is not UTF-8 on disk (os.listdir's surrogate escapes) is
+    shown with U+FFFD: the page cannot be encoded with it, and one such name in the inbox
+    would fail the dashboard for everyone."""
+    return html.escape(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+
+
+def path_part(text: str) -> str:
+    """One percent-encoded path segment, whatever the name's bytes."""
+    return quote(text, safe="", errors="surrogatepass")
 
 
 def page(title: str, body: str, who: Caller | None = None) -> web.Response:
@@ -70,7 +82,7 @@ def _state(state: str) -> str:
 
 def _job_link(line: JobLine) -> str:
     handle = line.job_id or line.name or ""
-    return f'<a href="/jobs/{quote(handle, safe="")}">{escape(line.name or handle)}</a>'
+    return f'<a href="/jobs/{path_part(handle)}">{escape(line.name or handle)}</a>'
 
 
 # -- the list -----------------------------------------------------------------------------
@@ -198,13 +210,13 @@ def _job_body(request: web.Request, who: Caller) -> tuple[str, str]:
     ended = view.state not in ("queued", "running")
     if who.token.allows("admin"):
         if not ended:
-            buttons += (f'<form method="post" action="/jobs/{quote(handle, safe="")}/cancel">'
+            buttons += (f'<form method="post" action="/jobs/{path_part(handle)}/cancel">'
                         f'{csrf_field(who)}<button class="danger" id="cancel">Cancel</button>'
                         "</form>")  # fmt: skip
         elif view.state != "done" and view.job_id:
-            buttons += (f'<form method="post" action="/jobs/{quote(handle, safe="")}/retry">'
+            buttons += (f'<form method="post" action="/jobs/{path_part(handle)}/retry">'
                         f'{csrf_field(who)}<button id="retry">Retry</button></form>')  # fmt: skip
-    events = f"/api/v1/jobs/{quote(handle, safe='')}/events"
+    events = f"/api/v1/jobs/{path_part(handle)}/events"
     sections = [
         f'<h1>{escape(view.name or handle)}</h1><div class="actions">{buttons}</div>',
         f'<table class="facts">{table}</table>',
@@ -221,7 +233,7 @@ def _job_body(request: web.Request, who: Caller) -> tuple[str, str]:
             sections.append("<h2>Changes</h2><pre class=\"diff\">"
                             f"{_diff(patch.decode('utf-8', 'replace'))}</pre>")  # fmt: skip
         files = " · ".join(
-            f'<a href="/api/v1/jobs/{quote(handle, safe="")}/files/{name}">{name}</a>'
+            f'<a href="/api/v1/jobs/{path_part(handle)}/files/{name}">{name}</a>'
             for name in ("summary.md", "changes.patch", "run.log", "exit.json")
         )
         sections.append(f'<p class="files">{files}</p>')
@@ -240,9 +252,14 @@ async def job_page(request: web.Request) -> web.StreamResponse:
 async def cancel_from_page(request: web.Request) -> web.StreamResponse:
     ref = find(request)
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, cancel, root_of(request).layout,
-                               request.match_info["job"], caller(request).who)  # fmt: skip
-    raise web.HTTPSeeOther(f"/jobs/{quote(ref.job_id or ref.name or '', safe='')}")
+    try:
+        await loop.run_in_executor(None, cancel, root_of(request).layout,
+                                   request.match_info["job"], caller(request).who)  # fmt: skip
+    except OSError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=f"cannot write the cancel request: {exc.strerror or exc}"
+        ) from exc
+    raise web.HTTPSeeOther(f"/jobs/{path_part(ref.job_id or ref.name or '')}")
 
 
 @needs("admin")
@@ -256,7 +273,11 @@ async def retry_from_page(request: web.Request) -> web.StreamResponse:
                                             ref.job_id)  # fmt: skip
     except NotRetryable as exc:
         raise web.HTTPConflict(text=str(exc)) from exc
-    raise web.HTTPSeeOther(f"/jobs/{quote(target.name, safe='')}")
+    except OSError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=f"cannot retry: cannot move the job into the inbox: {exc.strerror or exc}"
+        ) from exc
+    raise web.HTTPSeeOther(f"/jobs/{path_part(target.name)}")
 
 
 @needs("submit")
@@ -280,7 +301,11 @@ async def submit_from_page(request: web.Request) -> web.StreamResponse:
         response = page("Not submitted", body, caller(request))
         response.set_status(422)
         return response
-    raise web.HTTPSeeOther(f"/jobs/{quote(path.name, safe='')}")
+    except OSError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=f"cannot write into the inbox: {exc.strerror or exc}"
+        ) from exc
+    raise web.HTTPSeeOther(f"/jobs/{path_part(path.name)}")
 
 
 # -- logging in ---------------------------------------------------------------------------
@@ -294,8 +319,9 @@ def csrf_field(who: Caller) -> str:
 
 def _safe_next(value: object) -> str:
     """Only a path of this server: never //host or a scheme (an open redirect)."""
+    # Printable ASCII only: a URL parser drops tabs and newlines, so "/\t/evil" is "//evil".
     if isinstance(value, str) and value.startswith("/") and not value.startswith("//") \
-            and "\\" not in value:  # fmt: skip
+            and "\\" not in value and all("!" <= c <= "~" for c in value):  # fmt: skip
         return value
     return "/"
 
