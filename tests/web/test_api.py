@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
 import time
 from dataclasses import replace
@@ -230,3 +232,21 @@ def test_idle_connections_are_bounded(served: Served) -> None:
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
+
+
+def test_idempotency_keys_expire_and_an_abandoned_one_is_taken_over(served: Served) -> None:
+    token = served.tokens["submit"]
+    folder = served.config.root / "state" / "idempotency"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / hashlib.sha256(b"submitter\0crashed").hexdigest()
+    record.touch()  # a server died between taking the key and writing what it made
+    old = time.time() - 120
+    os.utime(record, (old, old))
+    stale = folder / ("0" * 64)
+    stale.write_text("{}")
+    os.utime(stale, (old - 2 * 86400, old - 2 * 86400))
+    made = served.post("/api/v1/jobs?name=after-crash", token, data=JOB,
+                       headers={"Idempotency-Key": "crashed"})  # fmt: skip
+    assert made.status_code == 202, made.text
+    assert inbox(served) == ["after-crash.yaml"] and record.stat().st_size > 0
+    assert not stale.exists()  # a day-old key is forgotten

@@ -25,6 +25,13 @@ def logged_in(served: Served, scope: str = "admin") -> tuple[requests.Session, s
     return session, csrf
 
 
+def test_a_login_from_another_origin_is_refused(served: Served) -> None:
+    answer = requests.post(served.base + "/login", data={"token": served.tokens["read"]},
+                           headers={"Origin": "http://evil.example"}, timeout=10,
+                           allow_redirects=False)  # fmt: skip
+    assert answer.status_code == 403 and "Set-Cookie" not in answer.headers
+
+
 def test_a_wrong_token_gets_no_session(served: Served) -> None:
     answer = requests.post(served.base + "/login", data={"token": "wdt_wrong"}, timeout=10,
                            allow_redirects=False)  # fmt: skip

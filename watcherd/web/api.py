@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +30,8 @@ from watcherd.util.safeio import read_regular
 from watcherd.web.auth import caller, needs
 from watcherd.web.errors import problem
 
+IDEMPOTENCY_SECONDS = 24 * 3600  # how long an Idempotency-Key means its job
+ABANDONED_SECONDS = 60.0  # an empty key record this old: its request died
 BODY_SECONDS = 10.0  # a client that has not sent its whole body by then is cut off
 PAGE_LIMIT_MAX = 200
 # What /files/{name} serves: the job's documented outputs, nothing else under out/<id>/.
@@ -128,10 +131,14 @@ def _submit_once(root: Root, token_name: str, key: str | None, name: str, data: 
     root.idempotency.mkdir(mode=0o700, parents=True, exist_ok=True)
     record = root.idempotency / hashlib.sha256(f"{token_name}\0{key}".encode()).hexdigest()
     fingerprint = hashlib.sha256(data).hexdigest()
+    _prune_idempotency(root)
     try:
         fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _replay(root, record, fingerprint)
+        if not _abandoned(record):
+            return _replay(root, record, fingerprint)
+        record.unlink(missing_ok=True)  # its request died before it dropped anything
+        fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         path, _ = submit(root.config, name, data)
     except BaseException:
@@ -147,6 +154,32 @@ def _submit_once(root: Root, token_name: str, key: str | None, name: str, data: 
                        "job_id": ref.job_id if ref else None, "body": fingerprint},
                       handle)  # fmt: skip
     return ref
+
+
+def _abandoned(record: Path) -> bool:
+    """Empty, and for longer than any request takes: its server died mid-request."""
+    try:
+        st = record.stat()
+    except FileNotFoundError:
+        return False
+    return st.st_size == 0 and time.time() - st.st_mtime > ABANDONED_SECONDS
+
+
+def _prune_idempotency(root: Root) -> None:
+    """Keys older than IDEMPOTENCY_SECONDS are forgotten, looked at once an hour at most."""
+    marker = root.idempotency / ".pruned"
+    try:
+        if time.time() - marker.stat().st_mtime < 3600:
+            return
+    except FileNotFoundError:
+        pass
+    marker.touch()
+    cutoff = time.time() - IDEMPOTENCY_SECONDS
+    with os.scandir(root.idempotency) as entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                if not entry.name.startswith(".") and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
 
 
 def _replay(root: Root, record: Path, fingerprint: str) -> JobRef:

@@ -145,7 +145,7 @@ def make_app(config: Config, tokens: TokenStore | None = None) -> web.Applicatio
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     secure = bool(settings.public_url and settings.public_url.startswith("https:"))
-    app.router.add_post("/login", pages.make_login(tokens, sessions, secure))
+    app.router.add_post("/login", pages.make_login(tokens, sessions, secure, origin))
     app.router.add_post("/logout", pages.make_logout(sessions))
     return app
 

@@ -29,6 +29,7 @@ log = logging.getLogger("watcherd.web")
 
 SESSION_COOKIE = "watcherd_session"
 SESSION_SECONDS = 12 * 3600
+MAX_SESSIONS = 10_000  # then the oldest ends: memory stays bounded
 FAILURE_DELAY_SECONDS = 0.5
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_key", "apikey", "bearer"})
@@ -52,6 +53,8 @@ class Sessions:
 
     def open(self, token: Token) -> tuple[str, Session]:
         self._expire()
+        while len(self.by_id) >= MAX_SESSIONS:  # a token holder logging in in a loop
+            del self.by_id[min(self.by_id, key=lambda k: self.by_id[k].expires)]
         session_id = secrets.token_urlsafe(32)
         session = Session(token.name, token.digest, secrets.token_urlsafe(24),
                           time.time() + SESSION_SECONDS)  # fmt: skip

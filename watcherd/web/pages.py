@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs, quote, urlencode
 
 from aiohttp import web
@@ -27,6 +28,7 @@ from watcherd.web.auth import (
     caller,
     needs,
 )
+from watcherd.web.errors import problem
 from watcherd.web.metrics import STATES
 from watcherd.web.tokens import TokenStore
 
@@ -336,8 +338,13 @@ autofocus></label><button id="login">Log in</button></form>
     return page("Log in", body)
 
 
-def make_login(tokens: TokenStore, sessions: Sessions, secure: bool) -> Handler:
+def make_login(
+    tokens: TokenStore, sessions: Sessions, secure: bool, origin: Callable[[web.Request], str]
+) -> Handler:
     async def login(request: web.Request) -> web.StreamResponse:
+        sent = request.headers.get("Origin")
+        if sent is not None and sent != origin(request):  # login CSRF: a session of theirs
+            return problem(403, f"cross-origin login refused (Origin {sent!r})")
         data = await read_body(request, 4096)
         form = parse_qs(data.decode("utf-8", "replace"))
         presented = (form.get("token") or [""])[0].strip()
