@@ -40,6 +40,18 @@ class SavedWork:
 
 
 @dataclass(frozen=True)
+class DiskBound:
+    """How the job's disk budget held (watcherd/job/disk.py): ``filesystem``, a filesystem
+    of its own that writes could not go past, or ``poll``, measured while it ran (``why``
+    it had to be)."""
+
+    bound: str
+    budget: int
+    used: int | None = None  # at the end, when known
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Outcome:
     state: JobState
     reason: str
@@ -52,6 +64,7 @@ class Outcome:
     agent: str | None = None
     report: AgentReport | None = None  # the agent's own account: session, usage
     gateway: Spent | None = None  # the gateway's account of its model calls: the usage
+    disk: DiskBound | None = None
 
     def judged(self, state: JobState, reason: str) -> Outcome:
         return dataclasses.replace(self, state=state, reason=reason)
@@ -61,6 +74,9 @@ class Outcome:
 
     def with_gateway(self, spent: Spent | None) -> Outcome:
         return dataclasses.replace(self, gateway=spent)
+
+    def with_disk(self, disk: DiskBound | None) -> Outcome:
+        return dataclasses.replace(self, disk=disk)
 
     def with_removed(self, removed: tuple[str, ...]) -> Outcome:
         return dataclasses.replace(self, removed_from_out=(*self.removed_from_out, *removed))
@@ -109,6 +125,13 @@ def write_exit_json(out_dir: Path, job_id: str, source_name: str, outcome: Outco
             "refused_calls": outcome.gateway.refused,
             "counted_by": "gateway",
         }
+    if outcome.disk is not None:
+        disk: dict[str, Any] = {"bound": outcome.disk.bound, "budget": outcome.disk.budget}
+        if outcome.disk.used is not None:
+            disk["used"] = outcome.disk.used
+        if outcome.disk.why:
+            disk["why"] = outcome.disk.why
+        record["disk"] = disk
     # Owned like its folder (the job's user), so the host user owns all of out/<id>.
     folder = out_dir.stat()
     write_atomic(
