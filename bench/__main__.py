@@ -10,8 +10,10 @@ throughput (many jobs at concurrency 2 and 4), queue (10,000 queued, a runner th
 at once), idle (daemon CPU at rest, the worker image), workspace (a large repository),
 swarm (issue 12: the same no-op jobs through backend local and backend swarm), gateway (a
 streamed model response through the model gateway beside the same one direct: added time
-to the first event, throughput, 20 concurrent streams), serve (issue 20: submissions through the
-HTTP API with event streams open, beside the same load without the server).
+to the first event, throughput, 20 concurrent streams), disk (issue 24: the kernel-held
+disk budget's cost per job, beside the polled one: drop → start and throughput), serve
+(issue 20: submissions through the HTTP API with event streams open, beside the same load
+without the server).
 All but spool and gateway need the Docker Engine and root (the daemon runs as it would in
 production). Every container it starts is removed and every process stopped, also on
 failure.
@@ -29,7 +31,18 @@ from pathlib import Path
 
 import docker
 
-from bench import backlog, gateway, idle, latency, serve, spool, swarm, throughput, workspace
+from bench import (
+    backlog,
+    disk,
+    gateway,
+    idle,
+    latency,
+    serve,
+    spool,
+    swarm,
+    throughput,
+    workspace,
+)
 from bench.common import PROFILE, client, log
 from bench.report import Report
 
@@ -43,6 +56,7 @@ SECTIONS: dict[str, Section] = {
     "workspace": workspace.run,
     "swarm": swarm.run,
     "gateway": gateway.run,
+    "disk": disk.run,
     "serve": serve.run,
 }
 NO_DOCKER = frozenset({"spool", "gateway", "serve"})  # sections that start no container

@@ -54,7 +54,8 @@ class Sample:
 class FakeServer:
     def __init__(self, base: Path, root: Path, url: str, name: str) -> None:
         self.root = root
-        config = daemon_config(root, "unused:fake", concurrency=CONCURRENCY)
+        # A runner with no Engine cannot hold disk budgets: polled, as before (no probe).
+        config = daemon_config(root, "unused:fake", concurrency=CONCURRENCY, disk_bound="poll")
         self.config_path = base / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = base / f"{name}.log"

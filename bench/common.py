@@ -28,6 +28,7 @@ from watcherd.job.container import build_spec
 from watcherd.job.model import wire_model
 from watcherd.job.spec import parse_job
 from watcherd.repo.workspace import Workspace
+from watcherd.util import loopfs
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 BENCH_CACHE = Path("/var/tmp/watcherd-bench")  # kept between runs (the large repository)
@@ -66,7 +67,16 @@ def scratch(prefix: str) -> Iterator[Path]:
     try:
         yield path
     finally:
+        release_mounts(path)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def release_mounts(folder: Path) -> None:
+    """The job filesystems a daemon left mounted below ``folder`` (its kept workspaces),
+    unmounted: their loop devices free themselves, and the folder can go."""
+    for mount in loopfs.mounts_below(folder):
+        with contextlib.suppress(OSError):
+            loopfs.unmount(mount.target)
 
 
 def make_root(base: Path, name: str = "work") -> Path:

@@ -12,7 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from watcherd.backends import ContainerState, Runner
+from watcherd.backends import ContainerState, Runner, RunnerError
+from watcherd.backends.base import Placement
 from watcherd.backends.spec import JOB_LABEL, ContainerSpec
 from watcherd.config import load_config
 from watcherd.daemon.server import Server
@@ -70,6 +71,12 @@ class FakeRunner:
 
     def logs_tail(self, handle: str, lines: int) -> str:
         return ""
+
+    def placement(self, constraints: tuple[str, ...]) -> Placement:
+        return Placement(constraints)
+
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None:
+        raise RunnerError("no Docker Engine here")  # so jobs' disk budgets are polled
 
 
 def main(argv: list[str]) -> int:

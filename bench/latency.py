@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -100,7 +101,7 @@ class JobTimes:
 def run(report: Report, quick: bool, image: str, docker_client: docker.DockerClient) -> None:
     jobs = 20 if quick else 200
     with scratch("latency") as base:
-        daemon_jobs = _daemon_run(base, image, docker_client, jobs)
+        daemon_jobs = daemon_run(base, image, docker_client, jobs)
         floor = _floor_run(base, image, docker_client, jobs)
     _report(report, daemon_jobs[WARMUP:], floor)
 
@@ -108,8 +109,8 @@ def run(report: Report, quick: bool, image: str, docker_client: docker.DockerCli
 # -- the daemon --------------------------------------------------------------------------
 
 
-def _daemon_run(
-    base: Path, image: str, docker_client: docker.DockerClient, jobs: int
+def daemon_run(
+    base: Path, image: str, docker_client: docker.DockerClient, jobs: int, **overrides: Any
 ) -> list[JobTimes]:
     url = make_upstream(base)
     root = make_root(base)
@@ -121,7 +122,9 @@ def _daemon_run(
 
     watch = FolderWatch(root, FOLDERS, expand=["out"], on_event=on_event).start()
     events = DockerEvents(docker_client, root).start()
-    daemon = Daemon(base, daemon_config(root, image, concurrency=1))
+    # As before the disk bound (its cost: section 8), unless told otherwise.
+    config = {"disk_bound": "poll", **overrides}
+    daemon = Daemon(base, daemon_config(root, image, concurrency=1, **config))
     drops: dict[str, int] = {}
     data = job_bytes(url)
     try:

@@ -105,7 +105,8 @@ def daemon_wall(
                     all_filed.set()
 
     watch = FolderWatch(root, ["done", "failed"], on_event=on_event).start()
-    daemon = Daemon(base, daemon_config(root, image, concurrency=concurrency, **overrides))
+    config = {"disk_bound": "poll", **overrides}  # as before the bound (its cost: section 8)
+    daemon = Daemon(base, daemon_config(root, image, concurrency=concurrency, **config))
     data = job_bytes(url)
     try:
         daemon.start()

@@ -17,6 +17,7 @@ from tests.support.helpers import (
     DaemonProcess,
     StartDaemon,
     exit_record,
+    files_holding,
     wait_finished,
     wait_for,
     write_job,
@@ -244,12 +245,9 @@ def test_hostile_agent_is_contained(
     events = (out / "events.jsonl").read_text()
     assert "Read-only file system" in events  # /etc, /usr/local/bin, /opt/codex
     assert "uid=0(" not in events  # neither sudo nor su nor a setuid binary made it root
-    # The secret is in no file under the work root and in no daemon log line.
-    for dirpath, _, filenames in os.walk(work_root):
-        for name in filenames:
-            file = Path(dirpath, name)
-            if not file.is_symlink():
-                assert SECRET not in file.read_text(errors="replace"), file
+    # The secret is in no file under the work root (nor in its jobs' filesystems' images)
+    # and in no daemon log line.
+    assert files_holding(work_root, SECRET.encode()) == []
     for log in tmp_path.parent.glob("**/watcherd-*.log"):
         assert SECRET not in log.read_text(errors="replace")
     # The upstream saw the key as a bearer token on every call: the job really ran with it.

@@ -5,7 +5,6 @@ server speaking its protocol on 127.0.0.1, the same outputs whatever the agent. 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,7 +19,13 @@ from tests.support import anthropic_server, gemini_server, openai_chat_server
 from tests.support.attacks import attack_targets
 from tests.support.backends import on_both_backends
 from tests.support.git_server import GitServer
-from tests.support.helpers import DaemonProcess, StartDaemon, wait_finished, write_job
+from tests.support.helpers import (
+    DaemonProcess,
+    StartDaemon,
+    files_holding,
+    wait_finished,
+    write_job,
+)
 from watcherd.agents import AGENTS
 from watcherd.agents.opencode import CONFIG_FILES as OPENCODE_CONFIG_FILES
 
@@ -239,11 +244,7 @@ def test_a_hostile_agent_finds_no_key_and_reaches_nothing_but_its_model(
     assert not (work_root / "inbox" / "pwn.yaml").exists()
     assert (out / "grep.txt").read_text() == ""  # another job's home is nowhere in reach
     assert case.secret not in (out / "env.txt").read_text()
-    for dirpath, _, filenames in os.walk(work_root):  # nor anywhere under the work root
-        for name in filenames:
-            path = Path(dirpath, name)
-            if path.is_file() and not path.is_symlink():
-                assert case.secret.encode() not in path.read_bytes(), path
+    assert files_holding(work_root, case.secret.encode()) == []  # nor under the work root
     calls = [r for r in server.requests if getattr(r, "kind", "step") == "step"]
     assert calls and {case.presented(r) for r in calls} == {case.secret}
     record = json.loads((out / "exit.json").read_text())

@@ -1,5 +1,6 @@
 """How the Swarm backend reads a task's record (pure logic, a stand-in for the API): the
-states one node cannot show, a task lost with its node, one rejected by its node."""
+states one node cannot show, a task lost with its node, one rejected by its node; and
+which tasks only the daemon's own node can take (where a job's filesystem is)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from watcherd.backends import NO_EXIT_CODE
 from watcherd.backends.swarm import SwarmRunner
+from watcherd.backends.swarmservice import node_may_take
 
 HERE, THERE = "node-here", "node-there"
 
@@ -17,6 +19,10 @@ class FakeAPI:
     def __init__(self, tasks: list[dict[str, Any]], down: bool) -> None:
         self._tasks = tasks
         self._down = down
+        self.node_list: list[dict[str, Any]] = [node(HERE, "manager")]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.node_list
 
     def inspect_node(self, node: str) -> dict[str, Any]:
         state = "down" if self._down else "ready"
@@ -132,3 +138,48 @@ def test_a_task_whose_container_never_started_is_not_retried() -> None:
     refused = task("failed", Err="starting container failed: invalid mount config")
     found = runner_with(refused).inspect("svc")
     assert (found.finished, found.lost, found.exit_code) == (True, False, None)
+
+
+def node(node_id: str, role: str = "worker", **labels: str) -> dict[str, Any]:
+    return {
+        "ID": node_id,
+        "Spec": {"Role": role, "Labels": labels, "Availability": "active"},
+        "Description": {"Hostname": f"host-{node_id}",
+                        "Platform": {"OS": "linux", "Architecture": "x86_64"},
+                        "Engine": {"Labels": {"zone": "a"}}},
+        "Status": {"State": "down"},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("constraints", "takes"),
+    [
+        ((), True),
+        (("node.role==worker",), True),
+        (("node.role == Manager",), False),  # Swarm matches values without regard to case
+        (("node.role!=worker",), False),
+        (("node.labels.gpu==yes",), True),
+        (("node.labels.gpu==no",), False),
+        (("node.labels.ssd!=yes",), True),  # a label it lacks is != anything
+        (("node.labels.ssd==yes",), False),
+        (("engine.labels.zone==a", "node.platform.os==linux"), True),
+        (("node.hostname==host-there",), True),
+        (("node.id==other",), False),
+        (("node.ip==10.0.0.0/8",), True),  # not read: counted as met (it could run there)
+    ],
+)
+def test_which_nodes_a_pools_constraints_let_take_a_task(
+    constraints: tuple[str, ...], takes: bool
+) -> None:
+    assert node_may_take(constraints, node("there", gpu="yes")) is takes
+
+
+def test_a_task_only_this_node_can_take_is_kept_here_else_the_other_node_is_named() -> None:
+    runner = runner_with()
+    assert runner.placement(()).constraints == (f"node.id=={HERE}",)
+    assert runner.placement(()).elsewhere == ""
+    runner.docker._client.api.node_list.append(node(THERE, gpu="yes"))  # even while down
+    assert runner.placement(()).elsewhere == f"host-{THERE}"
+    assert runner.placement(("node.labels.gpu==yes",)).elsewhere == f"host-{THERE}"
+    kept = runner.placement(("node.role==manager",))
+    assert (kept.constraints, kept.elsewhere) == (("node.role==manager", f"node.id=={HERE}"), "")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.util.test_loopfs import needs_loop
 from watcherd.cli.doctor import CLOCK_FLOOR, Check, base_images, format_checks, run_checks
 from watcherd.config import Config
 from watcherd.config.notify import WebhookTarget
@@ -24,6 +25,7 @@ BUILT = datetime(2026, 11, 20, tzinfo=UTC)
 class FakeEngine:
     live: bool = True
     manager: bool = True
+    sees_mounts: bool = True  # as the Engine on this host does, for a daemon on the host
     images: dict[str, datetime] = field(
         default_factory=lambda: {"watcherd-codex:0.171.0": BUILT, "debian:bookworm-slim": BUILT}
     )
@@ -39,6 +41,9 @@ class FakeEngine:
 
     def swarm_manager(self) -> bool:
         return self.manager
+
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None:
+        return (folder / name).read_bytes() if self.sees_mounts else None
 
 
 def unreachable() -> FakeEngine:
@@ -72,7 +77,7 @@ def test_a_healthy_machine_passes_every_check(tmp_path: Path, dockerfile: Path) 
     assert all(check.ok for check in checks), format_checks(checks)
     assert set(by_name(checks)) == {
         "engine", "live-restore", "worker image", "base image", "login", "root", "disk",
-        "clock", "inbox", "network", "login exposure",
+        "disk bound", "clock", "inbox", "network", "login exposure",
     }  # fmt: skip
 
 
@@ -180,3 +185,23 @@ def test_what_weakens_a_jobs_containment_is_said(tmp_path: Path, dockerfile: Pat
     assert checks["login exposure"].warning
     lines = format_checks(list(checks.values()))
     assert any(line.startswith("WARN  network ") and "fix:" in line for line in lines)
+
+
+@needs_loop
+def test_whether_the_disk_budget_is_held_or_polled_is_said(
+    tmp_path: Path, dockerfile: Path
+) -> None:
+    config = healthy(tmp_path)
+    held = by_name(run_checks(config, FakeEngine, NOW, dockerfile))["disk bound"]
+    assert held.ok and not held.warning and "no job can write past it" in held.detail
+    unseen = lambda: FakeEngine(sees_mounts=False)  # noqa: E731
+    polled = by_name(run_checks(config, unseen, NOW, dockerfile))["disk bound"]
+    assert polled.ok and polled.warning
+    assert polled.detail.startswith("polled: the Docker Engine does not see what the daemon")
+    assert "systemd/disk-bound.conf" in polled.fix
+    required = config.replace(disk_bound="require")
+    refused = by_name(run_checks(required, unseen, NOW, dockerfile))["disk bound"]
+    assert not refused.ok and "the daemon will not start" in refused.detail
+    chosen = by_name(run_checks(config.replace(disk_bound="poll"), FakeEngine, NOW, dockerfile))
+    assert chosen["disk bound"].warning and "disk_bound: poll" in chosen["disk bound"].detail
+    assert not (config.root / "disks").exists() or not list((config.root / "disks").iterdir())

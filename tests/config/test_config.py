@@ -83,6 +83,7 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
         ("retries: 1.5", "setting 'retries': expected a whole number, got 1.5"),
         ("max_retries: -1\nretries: 0", "max_retries must not be negative, got -1"),
         ("backend: k8s", "backend must be one of local, swarm, got 'k8s'"),
+        ("disk_bound: quota", "disk_bound must be one of auto, require, poll, got 'quota'"),
         ("network_mode: host", "set allow_host_network: true"),
         ("token_budget: -1", "token_budget must not be negative"),
         ("allow_open_network: maybe", "expected true or false"),

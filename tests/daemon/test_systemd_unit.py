@@ -117,6 +117,51 @@ def test_unit_matches_what_the_daemon_does() -> None:
     }
 
 
+# -- the disk-bound drop-in -----------------------------------------------------------------
+
+DROP_IN = CHECKOUT / "systemd" / "disk-bound.conf"
+# What gives a unit a mount namespace of its own (systemd.exec(5), 252): mounts made in it
+# reach neither dockerd nor anyone else. Each with the value that does not.
+NAMESPACE_SETTINGS = {
+    "ReadWritePaths": "", "ReadOnlyPaths": "", "InaccessiblePaths": "", "ExecPaths": "",
+    "NoExecPaths": "", "TemporaryFileSystem": "", "BindPaths": "", "BindReadOnlyPaths": "",
+    "ProtectSystem": "no", "ProtectHome": "no", "PrivateTmp": "no", "PrivateDevices": "no",
+    "PrivateMounts": "no", "ProtectProc": "default", "ProcSubset": "all",
+    "ProtectKernelTunables": "no", "ProtectKernelModules": "no", "ProtectKernelLogs": "no",
+    "ProtectControlGroups": "no", "ProtectHostname": "no", "MountFlags": "shared",
+    "RootDirectory": "", "RootImage": "",
+}  # fmt: skip
+
+
+def test_the_disk_bound_drop_in_lets_the_daemon_mount_where_dockerd_sees_it() -> None:
+    unit = unit_settings(UNIT.read_text())
+    drop_in = unit_settings(DROP_IN.read_text())
+    for key in sorted(set(unit) & set(NAMESPACE_SETTINGS)):
+        assert key in drop_in, f"{key}= of the unit would keep a mount namespace"
+        assert drop_in[key][-1] == NAMESPACE_SETTINGS[key], key
+    assert drop_in["CapabilityBoundingSet"] == ["CAP_SYS_ADMIN"]  # added to the unit's
+    assert {"/dev/loop-control rw", "block-loop rw"} <= set(drop_in["DeviceAllow"])
+
+
+def test_systemd_analyze_verify_accepts_the_unit_with_the_drop_in(
+    systemd_analyze: str, checkable_unit: Path
+) -> None:
+    folder = checkable_unit.parent / "watcherd.service.d"
+    folder.mkdir()
+    (folder / "disk-bound.conf").write_text(DROP_IN.read_text())
+    result = subprocess.run(
+        [systemd_analyze, "verify", str(checkable_unit)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+    security = subprocess.run(
+        [systemd_analyze, "security", "--offline=yes", "--no-pager", str(checkable_unit)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    found = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
+    assert found and float(found.group(1)) > 5.0  # the drop-in was read: less sandbox
+
+
 # -- MemoryDenyWriteExecute= -------------------------------------------------------------
 
 needs_x86_64 = pytest.mark.skipif(

@@ -4,7 +4,6 @@ Codex, a scripted model whose tool calls are the attacks."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from tests.support.attacks import attack_targets
 from tests.support.backends import on_both_backends
 from tests.support.git_server import GitServer
-from tests.support.helpers import DaemonProcess, wait_finished, write_job
+from tests.support.helpers import DaemonProcess, files_holding, wait_finished, write_job
 from tests.support.model_server import ScriptedModel, Step, codex_config
 from watcherd.config import DEFAULT_IMAGE
 
@@ -92,9 +91,5 @@ def test_codex_finds_no_key_and_reaches_nothing_but_its_model(
         out = work_root / "out" / path.name.removesuffix(".yaml")
         assert folder == "done", (out / "run.log").read_text()
         targets.check(out, key, backend)
-    for dirpath, _, filenames in os.walk(work_root):
-        for name in filenames:
-            file = Path(dirpath, name)
-            if file.is_file() and not file.is_symlink():
-                assert key.encode() not in file.read_bytes(), file
+    assert files_holding(work_root, key.encode()) == []
     assert model.authorizations and set(model.authorizations) == {f"Bearer {key}"}

@@ -36,6 +36,24 @@ def test_a_new_attempt_starts_a_new_file_and_the_reader_starts_over(tmp_path: Pa
     assert reader.restarts == 1
 
 
+def test_the_same_file_copied_elsewhere_is_read_on_not_again(tmp_path: Path) -> None:
+    """out/<id>/ leaves the job's own filesystem for the root's once its container exited:
+    the same events in a new file; and a new attempt's file as long is still new."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(line(1) + line(2))
+    reader = EventReader(path)
+    assert len(reader.read()) == 2
+    copy = tmp_path / "copy"
+    copy.write_bytes(path.read_bytes() + line(3))
+    os.replace(copy, path)
+    assert reader.read() == [{"type": "n", "n": 3}]
+    assert reader.restarts == 0
+    path.unlink()
+    path.write_bytes(line(4) + line(5) + line(6) + line(7))
+    assert [event["n"] for event in reader.read()] == [4, 5, 6, 7]
+    assert reader.restarts == 1
+
+
 def test_from_end_skips_what_was_already_there(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(line(1))

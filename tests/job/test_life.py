@@ -13,11 +13,15 @@ from typing import Any
 import yaml
 
 from bench.fakeserver import FakeRunner
+from tests.support.backends import release_mounts
 from tests.support.helpers import exit_record, finished_jobs, wait_for, write_job
+from tests.util.test_loopfs import needs_loop
+from watcherd.backends.base import Placement
 from watcherd.backends.spec import JOB_LABEL, ContainerSpec
 from watcherd.config import load_config
 from watcherd.daemon.server import Server
 from watcherd.spool.folders import Layout, RunState, Spool, new_job_id
+from watcherd.util import loopfs
 
 
 class RecordingRunner(FakeRunner):
@@ -49,7 +53,7 @@ class RecordingRunner(FakeRunner):
         return [arg for call, arg in self.calls if call == what]
 
 
-def serve(tmp_path: Path, runner: RecordingRunner) -> tuple[Server, threading.Thread]:
+def serve(tmp_path: Path, runner: RecordingRunner, **extra: Any) -> tuple[Server, threading.Thread]:
     config_file = tmp_path / "config.yaml"
     config_file.write_text(
         yaml.safe_dump(
@@ -61,6 +65,7 @@ def serve(tmp_path: Path, runner: RecordingRunner) -> tuple[Server, threading.Th
                 "allowed_protocols": ["file"],
                 "settle_seconds": 0.1,
                 "concurrency": 2,
+                **extra,
             }
         )
     )
@@ -150,3 +155,114 @@ def test_a_filed_jobs_leftover_container_is_removed_at_the_next_start(tmp_path: 
         thread.join(30)
     assert runner.named("start") == []
     assert list((root / "done").iterdir()) == [root / "done" / f"{job_id}.yaml"]
+
+
+class HostRunner(RecordingRunner):
+    """Sees the daemon's mounts, as the Engine on this host does; its tasks may be placed
+    ``elsewhere`` (a Swarm node other than the daemon's)."""
+
+    def __init__(self, root: Path, elsewhere: str = "") -> None:
+        super().__init__(root)
+        self.elsewhere = elsewhere
+        self.placements: list[tuple[str, ...]] = []
+
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None:
+        return (folder / name).read_bytes()
+
+    def placement(self, constraints: tuple[str, ...]) -> Placement:
+        if self.elsewhere:
+            return Placement(constraints, self.elsewhere)
+        return Placement((*constraints, "node.id==here"))
+
+    def start(self, spec: ContainerSpec) -> str:
+        self.placements.append(spec.placement)
+        return super().start(spec)
+
+
+def run_one(
+    tmp_path: Path, runner: RecordingRunner, repo_url: str, **extra: Any
+) -> tuple[Path, list[Path]]:
+    """One job through the daemon; its job file, and what was still mounted after it."""
+    root = runner.root
+    (root / "inbox").mkdir(parents=True, exist_ok=True)
+    write_job(root / "inbox", "one.yaml", repo_url=repo_url, prompt="succeed", disk="32m")
+    server, thread = serve(tmp_path, runner, keep_workspaces=0, **extra)
+    try:
+        done = wait_for(lambda: [*(root / "done").glob("*"), *(root / "failed").glob("*")],
+                        60, "the job filed")  # fmt: skip
+        wait_for(lambda: not list((root / "disks").glob("*.img")), 10, "its image pruned")
+        left = [mount.target for mount in loopfs.mounts_below(root)]
+    finally:
+        server.stop()
+        thread.join(30)
+        release_mounts(root)
+    return done[0], left
+
+
+@needs_loop
+def test_a_jobs_budget_is_its_filesystem_kept_where_it_is(tmp_path: Path, repo_url: str) -> None:
+    runner = HostRunner(tmp_path / "work")
+    job_file, left = run_one(tmp_path, runner, repo_url)
+    record = exit_record(runner.root, job_file)
+    assert record["state"] == "done", record["reason"]
+    assert record["disk"]["bound"] == "filesystem" and record["disk"]["budget"] == 32 * 2**20
+    assert runner.placements == [("node.id==here",)]  # kept on the filesystem's host
+    assert runner.state_at_start[job_file.stem]["disk_bound"] == "filesystem"
+    assert left == []  # released with its pruned workspace
+
+
+@needs_loop
+def test_a_job_whose_task_may_run_on_another_node_is_polled_and_says_why(
+    tmp_path: Path, repo_url: str
+) -> None:
+    runner = HostRunner(tmp_path / "work", elsewhere="node-2")
+    record = exit_record(runner.root, run_one(tmp_path, runner, repo_url)[0])
+    assert record["state"] == "done", record["reason"]
+    assert record["disk"]["bound"] == "poll"
+    assert "may run on node node-2" in record["disk"]["why"]
+    assert runner.placements == [()]  # placed as its pool says, nothing added
+
+
+@needs_loop
+def test_with_disk_bound_require_such_a_job_fails_rather_than_being_polled(
+    tmp_path: Path, repo_url: str
+) -> None:
+    runner = HostRunner(tmp_path / "work", elsewhere="node-2")
+    job_file, _ = run_one(tmp_path, runner, repo_url, disk_bound="require")
+    record = exit_record(runner.root, job_file)
+    assert (job_file.parent.name, record["state"]) == ("failed", "failed")
+    assert "disk_bound is require, and its task may run on node node-2" in record["reason"]
+
+
+def test_with_disk_bound_require_a_daemon_that_cannot_make_filesystems_does_not_start(
+    tmp_path: Path,
+) -> None:
+    runner = RecordingRunner(tmp_path / "work")  # no Engine to show its view: polled
+    server, thread = serve(tmp_path, runner, disk_bound="require")
+    thread.join(30)
+    assert not thread.is_alive() and server.exit_code == 1
+    assert not server.ready.is_set()
+
+
+@needs_loop
+def test_pruning_never_releases_the_filesystem_of_a_job_claimed_meanwhile(
+    tmp_path: Path, repo_url: str
+) -> None:
+    """Jobs back to back at concurrency 2, nothing kept: each filed job prunes while the
+    next is being made; none loses its filesystem to it."""
+    runner = HostRunner(tmp_path / "work")
+    root = runner.root
+    (root / "inbox").mkdir(parents=True)
+    names = [f"j{n:03d}.yaml" for n in range(60)]
+    for name in names:
+        write_job(root / "inbox", name, repo_url=repo_url, prompt="succeed", disk="16m")
+    server, thread = serve(tmp_path, runner, keep_workspaces=0)
+    try:
+        wait_for(lambda: len(finished_jobs(root)["done"]) + len(finished_jobs(root)["failed"])
+                 == len(names), 120, "every job filed")  # fmt: skip
+    finally:
+        server.stop()
+        thread.join(30)
+        release_mounts(root)
+    failed = finished_jobs(root)["failed"]
+    assert failed == [], exit_record(root, root / "failed" / failed[0])["reason"]

@@ -15,6 +15,8 @@ import docker
 import docker.errors
 import pytest
 
+from watcherd.util import loopfs
+
 on_both_backends = pytest.mark.parametrize("backend", ["local", "swarm"])
 
 # Swarm reserves what a job may use: two cores (and 4 GiB) each would place one job at a
@@ -49,7 +51,8 @@ def for_backend(
 
 
 def remove_jobs_of(client: docker.DockerClient, root: Path) -> None:
-    """Every service and container a test's daemons left for this work root."""
+    """Every service and container a test's daemons left for this work root, and the
+    mounts of its jobs' filesystems."""
     label = {"label": f"watcherd.root={root}"}
     if (client.info().get("Swarm") or {}).get("ControlAvailable"):
         for service in client.services.list(filters=label):
@@ -58,6 +61,16 @@ def remove_jobs_of(client: docker.DockerClient, root: Path) -> None:
         # A removed service's container may be on its way out already (409) or gone.
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)
+    release_mounts(root)
+
+
+def release_mounts(root: Path) -> None:
+    """The job filesystems a test's daemons left mounted below ``root`` (workspaces kept
+    for inspection): unmounted, so that the folder can go and its loop devices free
+    themselves."""
+    for mount in loopfs.mounts_below(root):
+        with contextlib.suppress(OSError):
+            loopfs.unmount(mount.target)
 
 
 def job_binds(container: Any) -> dict[str, tuple[str, bool]]:

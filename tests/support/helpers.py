@@ -50,6 +50,39 @@ def behave_image() -> str:
     return tag
 
 
+def files_holding(root: Path, needle: bytes) -> list[Path]:
+    """Every regular file under ``root`` (what is mounted below it included) that holds
+    ``needle``: read in pieces, holes skipped (a job's filesystem image, disks/<id>.img,
+    is gigabytes of them around what was written)."""
+    found = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.is_file() and not path.is_symlink() and _holds(path, needle):
+                found.append(path)
+    return found
+
+
+def _holds(path: Path, needle: bytes) -> bool:
+    with path.open("rb") as handle:
+        fd = handle.fileno()
+        size, offset = os.fstat(fd).st_size, 0
+        while offset < size:
+            try:
+                offset = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                return False
+            end, tail = os.lseek(fd, offset, os.SEEK_HOLE), b""
+            while offset < end:
+                chunk = os.pread(fd, min(1024**2, end - offset), offset)
+                if not chunk:
+                    break
+                if needle in tail + chunk:
+                    return True
+                tail, offset = chunk[-len(needle) :], offset + len(chunk)
+    return False
+
+
 def write_job(inbox: Path, name: str, **fields: Any) -> Path:
     """Drop a job the way a careful program does: temp name, then rename."""
     path = inbox / name
@@ -98,10 +131,12 @@ class DaemonProcess:
     _count = 0
 
     def __init__(
-        self, root: Path, config: dict[str, Any], env: Mapping[str, str] | None = None
-    ) -> None:
+        self, root: Path, config: dict[str, Any], env: Mapping[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.root = root
         self.env = dict(env or {})  # on top of this process's environment
+        self.prefix = prefix  # a command the daemon runs under (unshare, setpriv, ...)
         DaemonProcess._count += 1
         name = f"watcherd-{DaemonProcess._count}"
         self.config_path = root.parent / f"{name}.yaml"
@@ -112,8 +147,8 @@ class DaemonProcess:
     def start(self, wait_ready: bool = True) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watcherd", "--config", str(self.config_path), "run",
-             "--no-build"],
+            [*self.prefix, sys.executable, "-m", "watcherd", "--config", str(self.config_path),
+             "run", "--no-build"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self._environ(),
         )  # fmt: skip
         if wait_ready:

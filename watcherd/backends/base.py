@@ -9,6 +9,7 @@ permanent one (fail the job).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from watcherd.backends.spec import ContainerSpec
@@ -51,6 +52,16 @@ class ContainerState:
         return self.status in ("exited", "dead")
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a task of some constraints may run, as the daemon's own filesystems need to
+    know: ``constraints`` keep it on the daemon's host, unless ``elsewhere`` names another
+    node that could take it (then its mounts would not be there)."""
+
+    constraints: tuple[str, ...]
+    elsewhere: str = ""
+
+
 class Runner(Protocol):
     def ping(self) -> None: ...
     def live_restore(self) -> bool: ...
@@ -65,3 +76,5 @@ class Runner(Protocol):
     def find(self, job_id: str) -> str | None: ...
     def jobs(self, root: str) -> dict[str, str]: ...
     def logs_tail(self, handle: str, lines: int) -> str: ...
+    def placement(self, constraints: tuple[str, ...]) -> Placement: ...
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None: ...

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import secrets
+import tarfile
+import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -18,6 +23,9 @@ from watcherd.backends.base import (
 )
 
 DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+PROBE_LABEL = "watcherd.probe"
+PROBE_LIMIT = 64 * 1024
+PROBE_LEFTOVER_SECONDS = 600.0  # an older probe container is a crashed daemon's
 
 
 def translate(exc: Exception) -> RunnerError:
@@ -114,3 +122,37 @@ class DockerAPI:
             oom_killed=bool(state.get("OOMKilled")),
             error=str(state.get("Error") or ""),
         )
+
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None:
+        """The file ``name`` in the host folder ``folder`` as this Engine's bind mounts
+        see it (None: it sees no such file): a container of ``image`` is created with the
+        folder bound in, never started, asked for the file (the Engine mounts a created
+        container's binds to copy from it), and removed."""
+        api = self.client.api
+        for old in self.call(lambda: api.containers(all=True, filters={"label": PROBE_LABEL})):
+            if time.time() - float(old.get("Created") or 0) > PROBE_LEFTOVER_SECONDS:
+                self.call(api.remove_container, old["Id"], force=True)  # a crash's
+        created = self.call(
+            lambda: api.create_container(
+                image, name=f"watcherd-probe-{secrets.token_hex(4)}", labels={PROBE_LABEL: "1"},
+                network_disabled=True,
+                host_config=api.create_host_config(
+                    binds={str(folder): {"bind": "/watcherd-probe", "mode": "ro"}},
+                    network_mode="none",
+                ),
+            )
+        )  # fmt: skip
+        try:
+            try:
+                stream, _stat = api.get_archive(created["Id"], f"/watcherd-probe/{name}")
+            except docker.errors.NotFound:
+                return None
+            except DOCKER_ERRORS as exc:
+                raise translate(exc) from exc
+            data = b"".join(stream)
+            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+                member = archive.next()
+                handle = archive.extractfile(member) if member is not None else None
+                return handle.read(PROBE_LIMIT) if handle is not None else None
+        finally:
+            self.call(lambda: api.remove_container(created["Id"], force=True))

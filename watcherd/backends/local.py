@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import docker
 import docker.errors
 
-from watcherd.backends.base import ContainerState
+from watcherd.backends.base import ContainerState, Placement
 from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
 from watcherd.backends.spec import JOB_LABEL, ROOT_LABEL, ContainerSpec
 
@@ -112,3 +114,9 @@ class LocalRunner:
         except DOCKER_ERRORS:
             return ""
         return bytes(raw).decode("utf-8", "replace")
+
+    def placement(self, constraints: tuple[str, ...]) -> Placement:
+        return Placement(constraints)  # one Engine: the daemon's host, if it is local
+
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None:
+        return self.docker.read_mounted(folder, name, image)

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -29,11 +30,12 @@ from watcherd.backends.base import (
     ContainerState,
     EngineUnavailable,
     Gone,
+    Placement,
     RunnerError,
 )
 from watcherd.backends.dockerapi import DOCKER_ERRORS, DockerAPI, translate
 from watcherd.backends.spec import JOB_LABEL, ROOT_LABEL, ContainerSpec
-from watcherd.backends.swarmservice import JOB_MODE, task_template
+from watcherd.backends.swarmservice import JOB_MODE, node_may_take, task_template
 
 POLL_SECONDS = 0.5  # a task on another node: its record, and its node's, while waiting
 STARTING_POLL_SECONDS = 0.05  # a task being started: moments from a container to wait on
@@ -379,3 +381,19 @@ class SwarmRunner:
             return b"".join(chunks).decode("utf-8", "replace")
         except DOCKER_ERRORS:
             return ""
+
+    # -- the daemon's own node -----------------------------------------------------------
+
+    def placement(self, constraints: tuple[str, ...]) -> Placement:
+        """Kept on this node (``node.id``) when no other node of the swarm could take a
+        task of ``constraints``; else the first other node that could, by name."""
+        nodes: list[dict[str, Any]] = self.docker.call(lambda: self.client.api.nodes())
+        for node in nodes:
+            if node.get("ID") != self.node_id and node_may_take(constraints, node):
+                name = (node.get("Description") or {}).get("Hostname") or str(node.get("ID"))[:12]
+                return Placement(constraints, elsewhere=str(name))
+        return Placement((*constraints, f"node.id=={self.node_id}"))
+
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None:
+        """As this node's Engine sees it (the one that runs the tasks kept here)."""
+        return self.docker.read_mounted(folder, name, image)

@@ -3,6 +3,9 @@ template (pure: a spec in, docker-py's types out)."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import docker.types
 
 from watcherd.backends.spec import ContainerSpec
@@ -60,3 +63,42 @@ def task_template(spec: ContainerSpec) -> docker.types.TaskTemplate:
         ),
         networks=[docker.types.NetworkAttachmentConfig(spec.network_mode)],
     )
+
+
+_CONSTRAINT = re.compile(r"^\s*([\w.-]+)\s*(==|!=)\s*(.*?)\s*$")
+
+
+def node_may_take(constraints: tuple[str, ...], node: dict[str, Any]) -> bool:
+    """Whether Swarm could place a task of these constraints on ``node`` (a node as the
+    Engine API lists it), whatever its state now: a node that is down may come back.
+    As Swarm matches: values without regard to case, a label the node lacks is ``!=``
+    any value. A constraint this cannot read counts as met (the careful answer where the
+    question is "could it run elsewhere")."""
+    spec = node.get("Spec") or {}
+    description = node.get("Description") or {}
+    platform = description.get("Platform") or {}
+    known = {
+        "node.id": node.get("ID"),
+        "node.hostname": description.get("Hostname"),
+        "node.role": spec.get("Role"),
+        "node.platform.os": platform.get("OS"),
+        "node.platform.arch": platform.get("Architecture"),
+    }
+    for constraint in constraints:
+        found = _CONSTRAINT.match(constraint)
+        if not found:
+            continue
+        key, operator, wanted = found.groups()
+        if key in known:
+            value = known[key]
+        elif key.startswith("node.labels."):
+            value = (spec.get("Labels") or {}).get(key.removeprefix("node.labels."))
+        elif key.startswith("engine.labels."):
+            labels = (description.get("Engine") or {}).get("Labels") or {}
+            value = labels.get(key.removeprefix("engine.labels."))
+        else:
+            continue
+        equal = value is not None and str(value).lower() == wanted.lower()
+        if equal != (operator == "=="):
+            return False
+    return True

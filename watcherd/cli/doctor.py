@@ -45,12 +45,15 @@ class Engine(Protocol):
     def live_restore(self) -> bool: ...
     def image_created(self, name: str) -> datetime | None: ...  # None: not on this Engine
     def swarm_manager(self) -> bool: ...
+    # A host file as the Engine's bind mounts see it (None: no such file there).
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None: ...
 
 
 class DockerEngine:
     def __init__(self, docker_host: str | None) -> None:
         import docker  # only doctor and run need the Docker SDK
 
+        self._docker_host = docker_host
         self._client: Any = (
             docker.DockerClient(base_url=docker_host, timeout=10)
             if docker_host
@@ -63,6 +66,11 @@ class DockerEngine:
 
     def live_restore(self) -> bool:
         return bool(self._client.info().get("LiveRestoreEnabled"))
+
+    def read_mounted(self, folder: Path, name: str, image: str) -> bytes | None:
+        from watcherd.backends.dockerapi import DockerAPI
+
+        return DockerAPI(self._docker_host, api_timeout=30).read_mounted(folder, name, image)
 
     def swarm_manager(self) -> bool:
         swarm = self._client.info().get("Swarm") or {}
@@ -125,6 +133,7 @@ def run_checks(
     checks += _containment(config)
     checks.append(_root_writable(config.root))
     checks.append(_free_disk(config))
+    checks.append(_disk_bound(config, engine, worker_created is not None))
     checks.append(_clock(now, worker_created))
     checks.append(_inbox(config.root))
     checks += _notify_secrets(config)
@@ -320,6 +329,40 @@ def _free_disk(config: Config) -> Check:
             "free space (old out/ and workspaces/), or lower min_free_disk",
         )
     return Check("disk", True, detail)
+
+
+DISK_BOUND_FIX = (
+    "run the daemon as root on the host itself (not in a container, nor in a systemd "
+    "sandbox of its own mount namespace: systemd/disk-bound.conf), with /dev/loop-control "
+    "and mke2fs (README, Running jobs)"
+)
+
+
+def _disk_bound(config: Config, engine: Engine | None, have_image: bool) -> Check:
+    """Whether each job's disk budget can be a filesystem of its own here: one is made,
+    mounted, and read back through the Engine (watcherd/job/disk.py)."""
+    from watcherd.job.disk import JobDisks
+
+    if config.disk_bound == "poll":
+        return Check("disk bound", True, "polled (disk_bound: poll): a job can write past its "
+                     "budget between two measurements", "disk_bound: auto",
+                     warning=True)  # fmt: skip
+    if engine is None or not have_image:
+        what = "no Docker Engine" if engine is None else f"no {config.image} to look through"
+        return Check("disk bound", config.disk_bound != "require", f"not checked: {what}",
+                     "see above", warning=True)  # fmt: skip
+    why = JobDisks(config.root).probe(
+        lambda folder, name: engine.read_mounted(folder, name, config.image)
+    )
+    if not why:
+        where = " (on Swarm: tasks kept on this node)" if config.backend == "swarm" else ""
+        return Check("disk bound", True, "each job's budget is a filesystem of that size "
+                     f"(ext4 on a loop device): no job can write past it{where}")  # fmt: skip
+    if config.disk_bound == "require":
+        return Check("disk bound", False, f"disk_bound is require, and {why}: the daemon "
+                     "will not start", DISK_BOUND_FIX)  # fmt: skip
+    return Check("disk bound", True, f"polled: {why}; a job can write past its budget "
+                 "between two measurements", DISK_BOUND_FIX, warning=True)  # fmt: skip
 
 
 def _clock(now: datetime, worker_built: datetime | None) -> Check:

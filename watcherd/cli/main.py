@@ -231,8 +231,9 @@ def _run(config: Config, args: argparse.Namespace) -> int:
             args.config, root=str(args.root) if args.root else None, log_format=args.log_format
         )
 
-    Server(config, reload=reload).run()
-    return 0
+    server = Server(config, reload=reload)
+    server.run()
+    return server.exit_code
 
 
 SUBMIT_FIELDS = ("repo_url", "prompt", "repo_ref", "repo_dir", "mode", "model", "timeout", "notify")

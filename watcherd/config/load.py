@@ -34,6 +34,7 @@ DEFAULT_IMAGE = "watcherd-codex:0.171.0"
 NETWORK_MODES = ("bridge", "none", "host")
 BACKENDS = ("local", "swarm")
 AUTH_MODES = ("login", "api_key", "none")
+DISK_BOUNDS = ("auto", "require", "poll")
 
 # Floors for the per-container caps. Docker reads a pids limit of 0 or -1 as "no limit",
 # which would remove the guard against fork bombs; and the pids cgroup counts threads, so
@@ -105,6 +106,9 @@ class Config:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # Per-job bounds and results (README "Workspaces and results").
     disk_budget: int = 10 * 1024**3  # workspace + out/<id> + agent home; a job may ask for less
+    # How the budget holds (README "Running jobs"): "auto", a filesystem of its size per job
+    # where the host allows it, else polled; "require", never polled; "poll", always.
+    disk_bound: str = "auto"
     log_max_size: int = 10 * 1024**2  # the container's own log, kept by Docker
     stop_grace: float = 30.0  # after a timeout: SIGTERM, time to save the agent's work, SIGKILL
     git_author: str = "watcherd <watcherd@localhost>"  # commits the worker makes for the agent
@@ -400,6 +404,9 @@ def _check(config: Config, source: str) -> None:
         problems.append(f"token_budget must not be negative, got {config.token_budget}")
     if config.default_agent not in AGENTS:
         problems.append(f"default_agent must be one of {', '.join(sorted(AGENTS))}")
+    if config.disk_bound not in DISK_BOUNDS:
+        problems.append(f"disk_bound must be one of {', '.join(DISK_BOUNDS)}, "
+                        f"got {config.disk_bound!r}")  # fmt: skip
     if config.auth_mode not in AUTH_MODES:
         problems.append(f"auth_mode must be one of {', '.join(AUTH_MODES)}")
     if config.auth_mode == "api_key" and config.api_key_file is None:

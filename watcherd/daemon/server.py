@@ -28,7 +28,7 @@ from watcherd.daemon.scheduler import Scheduler
 from watcherd.daemon.sdnotify import Notifier, QueueCounts
 from watcherd.daemon.signals import SignalRelay
 from watcherd.job.auth import agent_logins, load_api_keys
-from watcherd.job.life import Interrupted, JobLife, Lease
+from watcherd.job.life import DiskBoundUnavailable, Interrupted, JobLife, Lease
 from watcherd.job.results import JobState, Outcome, write_exit_json
 from watcherd.job.spec import InvalidJob, JobSpec, agent_hint, parse_job
 from watcherd.notify.deliver import Notifications
@@ -78,6 +78,7 @@ class Server:
         self.runner: Runner = runner or make_runner(config)
         self.stop_event = threading.Event()
         self.ready = threading.Event()
+        self.exit_code = 0  # what `watcherd run` exits with
         self._wake = threading.Event()
         self._inbox = Inbox(config.settle_seconds, stat=self.spool.stat_inbox)
         self._watcher = InboxWatcher(self.spool.layout.inbox, self._wake)
@@ -128,15 +129,22 @@ class Server:
         if not self._wait_for_engine():
             return False
         self._warn_without_live_restore()
+        try:
+            self._life.start_disks(set(self.spool.running_ids()))
+        except DiskBoundUnavailable as exc:
+            log.error("disk_bound is require, and job filesystems cannot be used here: %s "
+                      "(README, Running jobs)", exc)  # fmt: skip
+            self.exit_code = 1
+            return False
         self._recover()
         self._publisher.start()  # requests a crash left are done first
         self._watcher.start()
         self.ready.set()
         self._notifier.ready(self._status())
         log.info(
-            "ready: watching %s (image %s, concurrency %d, backend %s)",
+            "ready: watching %s (image %s, concurrency %d, backend %s, disk budgets %s)",
             self.spool.layout.inbox, self.config.image, self.config.concurrency,
-            self.config.backend,
+            self.config.backend, "held" if self._life.disks.enabled else "polled",
         )  # fmt: skip
         return True
 

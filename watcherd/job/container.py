@@ -39,6 +39,11 @@ def job_user(config: Config) -> str:
     return f"{st.st_uid}:{st.st_gid}"
 
 
+def pool_constraints(config: Config, job: JobSpec) -> tuple[str, ...]:
+    """The Swarm constraints of the job's pool (none without one)."""
+    return tuple(config.pools.get(job.pool, ())) if job.pool else ()
+
+
 def build_spec(
     *,
     config: Config,
@@ -53,6 +58,7 @@ def build_spec(
     model: ModelAccess,
     run_dir: Path,
     resume_session: str | None = None,
+    placement: tuple[str, ...] | None = None,
 ) -> ContainerSpec:
     author, email = config.git_identity
     profile = AGENTS[job.agent]
@@ -125,5 +131,5 @@ def build_spec(
         log_max_size=config.log_max_size,
         stop_grace=config.stop_grace,
         tmpfs=tmpfs,
-        placement=config.pools.get(job.pool, ()) if job.pool else (),
+        placement=placement if placement is not None else pool_constraints(config, job),
     )

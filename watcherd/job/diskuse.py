@@ -1,6 +1,7 @@
 """How much disk a job uses: its workspace, its out/<id>/ and its agent home.
 
-Polled while the job runs (see jobrun), so a job can overshoot its budget by what it
+Where its budget cannot be a filesystem of its own (watcherd/job/disk.py), it is polled
+with this while the job runs (JobLife._wait), so a job can overshoot it by what it
 writes between two measurements. Cheap enough to poll: one stat per entry, no reads.
 """
 

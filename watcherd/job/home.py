@@ -19,7 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from watcherd.agents.base import AgentProfile
-from watcherd.util.fsutil import User, chown_tree, remove_tree, write_atomic
+from watcherd.util.fsutil import (
+    User,
+    chown_tree,
+    fresh_folder,
+    move_tree,
+    remove_tree,
+    write_atomic,
+)
 from watcherd.util.safeio import read_whole
 
 log = logging.getLogger("watcherd.home")
@@ -42,9 +49,8 @@ class AgentHomes:
         """A new home with what the job may have of ``source`` (the operator's dir for
         this agent), and the sessions of ``resume_from`` (an earlier job's out/<id>/)."""
         home = self.path(job_id)
-        remove_tree(home)
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        home.mkdir(mode=0o700)
+        fresh_folder(home, 0o700)  # on the job's own filesystem, bound here, or the root's
         owner = (user.uid, user.gid)
         if os.geteuid() == 0:
             os.chown(home, *owner)
@@ -89,7 +95,7 @@ class AgentHomes:
                     continue
                 relative = found.relative_to(home)  # kept: a resume puts it back there
                 _folders_for(target, str(relative), owner, top=out_dir)
-                os.rename(found, target / relative)
+                move_tree(found, target / relative)  # copied when out/ is on another disk
 
     def remove(self, job_id: str) -> None:
         remove_tree(self.path(job_id))

@@ -38,12 +38,14 @@ from watcherd.config import Config
 from watcherd.gateway.egress import EgressPolicy
 from watcherd.gateway.grants import Grant, Spent, new_token
 from watcherd.gateway.server import Gateway
-from watcherd.job.container import build_spec, job_user
+from watcherd.job.container import build_spec, job_user, pool_constraints
+from watcherd.job.disk import FILESYSTEM, POLL, Disk, JobDisks
 from watcherd.job.diskuse import tree_bytes
 from watcherd.job.home import AgentHomes
 from watcherd.job.model import ModelAccess, spent_before, wire_model
 from watcherd.job.outputs import keep_only_known, make_safe
 from watcherd.job.results import (
+    DiskBound,
     JobState,
     Outcome,
     SavedWork,
@@ -59,7 +61,8 @@ from watcherd.repo.workspace import Workspaces
 from watcherd.spool.cancel import CancelBook
 from watcherd.spool.folders import Claimed, RunState, Spool
 from watcherd.spool.origin import read_origin
-from watcherd.util.fsutil import User, remove_tree, require_room, write_atomic
+from watcherd.util import loopfs
+from watcherd.util.fsutil import User, fresh_folder, remove_tree, require_room, write_atomic
 from watcherd.util.retry import TRANSIENT_EXIT_CODES, Backoff, TransientFailure
 from watcherd.util.safeio import read_whole
 
@@ -92,6 +95,10 @@ class Interrupted(Exception):
 
 class DiskFull(Exception):
     """The root's filesystem is full: waited out, and it costs the job no attempt."""
+
+
+class DiskBoundUnavailable(Exception):
+    """``disk_bound: require``, and job filesystems cannot be made here: ``str()`` says why."""
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -132,6 +139,7 @@ class JobLife:
         )  # fmt: skip
         self.homes = AgentHomes(config.root)
         self.cancels = CancelBook(spool.layout)
+        self.disks = JobDisks(config.root)
         self.api_keys: dict[str, tuple[str, str]] = {}  # agent -> (variable, key)
         self.gateway = Gateway(max_body=config.gateway_max_body)  # started at its first job
         self._pruning = threading.Lock()
@@ -147,6 +155,9 @@ class JobLife:
         state = self.spool.read_state(job.job_id, job.source_name)
         try:
             outcome = self._attempts(job, spec, lease, state)
+            if outcome.disk is None and state.disk_bound:
+                budget = spec.disk or self.config.disk_budget
+                outcome = outcome.with_disk(DiskBound(state.disk_bound, budget, why=state.disk_why))
             self._until_room(lambda: self.finish(job, outcome))
         except Interrupted:
             log.info("job %s left running for the next start (shutdown)", job.job_id)
@@ -207,6 +218,84 @@ class JobLife:
             self.runner.ping, retry_on=EngineUnavailable, stop_event=self.stop_event
         ):
             raise Interrupted
+
+    # -- disk budgets ------------------------------------------------------------------
+
+    def start_disks(self, running: set[str]) -> None:
+        """At start-up: whether job filesystems can hold disk budgets here (said once, in
+        the log), and the filesystems of finished jobs mounted again after a reboot."""
+        if self.config.disk_bound == "poll":
+            why = "disk_bound: poll in the config"
+        else:
+            why = self.disks.probe(
+                lambda folder, name: self.runner.read_mounted(folder, name, self.config.image)
+            )
+        self.disks.enabled, self.disks.why_not = not why, why
+        if why:
+            log.warning(
+                "disk budgets are polled, not held: %s. A job can write past its budget "
+                "between two measurements (README, Running jobs)", why,
+            )  # fmt: skip
+            if self.config.disk_bound == "require":
+                raise DiskBoundUnavailable(why)
+        else:
+            log.info("disk budgets: a filesystem of its budget's size per job (ext4 on a "
+                     "loop device): no job can write past it")  # fmt: skip
+        if os.geteuid() == 0:  # only root can have made them
+            self.disks.recover(running)
+
+    def _disk_bound(self, spec: JobSpec, state: RunState) -> tuple[str, ...] | None:
+        """How this attempt's budget holds (into ``state``), and the placement that keeps
+        a filesystem-bound job where its filesystem is (None: the config's)."""
+        constraints = pool_constraints(self.config, spec)
+        if not self.disks.enabled:
+            state.disk_bound, state.disk_why = POLL, self.disks.why_not
+            return None
+        placement = self.runner.placement(constraints)
+        if placement.elsewhere:
+            why = (f"its task may run on node {placement.elsewhere}, where the daemon cannot "
+                   "mount its filesystem")  # fmt: skip
+            if self.config.disk_bound == "require":
+                raise PermanentFailure(f"disk_bound is require, and {why} (README, Swarm)")
+            state.disk_bound, state.disk_why = POLL, why
+            return None
+        state.disk_bound, state.disk_why = FILESYSTEM, ""
+        return placement.constraints
+
+    def _make_disk(
+        self, job: Claimed, budget: int, state: RunState, placement: tuple[str, ...] | None
+    ) -> tuple[Disk | None, tuple[str, ...] | None]:
+        """The job's filesystem; where it cannot be made this time (no loop device free,
+        say), the attempt's budget is polled (``require``: the attempt is retried)."""
+        try:
+            return self.disks.create(job.job_id, budget), placement
+        except loopfs.LoopError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise  # the host's disk: waited out
+            why = f"its filesystem could not be made ({exc})"
+            if self.config.disk_bound == "require":
+                raise TransientFailure(why) from exc
+            log.warning("job %s: %s; its disk budget is polled", job.job_id, why)
+            state.disk_bound, state.disk_why = POLL, why
+            return None, None
+
+    def _job_disk(self, job: Claimed, state: RunState) -> Disk | None:
+        """The mounted filesystem of a job whose budget one holds (mounted again after a
+        reboot); None for a polled job, or one whose filesystem is lost (polled from now)."""
+        if state.disk_bound != FILESYSTEM:
+            return None
+        disk = self.disks.get(job.job_id) or self.disks.remount(job.job_id)
+        if disk is None:
+            log.warning("job %s: its filesystem is gone; its disk budget is polled", job.job_id)
+            state.disk_bound, state.disk_why = POLL, "its filesystem was lost (a reboot?)"
+        return disk
+
+    def _host_has_room(self) -> bool:
+        try:
+            require_room(self.config.root, max(self.config.min_free_disk, 1))
+        except OSError:
+            return False
+        return True
 
     # -- one attempt -------------------------------------------------------------------
 
@@ -281,9 +370,16 @@ class JobLife:
         state.started_at = utc_now()
         branch = result_branch(job.job_id, spec)
         profile = AGENTS[spec.agent]
+        budget = spec.disk or self.config.disk_budget
+        disk: Disk | None = None
         try:
             resume = self._resume_point(spec)
             require_room(self.config.root, self.config.min_free_disk)
+            placement = self._disk_bound(spec, state)
+            if state.disk_bound == FILESYSTEM:
+                disk, placement = self._make_disk(job, budget, state, placement)
+            elif self.disks.has(job.job_id):
+                self.disks.release(job.job_id)  # an earlier attempt's
             out_dir = self._fresh_out_dir(job.job_id, owner)
             commit = self.cache.update(
                 spec.repo_url, spec.repo_ref, self.stop_event, written_at=job.written_at
@@ -306,6 +402,13 @@ class JobLife:
             raise Interrupted from exc  # on disk the attempt was never counted
         except (OSError, RepoError) as exc:
             state.starting = False
+            if is_disk_full(exc) and disk is not None and self._host_has_room():
+                # Its own filesystem is what is full: its files do not fit its budget.
+                self.spool.write_state(job.job_id, state)
+                raise PermanentFailure(
+                    f"disk budget exceeded: what the job starts with does not fit in "
+                    f"{budget} bytes ({exc})"
+                ) from exc
             if is_disk_full(exc):
                 state.attempts -= 1  # nothing ran; on disk it was never counted
                 raise DiskFull(str(exc)) from exc
@@ -315,12 +418,20 @@ class JobLife:
             if isinstance(exc, RepoError):
                 raise PermanentFailure(str(exc)) from exc
             raise
+        if disk is not None and disk.over():  # git leaves a file it could not write whole
+            state.starting = False
+            self.spool.write_state(job.job_id, state)
+            raise PermanentFailure(
+                f"disk budget exceeded: what the job starts with does not fit in {budget} "
+                f"bytes (its workspace and home took {disk.used()})"
+            )
         state.gateway_token = state.gateway_token or new_token()
         model, run_dir = self._open_gateway(job.job_id, spec, lease, state, home)
         container = build_spec(
             config=self.config, job=spec, job_id=job.job_id, attempt=state.attempts,
             user=user, out_dir=out_dir, workspace=workspace, home=home, branch=branch,
             model=model, run_dir=run_dir, resume_session=resume.session_id if resume else None,
+            placement=placement,
         )  # fmt: skip
         state.commit_before = commit
         state.deadline = time.time() + spec.timeout
@@ -391,8 +502,8 @@ class JobLife:
     def _fresh_out_dir(self, job_id: str, owner: User) -> Path:
         """out/<id>/ as the job's user, emptied: an attempt never reads an earlier one's."""
         out_dir = self.spool.layout.out_dir(job_id)
-        remove_tree(out_dir)
-        out_dir.mkdir(mode=0o755, parents=True)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        fresh_folder(out_dir, 0o755)  # the job's filesystem's out/, bound there, or the root's
         if os.geteuid() == 0:
             os.chown(out_dir, owner.uid, owner.gid)
         return out_dir
@@ -431,6 +542,7 @@ class JobLife:
     def _wait(self, job: Claimed, spec: JobSpec, handle: str, state: RunState) -> ContainerEnd:
         deadline = state.deadline or time.time() + spec.timeout
         budget = spec.disk or self.config.disk_budget
+        disk = self._job_disk(job, state)
         watched = [
             self.workspaces.path(job.job_id),
             self.spool.layout.out_dir(job.job_id),
@@ -451,7 +563,14 @@ class JobLife:
                 log.warning("job %s: timed out after %.0fs, stopping it", job.job_id, spec.timeout)
                 self.runner.stop(handle, self.config.stop_grace)
                 return ContainerEnd(Ending.TIMED_OUT, self.runner.wait(handle, 30.0))
-            if time.monotonic() >= next_disk_check:
+            if disk is not None:
+                if disk.over():  # a write past it failed: its filesystem is full
+                    log.warning("job %s: over its disk budget (its filesystem is full), "
+                                "killing it", job.job_id)  # fmt: skip
+                    self.runner.kill(handle)
+                    code = self.runner.wait(handle, 30.0)
+                    return ContainerEnd(Ending.OVER_BUDGET, code, disk.used())
+            elif time.monotonic() >= next_disk_check:
                 began = time.monotonic()
                 used = tree_bytes(watched, budget)
                 if used > budget:
@@ -472,10 +591,12 @@ class JobLife:
             steps.poll()  # a log line per agent step since the last slice
             if code is not None:
                 # Once more now that nothing can write: what it left must fit too.
-                used = tree_bytes(watched, budget)
-                if used > budget:
-                    return ContainerEnd(Ending.OVER_BUDGET, code, used)
-                return ContainerEnd(Ending.EXITED, code)
+                if disk is not None:
+                    over, used = disk.over(), disk.used()
+                else:
+                    used = tree_bytes(watched, budget)
+                    over = used > budget
+                return ContainerEnd(Ending.OVER_BUDGET if over else Ending.EXITED, code, used)
 
     def _collect(
         self, job: Claimed, spec: JobSpec, lease: Lease, handle: str, end: ContainerEnd,
@@ -484,14 +605,25 @@ class JobLife:
         """The container has exited: make its outputs safe, save its work, judge it."""
         container = self.runner.inspect(handle)
         out_dir = self.spool.layout.out_dir(job.job_id)
+        disk = self.disks.get(job.job_id) if state.disk_bound == FILESYSTEM else None
+        budget = spec.disk or self.config.disk_budget
+        used = end.disk_used if end.how in (Ending.EXITED, Ending.OVER_BUDGET) else None
+        if disk is not None and used is None:
+            used = disk.used()  # before out/ leaves it
         if end.how is Ending.OVER_BUDGET:  # give the space back; keep only the known files
-            remove_tree(self.workspaces.path(job.job_id))
-            self.homes.remove(job.job_id)
+            if disk is None:
+                remove_tree(self.workspaces.path(job.job_id))
+                self.homes.remove(job.job_id)
             make_safe(out_dir)
             keep_only_known(out_dir)
+        # A filesystem-bound job's out/<id>/ moves onto the root's disk now, before the
+        # daemon writes there (its patch, its record): results outlive the filesystem.
+        removed_first = self.disks.settle_out(job.job_id) if disk is not None else []
+        if end.how is Ending.OVER_BUDGET and disk is not None:
+            self.disks.release(job.job_id)  # its workspace and home: the space back at once
         profile = AGENTS[spec.agent]
         self.homes.collect(job.job_id, profile, lease.auth_dir, out_dir)
-        removed = tuple(make_safe(out_dir))
+        removed = (*removed_first, *make_safe(out_dir))
         report = _agent_report(profile, out_dir)
         worker_reason = _worker_reason(out_dir)
         code = None if end.exit_code == NO_EXIT_CODE else end.exit_code
@@ -506,12 +638,18 @@ class JobLife:
                 # Neither its timeout nor the OOM killer: an Engine restart, someone's
                 # `docker stop`. Another attempt may well succeed.
                 transient = f"the container was stopped from outside ({_describe_exit(code, '')})"
+            elif disk is not None and code and not self._host_has_room():
+                # Its own filesystem had room (not over its budget) but the host's disk,
+                # which holds the image, filled up under it: not the job's doing.
+                transient = "the host's disk filled up under the job (its own filesystem had room)"
             if transient:
                 self.runner.remove(handle)  # the next attempt reuses the name
                 raise TransientFailure(transient)
         saved, save_problem = self._save_work(job, spec, state, out_dir)
         outcome = self._outcome(JobState.FAILED, "", state, saved=saved, removed=removed)
         outcome = outcome.with_agent(spec.agent, report).with_gateway(spent)
+        outcome = outcome.with_disk(DiskBound(state.disk_bound or POLL, budget, used,
+                                              state.disk_why))  # fmt: skip
         if end.how is Ending.CANCELLED:  # its work so far is saved above, as for any end
             return outcome.cancelled(end.cancelled_by)
         if end.how is Ending.OVER_TOKENS:
@@ -522,8 +660,11 @@ class JobLife:
         if end.how is Ending.TIMED_OUT:
             return outcome.judged(JobState.TIMEOUT, f"timed out after {spec.timeout:.0f}s; "
                            "the container was stopped")  # fmt: skip
+        if end.how is Ending.OVER_BUDGET and disk is not None:
+            return outcome.judged(JobState.FAILED, f"disk budget exceeded: {end.disk_used} "
+                                  f"bytes used of {budget} (its filesystem is full: writes past "
+                                  "it failed with ENOSPC); the container was killed")  # fmt: skip
         if end.how is Ending.OVER_BUDGET:
-            budget = spec.disk or self.config.disk_budget
             return outcome.judged(JobState.FAILED, f"disk budget exceeded: {end.disk_used} "
                            f"bytes used of {budget}; the container was killed")  # fmt: skip
         if container.oom_killed:  # any process, even when the agent itself exited 0
@@ -591,11 +732,17 @@ class JobLife:
         steps is repaired at the next start without running the job again. The agent home
         (a copy of the login) and the workspace are dealt with before the move, so that
         nothing of a job that looks finished is still open."""
+        # A job filesystem's out/<id>/ onto the root's disk (done already, unless the job
+        # ended before its container did), its home off it.
+        removed: list[str] = []
+        if self.disks.has(job.job_id):
+            removed = self.disks.settle_out(job.job_id)
+            self.disks.drop_home(job.job_id)
         # First what needs no reading of what the agent left: drop the login copy, seal.
         self.homes.remove(job.job_id)
         self.workspaces.seal(job.job_id)
         out_dir = self.spool.layout.out_dir(job.job_id)
-        removed = make_safe(out_dir) if out_dir.is_dir() else []
+        removed += make_safe(out_dir) if out_dir.is_dir() else []
         if removed:
             outcome = outcome.with_removed(tuple(removed))
         self._file_audit(job.job_id, out_dir)
@@ -639,7 +786,18 @@ class JobLife:
         if not self._pruning.acquire(blocking=False):
             return  # another thread is at it
         try:
-            self.workspaces.prune(self.spool.running_ids())
+            # Running jobs are asked for after each listing: a job claimed meanwhile (its
+            # workspace, its filesystem made since) is running by then, or not listed.
+            def running() -> set[str]:
+                return set(self.spool.running_ids())
+
+            def kept() -> set[str]:
+                folder = self.workspaces.folder
+                return running() | (set(os.listdir(folder)) if folder.is_dir() else set())
+
+            # A workspace on its job's filesystem goes with it (unmounted, image deleted).
+            self.workspaces.prune(running, remove=lambda path: self.disks.release(path.name))
+            self.disks.prune(kept)
         except OSError as exc:
             log.warning("pruning workspaces: %s", exc)
         finally:

@@ -42,6 +42,18 @@ class SavedWork:
 
 
 @dataclass(frozen=True)
+class DiskBound:
+    """How the job's disk budget held (watcherd/job/disk.py): ``filesystem``, a filesystem
+    of its own that writes could not go past, or ``poll``, measured while it ran (``why``
+    it had to be)."""
+
+    bound: str
+    budget: int
+    used: int | None = None  # at the end, when known
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Outcome:
     state: JobState
     reason: str
@@ -55,6 +67,7 @@ class Outcome:
     report: AgentReport | None = None  # the agent's own account: session, usage
     gateway: Spent | None = None  # the gateway's account of its model calls: the usage
     cancelled_by: str | None = None  # who asked, for a cancelled job
+    disk: DiskBound | None = None
 
     def judged(self, state: JobState, reason: str) -> Outcome:
         return dataclasses.replace(self, state=state, reason=reason)
@@ -69,6 +82,9 @@ class Outcome:
         return dataclasses.replace(
             self, state=JobState.CANCELLED, reason=f"cancelled by {by}", cancelled_by=by
         )
+
+    def with_disk(self, disk: DiskBound | None) -> Outcome:
+        return dataclasses.replace(self, disk=disk)
 
     def with_removed(self, removed: tuple[str, ...]) -> Outcome:
         return dataclasses.replace(self, removed_from_out=(*self.removed_from_out, *removed))
@@ -128,6 +144,13 @@ def write_exit_json(
             "refused_calls": outcome.gateway.refused,
             "counted_by": "gateway",
         }
+    if outcome.disk is not None:
+        disk: dict[str, Any] = {"bound": outcome.disk.bound, "budget": outcome.disk.budget}
+        if outcome.disk.used is not None:
+            disk["used"] = outcome.disk.used
+        if outcome.disk.why:
+            disk["why"] = outcome.disk.why
+        record["disk"] = disk
     # Owned like its folder (the job's user), so the host user owns all of out/<id>.
     folder = out_dir.stat()
     write_atomic(

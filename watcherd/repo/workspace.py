@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from watcherd.repo.cache import RepoError
 from watcherd.repo.git import GitError, git_env, run_git
-from watcherd.util.fsutil import User, chown_tree, remove_tree
+from watcherd.util.fsutil import User, chown_tree, fresh_folder, remove_tree
 
 log = logging.getLogger("watcherd.workspace")
 
@@ -87,9 +87,8 @@ class Workspaces:
         branch's own objects, and only them."""
         workspace = self.describe(job_id, key)
         path = workspace.path
-        remove_tree(path)
         self.folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-        path.mkdir(mode=0o700)
+        fresh_folder(path, 0o700)  # on the job's own filesystem, bound here, or the root's
         env = git_env(
             self.allowed_protocols,
             GIT_CONFIG_NOSYSTEM="1",
@@ -125,15 +124,24 @@ class Workspaces:
         now = time.time()
         os.utime(path, (now, now))  # the seal time orders pruning
 
-    def prune(self, running: Collection[str]) -> None:
-        """Remove sealed workspaces beyond the newest ``keep`` or older than ``retention``."""
+    def prune(
+        self,
+        running: Collection[str] | Callable[[], Collection[str]],
+        remove: Callable[[Path], None] = remove_tree,
+    ) -> None:
+        """Remove sealed workspaces beyond the newest ``keep`` or older than ``retention``
+        (``remove``: how; one on its job's filesystem goes with it). ``running`` may be
+        asked only once the folder is listed: a job that made its workspace since it was
+        asked would not be in it."""
         try:
-            entries = [e for e in os.scandir(self.folder) if e.name not in running]
+            listed = list(os.scandir(self.folder))
         except FileNotFoundError:
             return
+        busy = running() if callable(running) else running
+        entries = [e for e in listed if e.name not in busy]
         by_age = sorted(entries, key=lambda e: e.stat(follow_symlinks=False).st_mtime, reverse=True)
         cutoff = time.time() - self.retention
         for index, entry in enumerate(by_age):
             if index >= self.keep or entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 log.debug("removing workspace %s", entry.path)
-                remove_tree(Path(entry.path))
+                remove(Path(entry.path))

@@ -106,6 +106,8 @@ class RunState:
     starting: bool = False  # the last attempt is counted but its container not made yet
     waiting: str = ""  # why its container has no place yet (a Swarm with no room)
     gateway_token: str | None = None  # its token at the gateway, kept for an adopted container
+    disk_bound: str = ""  # how its disk budget holds: "filesystem" or "poll" (job/disk.py)
+    disk_why: str = ""  # why it is polled
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source_name: str) -> RunState:

@@ -11,6 +11,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,120 @@ def remove_tree(path: Path) -> None:
         os.unlink(path)
         return
     shutil.rmtree(path, onerror=unlock_and_retry)
+
+
+def fresh_folder(path: Path, mode: int) -> None:
+    """``path`` as a new, empty folder: whatever was there goes. A mount point (a job's
+    own filesystem, watcherd/job/disk.py) stays where it is, emptied."""
+    if os.path.ismount(path):
+        with os.scandir(path) as entries:
+            for entry in list(entries):
+                remove_tree(Path(entry.path))
+        return
+    remove_tree(path)
+    path.mkdir(mode=mode)
+
+
+COPY_CHUNK = 1024 * 1024
+
+
+def copy_tree(source: Path, target: Path) -> list[str]:
+    """Copy what a job left in ``source`` into ``target`` (made here, or empty), onto
+    another filesystem: folders and regular files with their modes, owners and times,
+    holes kept (a sparse file takes no more room than it had); links as links and fifos
+    as fifos (never followed or opened: make_safe removes them, and says so). Returns what
+    could not be copied (sockets, devices), relative to ``source``."""
+    skipped: list[str] = []
+    _copy_folder(source, target, Path(), skipped)
+    return skipped
+
+
+def _copy_folder(source: Path, target: Path, relative: Path, skipped: list[str]) -> None:
+    st = os.lstat(source)
+    if not target.is_dir():
+        target.mkdir(mode=0o700)
+    with os.scandir(source) as scan:
+        entries = sorted(scan, key=lambda e: e.name)
+    for entry in entries:
+        mode = entry.stat(follow_symlinks=False).st_mode
+        if stat.S_ISDIR(mode):
+            _copy_folder(Path(entry.path), target / entry.name, relative / entry.name, skipped)
+        elif stat.S_ISREG(mode):
+            _copy_file(Path(entry.path), target / entry.name)
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(entry.path), target / entry.name)
+            _same_owner(target / entry.name, entry.stat(follow_symlinks=False))
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(target / entry.name, 0o600)
+            _same_owner(target / entry.name, entry.stat(follow_symlinks=False))
+        else:
+            skipped.append(str(relative / entry.name))
+    _same_metadata(target, st)
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600)  # fmt: skip
+        try:
+            offset = 0
+            while offset < st.st_size:
+                try:
+                    offset = os.lseek(fd, offset, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:  # ENXIO: only a hole is left
+                        raise
+                    break
+                end = os.lseek(fd, offset, os.SEEK_HOLE)
+                while offset < end:
+                    data = os.pread(fd, min(COPY_CHUNK, end - offset), offset)
+                    if not data:
+                        break
+                    os.pwrite(out, data, offset)
+                    offset += len(data)
+            os.ftruncate(out, st.st_size)
+            _same_metadata(target, st, out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+def _same_owner(path: Path, st: os.stat_result) -> None:
+    if os.geteuid() == 0:
+        os.lchown(path, st.st_uid, st.st_gid)
+
+
+def _same_metadata(path: Path, st: os.stat_result, fd: int | None = None) -> None:
+    if os.geteuid() == 0:
+        if fd is None:
+            os.lchown(path, st.st_uid, st.st_gid)
+        else:
+            os.fchown(fd, st.st_uid, st.st_gid)
+    if fd is None:
+        os.chmod(path, stat.S_IMODE(st.st_mode))  # a folder this made: no link
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    else:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def move_tree(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; across filesystems (or mounts), copy it as
+    ``copy_tree`` does, then remove it."""
+    try:
+        os.rename(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    if stat.S_ISDIR(os.lstat(source).st_mode):
+        copy_tree(source, target)
+    elif stat.S_ISREG(os.lstat(source).st_mode):
+        _copy_file(source, target)
+    remove_tree(source)
 
 
 @dataclass(frozen=True)

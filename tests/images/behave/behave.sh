@@ -1,7 +1,8 @@
 #!/bin/bash
 # PROMPT picks the behaviour: succeed | fail | hang | crash | sleep N | transient-once |
 # count-and-sleep N | login-mark N | env | whoami | wedge | fill MB | oom-child | shout MB |
-# rotate-login | poison-login | work-then-hang | chatter N | bundle
+# rotate-login | poison-login | work-then-hang | chatter N | bundle |
+# sh COMMAND (the rest of PROMPT, run by bash: a scripted agent)
 set -u
 out=/work/out
 repo="/work/${REPO_DIR:-repo}"
@@ -70,5 +71,6 @@ case "$1" in
         printf '{"tokens": {"access_token": "a", "refresh_token": "r", "account_id": "attacker"}}' \
             >"$HOME/.codex/auth.json"
         exit 0 ;;
+    sh) bash -c "${PROMPT#sh }"; exit $? ;;
     *) echo "behave: unknown behaviour $1" >&2; exit 2 ;;
 esac
