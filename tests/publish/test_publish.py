@@ -44,7 +44,7 @@ def test_publish_twice_pushes_once_and_opens_one_pull_request(world: World) -> N
     job_id = finished_job(world, config, commits=[{"README.md": "# widgets\n"}],
                           branch="fix-readme")  # fmt: skip
     first = publish_job(config, job_id, "draft", pauses=FAST)
-    assert first["state"] == "published", first["reason"]
+    assert first["state"] == "published", (first["reason"], world.git.refusals)
     assert first["branch"] == "watcherd/fix-readme"
     assert first["pushed"] is True and first["draft"] is True and first["number"] == 1
     assert world.remote_branch("watcherd/fix-readme") == first["commit"]

@@ -43,6 +43,7 @@ class GitHttpServer:
         self.pushes = 0  # receive-pack POSTs that were let through
         self.refused_pushes = 0  # receive-pack requests without the right credential
         self.redirect_pushes: str | None = None  # "http://host:port": pushes are sent there
+        self.refusals: list[str] = []  # what git http-backend said when it answered >= 400
         self._lock = threading.Lock()
         server = self
 
@@ -136,6 +137,12 @@ class GitHttpServer:
                 status = int(value.strip().split()[0])
             elif name:
                 headers.append((name, value.strip()))
+        if status >= 400:
+            with self._lock:
+                self.refusals.append(
+                    f"{handler.command} {handler.path}: {status} "
+                    f"{done.stderr.decode(errors='replace').strip()}"
+                )
         handler.send_response(status)
         for name, value in headers:
             handler.send_header(name, value)
