@@ -49,6 +49,19 @@ class Targets:
             "ls /sys/class/net > /work/out/ifaces.txt",
             "cat /proc/net/route > /work/out/routes.txt 2>&1",
             "cat /proc/net/ipv6_route > /work/out/routes6.txt 2>&1",
+            # The forwarder runs as the agent's user, so the agent may read its memory (as
+            # ptrace would; no Yama here): every readable mapping of every socat, searched.
+            "mem() { local d c r p s e n; for d in /proc/[0-9]*; do read -r c < $d/comm "
+            "|| continue; [ \"$c\" = socat ] || continue; echo \"forwarder ${d#/proc/}\" >&2; "
+            "while read -r r p _; do [ \"${p:0:1}\" = r ] || continue; "
+            "let s=16#${r%-*} e=16#${r#*-} n=e-s; [ $s -ge 0 ] || continue; "
+            "dd if=$d/mem bs=64K iflag=skip_bytes,count_bytes skip=$s count=$n 2>/dev/null; "
+            "done < $d/maps; done; }",
+            "mem > /tmp/forwarders.mem 2> /work/out/forwarders.txt",
+            "wc -c < /tmp/forwarders.mem > /work/out/forwarders-bytes.txt",
+            f"grep -c -a -F -e '{head}''{tail}' /tmp/forwarders.mem "
+            "> /work/out/forwarders-found.txt",
+            ": > /tmp/forwarders.mem",  # emptied (Codex refuses any rm -f)
             # All at once, a second each: an agent's tool call has a time limit (Codex: 10 s)
             "p() { timeout 1 bash -c \"echo x > /dev/$1/$2/$3\" 2>/dev/null"
             " && echo \"REACHED $*\" || echo \"refused $*\"; }",
@@ -67,6 +80,10 @@ class Targets:
         procs = (out / "procs.txt").read_text(errors="replace")
         assert procs and secret not in procs  # no environment, no command line holds it
         assert (out / "found.txt").read_text() == ""  # no file under any mount holds it
+        # The forwarder's memory was read whole, and the key is not in it.
+        assert "forwarder" in (out / "forwarders.txt").read_text()
+        assert int((out / "forwarders-bytes.txt").read_text()) > 1024 * 1024
+        assert (out / "forwarders-found.txt").read_text().strip() == "0"
         routes = (out / "routes.txt").read_text().splitlines()
         routes6 = (out / "routes6.txt").read_text().splitlines()
         if backend == "local":
