@@ -63,3 +63,16 @@ def test_a_json_body_is_counted_and_garbage_is_ignored() -> None:
         counter = meter.Meter(meter.openai_chat, streamed=False)
         counter.feed(junk)
         assert counter.finish() == meter.Tokens(0, 0)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("piece", [1, 5, 1 << 20])
+def test_a_last_event_left_unended_is_still_counted(newline: bytes, piece: int) -> None:
+    """A stream cut after its usage event's data line, before the blank line."""
+    body = sse([{"type": "response.output_text.delta", "delta": "x" * 300}], newline)
+    body += b'data: {"type": "response.completed", "response": {"usage": '
+    body += b'{"input_tokens": 11, "output_tokens": 5}}}' + newline
+    counter = meter.Meter(meter.openai_responses, streamed=True)
+    for at in range(0, len(body), piece):
+        counter.feed(body[at : at + piece])
+    assert counter.finish() == meter.Tokens(11, 5)

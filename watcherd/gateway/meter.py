@@ -94,7 +94,6 @@ class Meter:
         self._extract = extract
         self._streamed = streamed
         self._buffer = bytearray()
-        self._scanned = 0  # the buffer before this holds no event separator
         self._separator: bytes | None = None
         self._overflowed = False
         self.tokens = Tokens()
@@ -102,9 +101,10 @@ class Meter:
     def feed(self, chunk: bytes) -> None:
         if self._overflowed:
             return
+        before = len(self._buffer)
         self._buffer += chunk
         if self._streamed:
-            self._read_events()
+            self._read_events(before)
         if len(self._buffer) > MAX_EVENT_BYTES:
             self._overflowed = True  # a body this big is not a usage report we can read
             self._buffer.clear()
@@ -112,27 +112,41 @@ class Meter:
     def finish(self) -> Tokens:
         if self._buffer:
             if self._streamed:
-                self._buffer += b"\n\n"
-                self._read_events()
+                before = len(self._buffer)
+                self._buffer += b"\n\n" if self._separator != b"\r\n\r\n" else b"\r\n\r\n"
+                self._read_events(before)
             else:
                 self._take(bytes(self._buffer))
             self._buffer.clear()
         return self.tokens
 
-    def _read_events(self) -> None:
-        """Every complete event in the buffer, each byte searched once; the buffer is cut
-        once per chunk (a stream of many small events costs no more than one big one)."""
-        buffer, start = self._buffer, 0
+    def _read_events(self, before: int) -> None:
+        """The events the chunk completed, read only if one of them names a usage: each byte
+        is searched for that once, and for event ends only near the chunk's end. Most
+        events are text deltas, so a stream costs little more than copying it."""
+        buffer = self._buffer
         if self._separator is None:  # a stream keeps the kind of line end it starts with
             first = buffer.find(b"\n")
             if first < 0:
                 return
             self._separator = b"\r\n\r\n" if first and buffer[first - 1] == 13 else b"\n\n"
+            before = 0
         separator = self._separator
-        while True:
-            end = buffer.find(separator, max(start, self._scanned))
-            if end < 0:
-                break
+        # The last event end, searched backwards from the end into what this chunk added
+        # (a separator may straddle the chunk's start).
+        last = buffer.rfind(separator, max(before - len(separator) + 1, 0))
+        if last < 0:
+            return  # the event goes on
+        done = last + len(separator)  # the buffer before this holds whole events only
+        if buffer.find(b"usage", 0, last) >= 0:
+            self._parse_events(done)
+        del buffer[:done]
+
+    def _parse_events(self, done: int) -> None:
+        buffer, separator, start = self._buffer, self._separator or b"\n\n", 0
+        while start < done:
+            end = buffer.find(separator, start, done)
+            end = done - len(separator) if end < 0 else end
             found_usage = buffer.find(b"usage", start, end) >= 0
             event_start, start = start, end + len(separator)
             if not found_usage:  # most events are text deltas: not parsed at all
@@ -145,8 +159,6 @@ class Meter:
             )
             if data and data != b"[DONE]":
                 self._take(data)
-        del buffer[:start]
-        self._scanned = max(len(buffer) - 3, 0)  # a separator may straddle the next chunk
 
     def _take(self, data: bytes) -> None:
         try:
