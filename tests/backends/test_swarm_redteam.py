@@ -132,8 +132,11 @@ def test_a_stopped_task_on_another_node_ends_and_a_restarted_daemon_does_not_wai
     began = time.monotonic()
     runner.stop(handle, grace=2)
     assert time.monotonic() - began < 20
-    container.reload()
-    assert container.status == "exited"  # stopped, not left running
+    try:
+        container.reload()
+        assert container.status == "exited"  # stopped, not left running
+    except docker.errors.NotFound:
+        pass  # Swarm has already reaped the task's container: not left running either
 
     def placed() -> list[Any]:
         return [t for t in docker_client.api.tasks(filters={"service": handle}) if t.get("NodeID")]
