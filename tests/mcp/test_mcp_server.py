@@ -327,6 +327,24 @@ def test_wait_job_on_a_job_removed_from_the_inbox(config_path: Path, root: Path)
     )
 
 
+def test_wait_job_refuses_a_time_out_that_is_not_a_number(config_path: Path, root: Path) -> None:
+    """A NaN time-out ("nan" passes the SDK's float check) never compares past the deadline:
+    the wait would be unbounded. Refused, naming the field; the server keeps answering."""
+    (root / "inbox" / "slow.yaml").write_text(f"repo_url: {REPO}\nprompt: fix it\n")
+
+    async def body(client: Session) -> tuple[str, dict[str, Any]]:
+        with anyio.fail_after(20):
+            refused = error(
+                await client.call_tool("wait_job", {"job": "slow", "timeout_seconds": "nan"})
+            )
+            after = ok(await client.call_tool("wait_job", {"job": "slow", "timeout_seconds": 0}))
+        return refused, after
+
+    refused, after = session(config_path, body)
+    assert "timeout_seconds" in refused and "nan" in refused
+    assert after["state"] == "queued"
+
+
 def test_job_progress_renders_the_last_steps(config_path: Path, root: Path) -> None:
     (root / "inbox" / "fix-42.yaml").write_text(f"repo_url: {REPO}\nprompt: fix it\n")
 

@@ -13,6 +13,7 @@ Each public method is one tool; its docstring is the description the model reads
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import shlex
 import time
@@ -194,6 +195,10 @@ class JobTools:
         with ended: true once it has ended (state done means success; failed, timeout and
         invalid say why in reason), or ended: false with its progress so far: then call
         wait_job again (it costs nothing while it waits)."""
+        if math.isnan(timeout_seconds):  # never past a deadline: the wait would not end
+            raise ToolError(
+                f"timeout_seconds: expected seconds (0 to {MAX_WAIT_SECONDS:g}), got nan"
+            )
         seconds = min(max(float(timeout_seconds), 0.0), MAX_WAIT_SECONDS)
         ref = self._find(job)
         deadline = time.monotonic() + seconds
