@@ -345,6 +345,27 @@ def test_wait_job_refuses_a_time_out_that_is_not_a_number(config_path: Path, roo
     assert after["state"] == "queued"
 
 
+def test_unknown_arguments_are_refused_by_name(config_path: Path, root: Path) -> None:
+    """A misspelt field (timout) would be dropped silently and the job run without it."""
+    (root / "inbox" / "seen.yaml").write_text(f"repo_url: {REPO}\nprompt: fix it\n")
+
+    async def body(client: Session) -> list[str]:
+        return [
+            error(await client.call_tool(tool, args))
+            for tool, args in (
+                ("submit_job", {"repo_url": REPO, "prompt": "x", "timout": "5m"}),
+                ("submit_job", {"repo_url": REPO, "prompt": "x", "job_id": "mine", "x": 1}),
+                ("get_job", {"job": "seen", "verbose": True}),
+            )
+        ]
+
+    typo, two, extra = session(config_path, body)
+    assert "submit_job: unknown argument timout" in typo and "timeout" in typo
+    assert "unknown arguments job_id, x" in two
+    assert "get_job: unknown argument verbose" in extra
+    assert [p.name for p in (root / "inbox").iterdir()] == ["seen.yaml"]  # nothing submitted
+
+
 def test_job_progress_renders_the_last_steps(config_path: Path, root: Path) -> None:
     (root / "inbox" / "fix-42.yaml").write_text(f"repo_url: {REPO}\nprompt: fix it\n")
 
