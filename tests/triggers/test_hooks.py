@@ -205,13 +205,34 @@ def test_a_replayed_delivery_is_answered_200_and_not_run_again(
     assert inbox(layout) == []
 
 
+def test_a_captured_delivery_replayed_under_a_new_id_is_not_run_again(
+    config: Config, layout: Layout
+) -> None:
+    """The signature covers the body, not the delivery id header: whoever captured one
+    signed delivery can send it again under any id. It is the same delivery."""
+    first = post(config, layout, comment_event(), delivery="d-1")
+    assert first.status == 202
+    for delivery in ("d-2", "d-3"):
+        again = post(config, layout, comment_event(), delivery=delivery)
+        assert again.status == 200 and not again.dropped
+        assert again.reason == (
+            f"this body was received before as delivery d-1 (job {first.job_name}); not run again"
+        )
+    assert len(inbox(layout)) == 1
+    # Another comment (another body) is another delivery.
+    other = post(config, layout, comment_event("/watcherd triage again"), delivery="d-4")
+    assert other.status == 202 and len(inbox(layout)) == 2
+
+
 def _race(config: Config, layout: Layout, delivery: str) -> list[HookOutcome]:
     gate = threading.Barrier(4)
     answers: list[HookOutcome] = []
 
     def deliver() -> None:
         gate.wait()
-        answers.append(post(config, layout, comment_event(), delivery=delivery))
+        # Each round's delivery is its own comment: its own body.
+        event = comment_event(f"/watcherd triage {delivery}")
+        answers.append(post(config, layout, event, delivery=delivery))
 
     threads = [threading.Thread(target=deliver) for _ in range(4)]
     for thread in threads:

@@ -10,8 +10,9 @@ In this order, each step refusing before the next one runs:
 3. a delivery id (``X-GitHub-Delivery``, or ``X-Watcherd-Delivery``);
 4. the body is a JSON object; for GitHub, an event and action the hook acts on, the
    trigger phrase, said by someone of an allowed ``author_association``;
-5. the delivery id was never seen: its record is made by an exclusive rename, so of two
-   deliveries racing with one id exactly one goes on (a replay is answered 200, no job);
+5. the delivery was never seen: its record, named by the digest of the signed body (the
+   delivery id header is not signed), is made by an exclusive rename, so of two copies
+   racing exactly one goes on (a replay, under any id, is answered 200, no job);
 6. the job: the hook's template, the payload's named fields quoted (as JSON strings) into
    its prompt and nowhere else, checked by ``parse_job``, dropped into the inbox with its
    origin (hook, delivery) on record.
@@ -140,7 +141,7 @@ def _receive(
         ignored = github_ignores(hook, event, payload)
         if ignored:
             return HookOutcome(200, f"ignored: {ignored}", delivery=delivery)
-    return _once(config, layout, hook, delivery, payload, now)
+    return _once(config, layout, hook, delivery, body, payload, now)
 
 
 def github_ignores(hook: Hook, event: str, payload: dict[str, Any]) -> str | None:
@@ -174,12 +175,15 @@ def _once(
     layout: Layout,
     hook: Hook,
     delivery: str,
+    body: bytes,
     payload: dict[str, Any],
     now: datetime,
 ) -> HookOutcome:
-    """The job of a delivery never seen before; a delivery seen before gets its answer."""
+    """The job of a delivery never seen before; a delivery seen before gets its answer.
+    A delivery is known by its signed body: the delivery id header is not signed, so a
+    captured delivery sent again under a new id is the same delivery."""
     records = RecordFolder(layout.state / "hooks" / hook.name / "deliveries")
-    key = hashlib.sha256(delivery.encode()).hexdigest()[:40]
+    key = hashlib.sha256(body).hexdigest()[:40]
     try:
         data = render_job(hook, payload)
         parse_job(data, config)
@@ -222,9 +226,11 @@ def _seen_before(
             claim.dropped()
         finally:
             claim.release()
+    first = record.get("delivery")
+    seen = (f"delivery {delivery} was received before" if first in (None, delivery)
+            else f"this body was received before as delivery {first}")  # fmt: skip
     return HookOutcome(
-        200, f"delivery {delivery} was received before (job {name}); not run again",
-        job_name=name, delivery=delivery,
+        200, f"{seen} (job {name}); not run again", job_name=name, delivery=delivery,
     )  # fmt: skip
 
 
