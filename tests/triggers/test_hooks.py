@@ -340,7 +340,7 @@ def test_a_new_issue_by_a_collaborator_with_the_phrase_starts_a_job(
 
 
 def test_other_refusals_say_why(config: Config, layout: Layout, secret_file: Path) -> None:
-    assert post(config, layout, comment_event(), hook="nope").status == 404
+    assert post(config, layout, comment_event(), hook="nope").status == 401  # as unsigned
     assert post(config, layout, comment_event(), event="ping").reason == "pong"
     missing_id = post(config, layout, comment_event(), delivery="")
     assert missing_id.status == 400 and "delivery id" in missing_id.reason
@@ -351,6 +351,26 @@ def test_other_refusals_say_why(config: Config, layout: Layout, secret_file: Pat
     unreadable = post(config, layout, comment_event())
     assert unreadable.status == 503 and "secret" in unreadable.reason
     assert str(secret_file) not in unreadable.reason  # the sender learns no path
+    assert inbox(layout) == []
+
+
+@pytest.mark.parametrize(
+    ("signed", "size"), [("no", 0), ("zeros", 0), ("another secret", 0), ("no", 300_000)]
+)
+def test_an_unknown_hook_answers_as_a_known_one_does_to_a_stranger(
+    config: Config, layout: Layout, signed: str, size: int
+) -> None:
+    """Whoever has no secret learns nothing from the answers, not even which hook names
+    exist: an unknown name is refused as a known one refuses a delivery it cannot verify."""
+    event = comment_event()
+    event["pad"] = "x" * size
+    raw = json.dumps(event).encode()
+    signature = {"no": None, "zeros": "sha256=" + "0" * 64,
+                 "another secret": sign(b"another secret", raw)}[signed]  # fmt: skip
+    known = post(config, layout, None, body=raw, secret=None, signature=signature)
+    unknown = post(config, layout, None, hook="nope", body=raw, secret=None, signature=signature)
+    assert (unknown.status, unknown.reason) == (known.status, known.reason)
+    assert unknown.status == (413 if size else 401)
     assert inbox(layout) == []
 
 

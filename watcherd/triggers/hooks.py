@@ -4,9 +4,11 @@ with the status and reason it returns.
 
 In this order, each step refusing before the next one runs:
 
-1. the hook exists, the body is within its ``max_body``;
+1. the body is within the hook's ``max_body``;
 2. the signature: ``X-Hub-Signature-256: sha256=<hex>``, HMAC-SHA256 of the raw body with
-   the hook's secret, compared in constant time, before a byte of the body is parsed;
+   the hook's secret, compared in constant time, before a byte of the body is parsed (an
+   unknown hook name is answered as a hook whose secret nobody has: the answers do not
+   tell which names exist);
 3. a delivery id (``X-GitHub-Delivery``, or ``X-Watcherd-Delivery``);
 4. the body is a JSON object; for GitHub, an event and action the hook acts on, the
    trigger phrase, said by someone of an allowed ``author_association``;
@@ -40,7 +42,7 @@ from typing import Any
 import yaml
 
 from watcherd.config import Config
-from watcherd.config.hooks import PLACEHOLDER, Hook
+from watcherd.config.hooks import DEFAULT_MAX_BODY, PLACEHOLDER, Hook
 from watcherd.job.spec import InvalidJob, parse_job
 from watcherd.spool.folders import Layout
 from watcherd.spool.lookup import resolve
@@ -55,6 +57,7 @@ EVENT_HEADER = "x-github-event"
 SECRET_LIMIT = 4096
 FIELD_LIMIT = 16 * 1024  # characters of one payload field in the prompt
 _DELIVERY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_NOBODYS_SECRET = secrets.token_bytes(32)  # an unknown hook's: nothing matches it
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,14 @@ def receive(
     now: datetime,
 ) -> HookOutcome:
     """One delivery to the hook ``hook_name``; never raises for what a sender can send."""
+    label = hook_name if hook_name in config.hooks else repr(hook_name[:64])  # a sender's
     try:
         outcome = _receive(config, layout, hook_name, headers, body, now)
     except OSError as exc:  # the disk: a redelivery finds the record and finishes the drop
-        log.error("hook %s: %s", hook_name[:64], exc)
+        log.error("hook %s: %s", label, exc)
         outcome = HookOutcome(503, "the job could not be dropped now; redeliver later")
     level = logging.INFO if outcome.status < 400 else logging.WARNING
-    log.log(level, "hook %s: %d %s", hook_name[:64], outcome.status, outcome.reason)
+    log.log(level, "hook %s: %d %s", label, outcome.status, outcome.reason)
     return outcome
 
 
@@ -105,24 +109,29 @@ def _receive(
     now: datetime,
 ) -> HookOutcome:
     hook = config.hooks.get(hook_name)
-    if hook is None:
-        return HookOutcome(404, "no hook of that name")
-    if len(body) > hook.max_body:
-        return HookOutcome(
-            413, f"body of {len(body)} bytes; this hook takes at most {hook.max_body}"
-        )
+    max_body = hook.max_body if hook is not None else DEFAULT_MAX_BODY
+    if len(body) > max_body:
+        return HookOutcome(413, f"body of {len(body)} bytes; this hook takes at most {max_body}")
     lower = {key.lower(): value for key, value in headers.items()}
-    try:
-        secret = read_secret(hook.secret_file)
-    except ValueError as exc:
-        log.error("hook %s: %s", hook.name, exc)
-        return HookOutcome(503, "the hook's secret cannot be read (see the daemon's log)")
+    if hook is None:
+        # Answered as a hook whose secret nobody has: the answers do not tell which names
+        # exist. The log says what it was.
+        log.warning("hook %r: no hook of that name", hook_name[:64])
+        secret = _NOBODYS_SECRET
+    else:
+        try:
+            secret = read_secret(hook.secret_file)
+        except ValueError as exc:
+            log.error("hook %s: %s", hook.name, exc)
+            return HookOutcome(503, "the hook's secret cannot be read (see the daemon's log)")
     given = lower.get(SIGNATURE_HEADER)
     if not given:
         return HookOutcome(401, "no X-Hub-Signature-256 header: deliveries must be signed")
     if not hmac.compare_digest(
         sign(secret, body).encode(), given.strip().encode("utf-8", "replace")
     ):
+        return HookOutcome(401, "X-Hub-Signature-256 does not match the body and the hook's secret")
+    if hook is None:  # pragma: no cover - nobody holds its secret
         return HookOutcome(401, "X-Hub-Signature-256 does not match the body and the hook's secret")
     # -- signed by the holder of the secret from here on ------------------------------
     delivery = next((lower[h].strip() for h in DELIVERY_HEADERS if lower.get(h)), None)
