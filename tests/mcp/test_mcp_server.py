@@ -235,6 +235,30 @@ def test_submit_errors_are_the_clis(
     assert list((root / "inbox").iterdir()) == []  # nothing refused was dropped
 
 
+def test_submit_refuses_a_name_too_long_or_with_control_characters(
+    config_path: Path, root: Path
+) -> None:
+    """Each refused for the name, with the reason: not an OS error about a temporary file,
+    nor a file with a newline in its name, nor a raw NUL in the answer."""
+    names = ("x" * 300, "ok\n", "tab\there", "a\x00b", "é" * 120)
+
+    async def body(client: Session) -> list[str]:
+        return [
+            error(await client.call_tool("submit_job", {"repo_url": REPO, "prompt": "x",
+                                                        "name": name}))
+            for name in names
+        ]  # fmt: skip
+
+    long, newline, tab, nul, wide = session(config_path, body)
+    assert "name 'xxx" in long and "300 bytes long; at most 200" in long
+    assert "cannot write" not in long and len(long) < 1000
+    for got in (newline, tab):
+        assert "control characters" in got
+    assert "\x00" not in nul and "name 'a\\x00b'" in nul
+    assert "240 bytes long" in wide
+    assert list((root / "inbox").iterdir()) == []
+
+
 def test_submit_into_a_root_it_cannot_write(tmp_path: Path) -> None:
     root = tmp_path / "work"
     root.mkdir()

@@ -28,7 +28,7 @@ from watcherd.client.cancel import CancelAnswer, cancel
 from watcherd.client.find import NoSuchJob, find_job, where
 from watcherd.client.jobview import JobView, view_job
 from watcherd.client.listing import Filters, JobList
-from watcherd.client.submit import BadName, inbox_name, is_plain_name, os_problem, submit
+from watcherd.client.submit import BadName, inbox_name, os_problem, submit
 from watcherd.config import Config
 from watcherd.job.eventfile import read_all_events
 from watcherd.job.events import clean, render
@@ -124,9 +124,10 @@ class JobTools:
         wanted = name or "job"
         try:
             target, _spec = submit(self.config, wanted, data)
-        except (InvalidJob, BadName) as exc:
-            label = inbox_name(wanted) if is_plain_name(wanted) else wanted
-            raise ToolError(f"{label}: {exc}") from exc
+        except BadName as exc:
+            raise ToolError(str(exc)) from exc  # "name '...': why"
+        except InvalidJob as exc:
+            raise ToolError(f"{inbox_name(wanted)}: {exc}") from exc
         except OSError as exc:
             place = exc.filename or self.layout.inbox
             raise ToolError(f"cannot write into {place}: {os_problem(exc)}") from exc
