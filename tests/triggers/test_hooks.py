@@ -318,6 +318,13 @@ def test_a_template_that_would_let_the_payload_set_job_keys_is_refused_at_load(
         ({"action": "closed", "issue": {"title": "/watcherd triage", "body": "",
                                         "author_association": "OWNER"}}, "issues",
          "issue action 'closed'"),
+        # The event header is not signed: a signed delivery of another event (a review
+        # comment, a commit comment), captured and sent again as an issue comment.
+        ({"action": "created", "pull_request": {"title": "x"},
+          "comment": comment_event()["comment"]}, "issue_comment",
+         "the payload is not an issue comment's"),
+        ({"action": "created", "comment": comment_event()["comment"]}, "issue_comment",
+         "the payload is not an issue comment's"),
     ],
 )  # fmt: skip
 def test_events_the_hook_does_not_act_on_are_ignored(

@@ -159,6 +159,12 @@ def github_ignores(hook: Hook, event: str, payload: dict[str, Any]) -> str | Non
         return f"event {event[:40]!r} is not one this hook acts on ({', '.join(hook.events)})"
     action = payload.get("action")
     if event == "issue_comment":
+        # The event header is not signed: another event's signed body (a review comment's,
+        # a commit comment's) must not pass for an issue comment.
+        if not isinstance(payload.get("issue"), dict) or not isinstance(
+            payload.get("comment"), dict
+        ):
+            return "the payload is not an issue comment's (no issue and comment in it)"
         if action != "created":
             return f"comment action {str(action)[:20]!r}; only new comments are acted on"
         item = payload.get("comment")
