@@ -28,7 +28,7 @@ from watcherd.client.submit import (
     name_problem,
     os_problem,
     submit,
-)  # fmt: skip
+)
 from watcherd.config import Config, ConfigError, load_config
 from watcherd.job.eventfile import read_all_events
 from watcherd.job.events import one_line, render
