@@ -101,6 +101,21 @@ def test_byte_level_problems() -> None:
         parse(b"prompt: \xff\xfe\n")
 
 
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [('prompt: "fix\\0it"', "prompt"), ('flags: ["\\0"]', "flags"),
+     ('flags: "a\\0b"', "flags"), ('env: {A: "b\\0c"}', "env")],
+)  # fmt: skip
+def test_a_nul_written_as_a_yaml_escape_is_refused_by_key(extra: str, key: str) -> None:
+    """No raw NUL byte, but YAML's \\0 makes one: it would reach the container's environment
+    (PROMPT, AGENT_FLAGS, the job's env), where no process can be given it."""
+    text = "repo_url: https://h/r\n" + ("" if key == "prompt" else "prompt: p\n") + extra + "\n"
+    assert "\x00" not in text
+    with pytest.raises(InvalidJob) as caught:
+        parse(text)
+    assert f"{key}: contains a NUL character" in str(caught.value)
+
+
 def test_alias_bomb_is_refused_quickly() -> None:
     lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
     for i in range(1, 10):

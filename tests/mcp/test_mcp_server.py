@@ -235,6 +235,30 @@ def test_submit_errors_are_the_clis(
     assert list((root / "inbox").iterdir()) == []  # nothing refused was dropped
 
 
+def test_submit_refuses_a_name_too_long_or_with_control_characters(
+    config_path: Path, root: Path
+) -> None:
+    """Each refused for the name, with the reason: not an OS error about a temporary file,
+    nor a file with a newline in its name, nor a raw NUL in the answer."""
+    names = ("x" * 300, "ok\n", "tab\there", "a\x00b", "é" * 120)
+
+    async def body(client: Session) -> list[str]:
+        return [
+            error(await client.call_tool("submit_job", {"repo_url": REPO, "prompt": "x",
+                                                        "name": name}))
+            for name in names
+        ]  # fmt: skip
+
+    long, newline, tab, nul, wide = session(config_path, body)
+    assert "name 'xxx" in long and "300 bytes long; at most 200" in long
+    assert "cannot write" not in long and len(long) < 1000
+    for got in (newline, tab):
+        assert "control characters" in got
+    assert "\x00" not in nul and "name 'a\\x00b'" in nul
+    assert "240 bytes long" in wide
+    assert list((root / "inbox").iterdir()) == []
+
+
 def test_submit_into_a_root_it_cannot_write(tmp_path: Path) -> None:
     root = tmp_path / "work"
     root.mkdir()
@@ -325,6 +349,45 @@ def test_wait_job_on_a_job_removed_from_the_inbox(config_path: Path, root: Path)
     assert "gone.yaml (queued in the inbox) is gone (removed before it was claimed?)" in session(
         config_path, body
     )
+
+
+def test_wait_job_refuses_a_time_out_that_is_not_a_number(config_path: Path, root: Path) -> None:
+    """A NaN time-out ("nan" passes the SDK's float check) never compares past the deadline:
+    the wait would be unbounded. Refused, naming the field; the server keeps answering."""
+    (root / "inbox" / "slow.yaml").write_text(f"repo_url: {REPO}\nprompt: fix it\n")
+
+    async def body(client: Session) -> tuple[str, dict[str, Any]]:
+        with anyio.fail_after(20):
+            refused = error(
+                await client.call_tool("wait_job", {"job": "slow", "timeout_seconds": "nan"})
+            )
+            after = ok(await client.call_tool("wait_job", {"job": "slow", "timeout_seconds": 0}))
+        return refused, after
+
+    refused, after = session(config_path, body)
+    assert "timeout_seconds" in refused and "nan" in refused
+    assert after["state"] == "queued"
+
+
+def test_unknown_arguments_are_refused_by_name(config_path: Path, root: Path) -> None:
+    """A misspelt field (timout) would be dropped silently and the job run without it."""
+    (root / "inbox" / "seen.yaml").write_text(f"repo_url: {REPO}\nprompt: fix it\n")
+
+    async def body(client: Session) -> list[str]:
+        return [
+            error(await client.call_tool(tool, args))
+            for tool, args in (
+                ("submit_job", {"repo_url": REPO, "prompt": "x", "timout": "5m"}),
+                ("submit_job", {"repo_url": REPO, "prompt": "x", "job_id": "mine", "x": 1}),
+                ("get_job", {"job": "seen", "verbose": True}),
+            )
+        ]
+
+    typo, two, extra = session(config_path, body)
+    assert "submit_job: unknown argument timout" in typo and "timeout" in typo
+    assert "unknown arguments job_id, x" in two
+    assert "get_job: unknown argument verbose" in extra
+    assert [p.name for p in (root / "inbox").iterdir()] == ["seen.yaml"]  # nothing submitted
 
 
 def test_job_progress_renders_the_last_steps(config_path: Path, root: Path) -> None:

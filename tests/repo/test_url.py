@@ -52,3 +52,16 @@ def test_safe_segments(name: str) -> None:
 @pytest.mark.parametrize("name", ["", ".", "..", ".git", "-rf", "a/b", "w\n", "a b", "x" * 101])
 def test_unsafe_segments(name: str) -> None:
     assert not is_safe_segment(name)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ssh://-oProxyCommand=id/x", "ssh://-oProxyCommand=id@h/x", "ssh://h:-1/x",
+     "https://-h/x.git", "git@-oProxyCommand:a/b"],
+)  # fmt: skip
+def test_a_host_user_or_port_that_ssh_would_read_as_an_option_is_refused(url: str) -> None:
+    """``ssh://-oProxyCommand=...`` is the option injection of CVE-2017-1000117: git has
+    refused it since 2.14.1; a job's URL is refused here whatever git runs it."""
+    with pytest.raises(RepoUrlError, match="starts with '-'"):
+        check_repo_url(url, ("*",), ("https", "ssh"))
+    assert check_repo_url("ssh://git@h-1.example:2222/a-b/c", ("*",), ("ssh",))

@@ -205,13 +205,34 @@ def test_a_replayed_delivery_is_answered_200_and_not_run_again(
     assert inbox(layout) == []
 
 
+def test_a_captured_delivery_replayed_under_a_new_id_is_not_run_again(
+    config: Config, layout: Layout
+) -> None:
+    """The signature covers the body, not the delivery id header: whoever captured one
+    signed delivery can send it again under any id. It is the same delivery."""
+    first = post(config, layout, comment_event(), delivery="d-1")
+    assert first.status == 202
+    for delivery in ("d-2", "d-3"):
+        again = post(config, layout, comment_event(), delivery=delivery)
+        assert again.status == 200 and not again.dropped
+        assert again.reason == (
+            f"this body was received before as delivery d-1 (job {first.job_name}); not run again"
+        )
+    assert len(inbox(layout)) == 1
+    # Another comment (another body) is another delivery.
+    other = post(config, layout, comment_event("/watcherd triage again"), delivery="d-4")
+    assert other.status == 202 and len(inbox(layout)) == 2
+
+
 def _race(config: Config, layout: Layout, delivery: str) -> list[HookOutcome]:
     gate = threading.Barrier(4)
     answers: list[HookOutcome] = []
 
     def deliver() -> None:
         gate.wait()
-        answers.append(post(config, layout, comment_event(), delivery=delivery))
+        # Each round's delivery is its own comment: its own body.
+        event = comment_event(f"/watcherd triage {delivery}")
+        answers.append(post(config, layout, event, delivery=delivery))
 
     threads = [threading.Thread(target=deliver) for _ in range(4)]
     for thread in threads:
@@ -297,6 +318,13 @@ def test_a_template_that_would_let_the_payload_set_job_keys_is_refused_at_load(
         ({"action": "closed", "issue": {"title": "/watcherd triage", "body": "",
                                         "author_association": "OWNER"}}, "issues",
          "issue action 'closed'"),
+        # The event header is not signed: a signed delivery of another event (a review
+        # comment, a commit comment), captured and sent again as an issue comment.
+        ({"action": "created", "pull_request": {"title": "x"},
+          "comment": comment_event()["comment"]}, "issue_comment",
+         "the payload is not an issue comment's"),
+        ({"action": "created", "comment": comment_event()["comment"]}, "issue_comment",
+         "the payload is not an issue comment's"),
     ],
 )  # fmt: skip
 def test_events_the_hook_does_not_act_on_are_ignored(
@@ -319,7 +347,7 @@ def test_a_new_issue_by_a_collaborator_with_the_phrase_starts_a_job(
 
 
 def test_other_refusals_say_why(config: Config, layout: Layout, secret_file: Path) -> None:
-    assert post(config, layout, comment_event(), hook="nope").status == 404
+    assert post(config, layout, comment_event(), hook="nope").status == 401  # as unsigned
     assert post(config, layout, comment_event(), event="ping").reason == "pong"
     missing_id = post(config, layout, comment_event(), delivery="")
     assert missing_id.status == 400 and "delivery id" in missing_id.reason
@@ -330,6 +358,26 @@ def test_other_refusals_say_why(config: Config, layout: Layout, secret_file: Pat
     unreadable = post(config, layout, comment_event())
     assert unreadable.status == 503 and "secret" in unreadable.reason
     assert str(secret_file) not in unreadable.reason  # the sender learns no path
+    assert inbox(layout) == []
+
+
+@pytest.mark.parametrize(
+    ("signed", "size"), [("no", 0), ("zeros", 0), ("another secret", 0), ("no", 300_000)]
+)
+def test_an_unknown_hook_answers_as_a_known_one_does_to_a_stranger(
+    config: Config, layout: Layout, signed: str, size: int
+) -> None:
+    """Whoever has no secret learns nothing from the answers, not even which hook names
+    exist: an unknown name is refused as a known one refuses a delivery it cannot verify."""
+    event = comment_event()
+    event["pad"] = "x" * size
+    raw = json.dumps(event).encode()
+    signature = {"no": None, "zeros": "sha256=" + "0" * 64,
+                 "another secret": sign(b"another secret", raw)}[signed]  # fmt: skip
+    known = post(config, layout, None, body=raw, secret=None, signature=signature)
+    unknown = post(config, layout, None, hook="nope", body=raw, secret=None, signature=signature)
+    assert (unknown.status, unknown.reason) == (known.status, known.reason)
+    assert unknown.status == (413 if size else 401)
     assert inbox(layout) == []
 
 

@@ -21,7 +21,14 @@ from watcherd.client.cancel import cancel as cancel_job
 from watcherd.client.find import NoSuchJob, find_job, where
 from watcherd.client.follow import follow_logs
 from watcherd.client.jobview import age_text, describe, view_job
-from watcherd.client.submit import BadName, inbox_name, is_plain_name, os_problem, submit
+from watcherd.client.submit import (
+    BadName,
+    inbox_name,
+    is_plain_name,
+    name_problem,
+    os_problem,
+    submit,
+)
 from watcherd.config import Config, ConfigError, load_config
 from watcherd.job.eventfile import read_all_events
 from watcherd.job.events import one_line, render
@@ -241,9 +248,7 @@ SUBMIT_FIELDS = ("repo_url", "prompt", "repo_ref", "repo_dir", "mode", "model", 
 
 def _submit(config: Config, args: argparse.Namespace) -> int:
     if args.name is not None and not is_plain_name(args.name):
-        print(f"watcherd: --name {args.name!r}: give a plain file name, "
-              "without '/' and not starting with '.' (the daemon never claims those)",
-              file=sys.stderr)  # fmt: skip
+        print(f"watcherd: --name {args.name[:60]!r}: {name_problem(args.name)}", file=sys.stderr)
         return 1
     if args.file:
         try:

@@ -12,23 +12,43 @@ from watcherd.spool.drop import drop
 from watcherd.spool.filters import is_job_name
 from watcherd.spool.folders import Layout
 
+# Bytes of a name: with the suffix a taken name gets and the temporary file's dot and tail,
+# still within a file system's 255.
+MAX_NAME_BYTES = 200
+
 
 class BadName(ValueError):
-    """A job name with a path, a NUL, or a leading dot in it."""
+    """A job name with a path, a NUL, a leading dot or a control character in it, or too
+    long for a file name."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a file name in the inbox, or None when it can."""
+    if not name or "/" in name or "\0" in name or name.startswith("."):
+        return (
+            "give a plain file name, without '/' and not starting with '.' "
+            "(the daemon never claims those)"
+        )
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "has control characters in it (a newline, a tab, ...)"
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        return f"is {size} bytes long; at most {MAX_NAME_BYTES}"
+    return None
 
 
 def is_plain_name(name: str) -> bool:
-    """A file name the inbox may hold: no path, no NUL, not a dot-name (never claimed)."""
-    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+    """A file name the inbox may hold: no path, no NUL, not a dot-name (never claimed), no
+    control character, not too long."""
+    return name_problem(name) is None
 
 
 def inbox_name(name: str) -> str:
     """``fix-42`` -> ``fix-42.yaml``; a name the daemon claims already stays as it is."""
-    if not is_plain_name(name):
-        raise BadName(
-            f"name {name!r}: give a plain file name, without '/' and not starting with '.' "
-            "(the daemon never claims those)"
-        )
+    problem = name_problem(name)
+    if problem is not None:
+        shown = name if len(name) <= 60 else f"{name[:60]}..."
+        raise BadName(f"name {shown!r}: {problem}")
     return name if is_job_name(name) else f"{name}.yaml"
 
 
@@ -53,4 +73,6 @@ def os_problem(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
-__all__ = ["BadName", "InvalidJob", "inbox_name", "is_plain_name", "os_problem", "submit"]
+__all__ = [
+    "BadName", "InvalidJob", "inbox_name", "is_plain_name", "name_problem", "os_problem", "submit",
+]  # fmt: skip

@@ -154,6 +154,9 @@ def _spec_from_mapping(doc: dict[Any, Any], config: Config) -> JobSpec:
     for key, check in _CHECKS.items():
         if key not in doc:
             continue
+        if _has_nul(doc[key]):  # YAML's \0: no raw NUL byte, but one all the same
+            errors.append(f"{key}: contains a NUL character, which no process can be given")
+            continue
         try:
             values[key] = check(doc[key], config)
         except (TypeError, ValueError) as exc:
@@ -176,6 +179,16 @@ def _spec_from_mapping(doc: dict[Any, Any], config: Config) -> JobSpec:
     values.setdefault("timeout", config.default_timeout)
     values.setdefault("retries", config.retries)
     return JobSpec(**values)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
 
 
 # Job keys an agent must support, and how a job asks for them.

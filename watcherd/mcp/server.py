@@ -58,12 +58,25 @@ class _Server(MCPServer):
     def __init__(self, withheld: dict[str, str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._withheld = withheld
+        self._arguments: dict[str, tuple[str, ...]] = {}  # each tool's, in order
+
+    def add_job_tool(self, method: Any, **kwargs: Any) -> None:
+        self._arguments[kwargs["name"]] = tuple(inspect.signature(method).parameters)
+        self.add_tool(method, **kwargs)
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> Any:
         if name in self._withheld:
             raise ToolError(self._withheld[name])
+        known = self._arguments.get(name)
+        unknown = sorted(set(arguments or {}) - set(known or ()))
+        if known is not None and unknown:
+            # The SDK would drop them unread: a misspelt field would go unsaid.
+            raise ToolError(
+                f"{name}: unknown argument{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)[:200]} (it takes {', '.join(known)})"
+            )
         return await super().call_tool(name, arguments, context)
 
 
@@ -87,7 +100,7 @@ def build_server(config: Config, read_only: bool = False) -> MCPServer:
         if entry.name in withheld:
             continue
         method = getattr(tools, entry.name)
-        server.add_tool(
+        server.add_job_tool(
             method,
             name=entry.name,
             title=entry.title,

@@ -13,6 +13,7 @@ Each public method is one tool; its docstring is the description the model reads
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import shlex
 import time
@@ -27,7 +28,7 @@ from watcherd.client.cancel import CancelAnswer, cancel
 from watcherd.client.find import NoSuchJob, find_job, where
 from watcherd.client.jobview import JobView, view_job
 from watcherd.client.listing import Filters, JobList
-from watcherd.client.submit import BadName, inbox_name, is_plain_name, os_problem, submit
+from watcherd.client.submit import BadName, inbox_name, os_problem, submit
 from watcherd.config import Config
 from watcherd.job.eventfile import read_all_events
 from watcherd.job.events import clean, render
@@ -123,9 +124,10 @@ class JobTools:
         wanted = name or "job"
         try:
             target, _spec = submit(self.config, wanted, data)
-        except (InvalidJob, BadName) as exc:
-            label = inbox_name(wanted) if is_plain_name(wanted) else wanted
-            raise ToolError(f"{label}: {exc}") from exc
+        except BadName as exc:
+            raise ToolError(str(exc)) from exc  # "name '...': why"
+        except InvalidJob as exc:
+            raise ToolError(f"{inbox_name(wanted)}: {exc}") from exc
         except OSError as exc:
             place = exc.filename or self.layout.inbox
             raise ToolError(f"cannot write into {place}: {os_problem(exc)}") from exc
@@ -194,6 +196,10 @@ class JobTools:
         with ended: true once it has ended (state done means success; failed, timeout and
         invalid say why in reason), or ended: false with its progress so far: then call
         wait_job again (it costs nothing while it waits)."""
+        if math.isnan(timeout_seconds):  # never past a deadline: the wait would not end
+            raise ToolError(
+                f"timeout_seconds: expected seconds (0 to {MAX_WAIT_SECONDS:g}), got nan"
+            )
         seconds = min(max(float(timeout_seconds), 0.0), MAX_WAIT_SECONDS)
         ref = self._find(job)
         deadline = time.monotonic() + seconds

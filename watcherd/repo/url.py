@@ -41,6 +41,11 @@ def check_repo_url(url: str, allowed: Sequence[str], protocols: Sequence[str]) -
         raise RepoUrlError("contains whitespace or control characters")
     if "::" in url.split("/", 1)[0]:
         raise RepoUrlError(f"uses a git remote helper ({url.split('::', 1)[0]}::), never allowed")
+    server = _server(url)
+    if server is not None and any(part.startswith("-") for part in re.split("[@:]", server)):
+        raise RepoUrlError(
+            f"its host, user or port starts with '-', which ssh would read as an option: {server!r}"
+        )
     protocol = url_protocol(url)
     if protocol not in protocols or protocol in NEVER_PROTOCOLS:
         if protocol == "file":
@@ -54,6 +59,14 @@ def check_repo_url(url: str, allowed: Sequence[str], protocols: Sequence[str]) -
     if not any(fnmatch.fnmatchcase(url, pattern) for pattern in allowed):
         raise RepoUrlError("is not in allowed_repos")
     return url
+
+
+def _server(url: str) -> str | None:
+    """``user@host:port`` of a URL (``user@host`` of an scp-like one), None for a path."""
+    if "://" in url:
+        return url.split("://", 1)[1].split("/", 1)[0]
+    match = re.match(r"^([^/:]*@)?[^/:]*(?=:)", url)
+    return match.group(0) if match and not url.startswith("/") else None
 
 
 def url_protocol(url: str) -> str:

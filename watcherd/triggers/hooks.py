@@ -4,14 +4,17 @@ with the status and reason it returns.
 
 In this order, each step refusing before the next one runs:
 
-1. the hook exists, the body is within its ``max_body``;
+1. the body is within the hook's ``max_body``;
 2. the signature: ``X-Hub-Signature-256: sha256=<hex>``, HMAC-SHA256 of the raw body with
-   the hook's secret, compared in constant time, before a byte of the body is parsed;
+   the hook's secret, compared in constant time, before a byte of the body is parsed (an
+   unknown hook name is answered as a hook whose secret nobody has: the answers do not
+   tell which names exist);
 3. a delivery id (``X-GitHub-Delivery``, or ``X-Watcherd-Delivery``);
 4. the body is a JSON object; for GitHub, an event and action the hook acts on, the
    trigger phrase, said by someone of an allowed ``author_association``;
-5. the delivery id was never seen: its record is made by an exclusive rename, so of two
-   deliveries racing with one id exactly one goes on (a replay is answered 200, no job);
+5. the delivery was never seen: its record, named by the digest of the signed body (the
+   delivery id header is not signed), is made by an exclusive rename, so of two copies
+   racing exactly one goes on (a replay, under any id, is answered 200, no job);
 6. the job: the hook's template, the payload's named fields quoted (as JSON strings) into
    its prompt and nowhere else, checked by ``parse_job``, dropped into the inbox with its
    origin (hook, delivery) on record.
@@ -39,7 +42,7 @@ from typing import Any
 import yaml
 
 from watcherd.config import Config
-from watcherd.config.hooks import PLACEHOLDER, Hook
+from watcherd.config.hooks import DEFAULT_MAX_BODY, PLACEHOLDER, Hook
 from watcherd.job.spec import InvalidJob, parse_job
 from watcherd.spool.folders import Layout
 from watcherd.spool.lookup import resolve
@@ -54,6 +57,7 @@ EVENT_HEADER = "x-github-event"
 SECRET_LIMIT = 4096
 FIELD_LIMIT = 16 * 1024  # characters of one payload field in the prompt
 _DELIVERY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_NOBODYS_SECRET = secrets.token_bytes(32)  # an unknown hook's: nothing matches it
 
 
 @dataclass(frozen=True)
@@ -85,13 +89,14 @@ def receive(
     now: datetime,
 ) -> HookOutcome:
     """One delivery to the hook ``hook_name``; never raises for what a sender can send."""
+    label = hook_name if hook_name in config.hooks else repr(hook_name[:64])  # a sender's
     try:
         outcome = _receive(config, layout, hook_name, headers, body, now)
     except OSError as exc:  # the disk: a redelivery finds the record and finishes the drop
-        log.error("hook %s: %s", hook_name[:64], exc)
+        log.error("hook %s: %s", label, exc)
         outcome = HookOutcome(503, "the job could not be dropped now; redeliver later")
     level = logging.INFO if outcome.status < 400 else logging.WARNING
-    log.log(level, "hook %s: %d %s", hook_name[:64], outcome.status, outcome.reason)
+    log.log(level, "hook %s: %d %s", label, outcome.status, outcome.reason)
     return outcome
 
 
@@ -104,24 +109,29 @@ def _receive(
     now: datetime,
 ) -> HookOutcome:
     hook = config.hooks.get(hook_name)
-    if hook is None:
-        return HookOutcome(404, "no hook of that name")
-    if len(body) > hook.max_body:
-        return HookOutcome(
-            413, f"body of {len(body)} bytes; this hook takes at most {hook.max_body}"
-        )
+    max_body = hook.max_body if hook is not None else DEFAULT_MAX_BODY
+    if len(body) > max_body:
+        return HookOutcome(413, f"body of {len(body)} bytes; this hook takes at most {max_body}")
     lower = {key.lower(): value for key, value in headers.items()}
-    try:
-        secret = read_secret(hook.secret_file)
-    except ValueError as exc:
-        log.error("hook %s: %s", hook.name, exc)
-        return HookOutcome(503, "the hook's secret cannot be read (see the daemon's log)")
+    if hook is None:
+        # Answered as a hook whose secret nobody has: the answers do not tell which names
+        # exist. The log says what it was.
+        log.warning("hook %r: no hook of that name", hook_name[:64])
+        secret = _NOBODYS_SECRET
+    else:
+        try:
+            secret = read_secret(hook.secret_file)
+        except ValueError as exc:
+            log.error("hook %s: %s", hook.name, exc)
+            return HookOutcome(503, "the hook's secret cannot be read (see the daemon's log)")
     given = lower.get(SIGNATURE_HEADER)
     if not given:
         return HookOutcome(401, "no X-Hub-Signature-256 header: deliveries must be signed")
     if not hmac.compare_digest(
         sign(secret, body).encode(), given.strip().encode("utf-8", "replace")
     ):
+        return HookOutcome(401, "X-Hub-Signature-256 does not match the body and the hook's secret")
+    if hook is None:  # pragma: no cover - nobody holds its secret
         return HookOutcome(401, "X-Hub-Signature-256 does not match the body and the hook's secret")
     # -- signed by the holder of the secret from here on ------------------------------
     delivery = next((lower[h].strip() for h in DELIVERY_HEADERS if lower.get(h)), None)
@@ -140,7 +150,7 @@ def _receive(
         ignored = github_ignores(hook, event, payload)
         if ignored:
             return HookOutcome(200, f"ignored: {ignored}", delivery=delivery)
-    return _once(config, layout, hook, delivery, payload, now)
+    return _once(config, layout, hook, delivery, body, payload, now)
 
 
 def github_ignores(hook: Hook, event: str, payload: dict[str, Any]) -> str | None:
@@ -149,6 +159,12 @@ def github_ignores(hook: Hook, event: str, payload: dict[str, Any]) -> str | Non
         return f"event {event[:40]!r} is not one this hook acts on ({', '.join(hook.events)})"
     action = payload.get("action")
     if event == "issue_comment":
+        # The event header is not signed: another event's signed body (a review comment's,
+        # a commit comment's) must not pass for an issue comment.
+        if not isinstance(payload.get("issue"), dict) or not isinstance(
+            payload.get("comment"), dict
+        ):
+            return "the payload is not an issue comment's (no issue and comment in it)"
         if action != "created":
             return f"comment action {str(action)[:20]!r}; only new comments are acted on"
         item = payload.get("comment")
@@ -174,12 +190,15 @@ def _once(
     layout: Layout,
     hook: Hook,
     delivery: str,
+    body: bytes,
     payload: dict[str, Any],
     now: datetime,
 ) -> HookOutcome:
-    """The job of a delivery never seen before; a delivery seen before gets its answer."""
+    """The job of a delivery never seen before; a delivery seen before gets its answer.
+    A delivery is known by its signed body: the delivery id header is not signed, so a
+    captured delivery sent again under a new id is the same delivery."""
     records = RecordFolder(layout.state / "hooks" / hook.name / "deliveries")
-    key = hashlib.sha256(delivery.encode()).hexdigest()[:40]
+    key = hashlib.sha256(body).hexdigest()[:40]
     try:
         data = render_job(hook, payload)
         parse_job(data, config)
@@ -222,9 +241,11 @@ def _seen_before(
             claim.dropped()
         finally:
             claim.release()
+    first = record.get("delivery")
+    seen = (f"delivery {delivery} was received before" if first in (None, delivery)
+            else f"this body was received before as delivery {first}")  # fmt: skip
     return HookOutcome(
-        200, f"delivery {delivery} was received before (job {name}); not run again",
-        job_name=name, delivery=delivery,
+        200, f"{seen} (job {name}); not run again", job_name=name, delivery=delivery,
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from watcherd.config.hooks import MAX_BODY
+from watcherd.config.hooks import DEFAULT_MAX_BODY
 from watcherd.job.spec import InvalidJob
 from watcherd.triggers import hooks, schedules
 from watcherd.web.api import read_body, root_of
@@ -28,7 +28,7 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
     root = root_of(request)
     name = request.match_info["name"]
     hook = root.config.hooks.get(name)
-    limit = hook.max_body if hook is not None else MAX_BODY
+    limit = hook.max_body if hook is not None else DEFAULT_MAX_BODY  # as hooks.receive
     try:
         body = await read_body(request, limit)
     except web.HTTPRequestEntityTooLarge:
