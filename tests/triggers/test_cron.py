@@ -37,10 +37,13 @@ def test_every_minute_is_every_real_minute_across_the_change(zone: str, change: 
 
 @pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York"])
 @pytest.mark.parametrize("change", [SPRING, AUTUMN], ids=["spring", "autumn"])
-def test_hourly_is_every_real_hour_across_the_change(zone: str, change: Changes) -> None:
+@pytest.mark.parametrize("hour", ["*", "*/1", "0-23", ",".join(map(str, range(24)))])
+def test_hourly_is_every_real_hour_across_the_change(zone: str, change: Changes, hour: str) -> None:
     """Both passes through a repeated hour are real hours: an hourly schedule runs in
-    each; the hour that does not exist in spring is no run and no gap of two hours."""
-    times = Plan("0 * * * *", zone).next_times(change[zone] - timedelta(hours=3, minutes=30), 6)
+    each, however its hour field says every hour; the hour that does not exist in spring
+    is no run and no gap of two hours."""
+    start = change[zone] - timedelta(hours=3, minutes=30)
+    times = Plan(f"0 {hour} * * *", zone).next_times(start, 6)
     assert [t - times[0] for t in times] == [timedelta(hours=n) for n in range(6)]
 
 

@@ -17,7 +17,8 @@ The rules, as Debian's cron has them:
   02:30 runs at 03:00 that night; every-minute and hourly runs that fall into the gap
   become that one instant.
 - A wall time that exists twice (autumn) runs once, in the first pass, for a schedule
-  with a fixed hour; one whose hour field is ``*`` runs in both passes, because they are
+  with a fixed hour; one whose hour field is every hour (``*``, ``*/1``, ``0-23``) runs in
+  both passes, because they are
   two real hours (every minute stays every real minute).
 """
 
@@ -49,7 +50,9 @@ class Plan:
     def __init__(self, cron: str, timezone: str = "UTC") -> None:
         self.cron = cron
         self.zone = ZoneInfo(timezone)
-        self._every_hour = cron.split()[1] == "*"
+        # Every hour however it is written (*, */1, 0-23, a list of all 24): both passes
+        # through a repeated hour are then real hours of it.
+        self._every_hour = CronSim(cron, datetime(2000, 1, 1)).hours == set(range(24))
 
     def after(self, moment: datetime) -> Iterator[datetime]:
         """The slots strictly after ``moment``, in order, as UTC datetimes."""
