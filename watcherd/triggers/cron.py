@@ -18,8 +18,7 @@ The rules, as Debian's cron has them:
   become that one instant.
 - A wall time that exists twice (autumn) runs once, in the first pass, for a schedule
   with a fixed hour; one whose hour field is every hour (``*``, ``*/1``, ``0-23``) runs in
-  both passes, because they are
-  two real hours (every minute stays every real minute).
+  both passes, because they are two real hours (every minute stays every real minute).
 """
 
 from __future__ import annotations
