@@ -298,6 +298,36 @@ def test_a_crash_between_the_record_and_the_drop_is_repaired_once(layout: Layout
     assert (layout.inbox / inbox(layout)[0]).read_bytes() == data
 
 
+def test_a_cut_short_drop_behind_many_newer_records_is_repaired_at_start(
+    layout: Layout,
+) -> None:
+    """The crash left the 10:00 record undropped; run-nows made six newer records before
+    any daemon ticked again. The next daemon's first tick looks at every record."""
+    config = make_config(layout.root, hourly={"cron": "0 * * * *", "overlap": "allow"})
+    Ticker(layout).tick(config, utc(2026, 12, 7, 9, 30))
+    state = ScheduleState(layout, "hourly")
+    data = yaml.safe_dump({"repo_url": URL, "prompt": "made before the crash"}).encode()
+
+    def record(minute: int, name: str) -> SlotRecord:
+        return SlotRecord(
+            key=stamp(utc(2026, 12, 7, 10, minute)), schedule="hourly",
+            scheduled_for=iso(utc(2026, 12, 7, 10, minute)), outcome="dropped", reason="",
+            kind="schedule", job_name=name, created_at=iso(utc(2026, 12, 7, 10, minute)),
+            missed=0, dropped=False, job=data.decode(),
+        )  # fmt: skip
+
+    cut_short = state.claim(record(0, "hourly-20261207T1000Z-abcdef.yaml"))
+    assert cut_short is not None
+    cut_short.release()  # its maker died before the drop
+    for minute in range(1, 7):  # newer records whose drops finished
+        claim = state.claim(record(minute, f"hourly-now-{minute}.yaml"))
+        assert claim is not None
+        claim.dropped()
+        claim.release()
+    Ticker(layout).tick(config, utc(2026, 12, 7, 10, 7))
+    assert inbox(layout) == ["hourly-20261207T1000Z-abcdef.yaml"]
+
+
 # -- overlap ----------------------------------------------------------------------------
 
 

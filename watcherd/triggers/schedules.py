@@ -50,6 +50,7 @@ LATE_AFTER = 300.0  # catchup none: a slot first seen this long after its time w
 IDLE_TICK = 60.0  # at most this long between ticks, whatever the next slot
 ORIGIN_RETENTION = 30 * 24 * 3600.0
 OVERLAP_LOOKBACK = 20  # records looked at for a job of the schedule still queued or running
+REPAIR_LOOKBACK = 5  # records looked at for a cut-short drop, at each tick after the first
 _SLOT_FIELD = re.compile(r"\{(date|time|datetime|utc|schedule)\}")
 
 
@@ -110,6 +111,9 @@ class Ticker:
         self.layout = layout
         self._last_prune = 0.0
         self._checked: Config | None = None
+        # Schedules whose every record was looked at for a cut-short drop since this
+        # ticker began; after that, a tick looks only at the newest few.
+        self._repaired: set[str] = set()
 
     def tick(self, config: Config, now: datetime) -> list[Decision]:
         """Handle every due slot; never raises for one schedule's trouble."""
@@ -153,7 +157,8 @@ class Ticker:
         since = state.since(fingerprint(schedule), now)
         if not schedule.enabled or state.paused() is not None:
             return None
-        self._repair(config, state)
+        self._repair(config, state, everything=schedule.id not in self._repaired)
+        self._repaired.add(schedule.id)
         newest = state.newest_slot()
         after = max(since, newest) if newest is not None else since
         due = Plan(schedule.cron, schedule.timezone).due(after, now)
@@ -219,9 +224,11 @@ class Ticker:
         except FileExistsError:
             return self.layout.inbox / record.job_name  # a repair found it there
 
-    def _repair(self, config: Config, state: ScheduleState) -> None:
-        """A record whose drop a crash cut short: its job, unless it made it."""
-        for record, claim in state.unfinished():
+    def _repair(self, config: Config, state: ScheduleState, everything: bool) -> None:
+        """A record whose drop a crash cut short: its job, unless it made it. At start all
+        records are looked at (run-nows may have made many newer ones since the crash),
+        then the newest few at each tick (another process's crash, seen within a tick)."""
+        for record, claim in state.unfinished(None if everything else REPAIR_LOOKBACK):
             try:
                 if record.job_name and resolve(self.layout, record.job_name) is None:
                     log.warning("schedule %s: slot %s: dropping its job after a crash",

@@ -242,8 +242,9 @@ class ScheduleState:
                 newest = key
         return None if newest is None else parse_stamp(newest)
 
-    def records(self, limit: int = 20) -> list[SlotRecord]:
-        """The newest records first (cron slots and run-nows by their time)."""
+    def records(self, limit: int | None = 20) -> list[SlotRecord]:
+        """The newest records first (cron slots and run-nows by their time); all of them
+        when ``limit`` is None."""
         keys = sorted(self._keys(), reverse=True)[:limit]
         found = []
         for key in keys:
@@ -257,9 +258,10 @@ class ScheduleState:
         """Make ``record`` this slot's, exactly once: None if another process made it."""
         return self.store.claim(record.key, record.to_json())
 
-    def unfinished(self, limit: int = 5) -> Iterator[tuple[SlotRecord, Claim]]:
+    def unfinished(self, limit: int | None = 5) -> Iterator[tuple[SlotRecord, Claim]]:
         """Records of a drop that never finished (a crash between the record and the
-        drop), each locked for the caller; a record whose maker still holds it is not."""
+        drop), among the newest ``limit`` (None: all), each locked for the caller; a record
+        whose maker still holds it is not."""
         for record in self.records(limit):
             if record.outcome != "dropped" or record.dropped:
                 continue
