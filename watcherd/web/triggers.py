@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from watcherd.config.hooks import DEFAULT_MAX_BODY
 from watcherd.job.spec import InvalidJob
 from watcherd.triggers import hooks, schedules
 from watcherd.web.api import read_body, root_of
@@ -27,8 +26,7 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
     from it), not by a token."""
     root = root_of(request)
     name = request.match_info["name"]
-    hook = root.config.hooks.get(name)
-    limit = hook.max_body if hook is not None else DEFAULT_MAX_BODY  # as hooks.receive
+    limit = hooks.body_limit(root.config, name)
     try:
         body = await read_body(request, limit)
     except web.HTTPRequestEntityTooLarge:
