@@ -113,7 +113,7 @@ class Meter:
         if self._buffer:
             if self._streamed:
                 before = len(self._buffer)
-                self._buffer += b"\n\n" if self._separator != b"\r\n\r\n" else b"\r\n\r\n"
+                self._buffer += self._separator or b"\n\n"
                 self._read_events(before)
             else:
                 self._take(bytes(self._buffer))
@@ -139,11 +139,11 @@ class Meter:
             return  # the event goes on
         done = last + len(separator)  # the buffer before this holds whole events only
         if buffer.find(b"usage", 0, last) >= 0:
-            self._parse_events(done)
+            self._parse_events(done, separator)
         del buffer[:done]
 
-    def _parse_events(self, done: int) -> None:
-        buffer, separator, start = self._buffer, self._separator or b"\n\n", 0
+    def _parse_events(self, done: int, separator: bytes) -> None:
+        buffer, start = self._buffer, 0
         while start < done:
             end = buffer.find(separator, start, done)
             end = done - len(separator) if end < 0 else end
