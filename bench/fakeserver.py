@@ -39,6 +39,9 @@ class FakeRunner:
             self._by_job[job_id] = f"fake-{job_id}"
         return f"fake-{job_id}"
 
+    def create(self, spec: ContainerSpec) -> None:
+        return None  # made by start, as a Swarm service is
+
     def resume(self, handle: str) -> None:
         return None
 

@@ -96,7 +96,7 @@ def test_a_running_job_is_stopped_its_work_kept_and_its_container_gone(
 def test_a_queued_job_is_filed_cancelled_and_never_runs(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
-    daemon = start_daemon(concurrency=1)
+    daemon = start_daemon(concurrency=1, prepare_ahead=0)  # queued: not prepared ahead
     inbox = work_root / "inbox"
     job(inbox, "blocker.yaml", "work-then-hang")
     blocker = running_id(work_root, "blocker.yaml")

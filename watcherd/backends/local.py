@@ -28,8 +28,14 @@ class LocalRunner:
         return bool(self.docker.info().get("LiveRestoreEnabled"))
 
     def start(self, spec: ContainerSpec) -> str:
-        """Create and start. Docker refuses a second container with the same name:
-        the last guard against running a job twice."""
+        """Create and start."""
+        handle = self.create(spec)
+        self.resume(handle)
+        return handle
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Made, not started (``resume`` starts it). Docker refuses a second container with
+        the same name: the last guard against running a job twice."""
         container = self.docker.call(
             lambda: self.client.containers.create(
                 spec.image,
@@ -62,7 +68,6 @@ class LocalRunner:
                 detach=True,
             )
         )
-        self.resume(container.id)
         return str(container.id)
 
     def resume(self, handle: str) -> None:

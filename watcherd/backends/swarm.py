@@ -155,6 +155,9 @@ class SwarmRunner:
         self.docker.call(lambda: api._result(api._post_json(api._url("/networks/create"),
                                                             data=body), True))  # fmt: skip
 
+    def create(self, spec: ContainerSpec) -> None:
+        return None  # a service is scheduled from the moment it exists: made by ``start``
+
     def resume(self, handle: str) -> None:
         pass  # a service is scheduled from the moment it exists
 

@@ -35,7 +35,14 @@ from watcherd.job.events import one_line, render
 from watcherd.job.progress import read_progress
 from watcherd.job.spec import InvalidJob, parse_job
 from watcherd.spool.filters import is_job_name
-from watcherd.spool.folders import MAX_JOB_BYTES, Layout, NotRetryable, Spool, read_run_state
+from watcherd.spool.folders import (
+    MAX_JOB_BYTES,
+    Layout,
+    NotRetryable,
+    RunState,
+    Spool,
+    read_run_state,
+)
 from watcherd.spool.jobid import JOB_ID_EXAMPLE, is_job_id
 from watcherd.spool.lookup import JobRef, Place, dropped_name
 from watcherd.spool.waiting import Ended, NotYet, WaitExit, wait_for_end
@@ -331,6 +338,7 @@ def _status(config: Config, args: argparse.Namespace) -> int:
                 continue  # it finished just now
             progress = read_progress(layout.out_dir(job_id))
             last_at = progress.last_activity_at
+            state = _run_state(layout, job_id)
             running.append({
                 "job_id": job_id,
                 "name": dropped_name(layout, job_id, Place.RUNNING),
@@ -338,7 +346,8 @@ def _status(config: Config, args: argparse.Namespace) -> int:
                 "last_activity": progress.last_activity,
                 "last_activity_age_seconds": None if last_at is None else round(now - last_at),
                 "tokens": progress.tokens,
-                "waiting": _placement_wait(layout, job_id),
+                "waiting": state.waiting or None if state else None,
+                "prepared": bool(state and state.prepared),
             })  # fmt: skip
     if args.json:
         print(json.dumps({"counts": counts, "running": running}))
@@ -349,10 +358,11 @@ def _status(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _placement_wait(layout: Layout, job_id: str) -> str | None:
-    """Why a running job's container has no place yet (its state is the daemon's user's)."""
+def _run_state(layout: Layout, job_id: str) -> RunState | None:
+    """A running job's record: why its container has no place yet, whether it is prepared
+    (None for a user who cannot read it: it is the daemon's user's)."""
     try:
-        return read_run_state(layout, job_id).waiting or None
+        return read_run_state(layout, job_id)
     except OSError:
         return None
 
@@ -360,8 +370,10 @@ def _placement_wait(layout: Layout, job_id: str) -> str | None:
 def _running_line(job: dict[str, str | int | None]) -> str:
     """``running  <id>  fix-42.yaml  2m05s  72 tokens  last: ran pytest (exit 0), 3s ago``"""
     name = one_line(job["name"], 120) if job["name"] else "(name: daemon's user only)"
-    parts = ["running ", str(job["job_id"]), name]
+    parts = ["prepared" if job["prepared"] else "running ", str(job["job_id"]), name]
     parts.append(age_text(float(job["age_seconds"] or 0)))
+    if job["prepared"]:
+        parts.append("made ready, waits for a slot")
     if job["waiting"]:
         parts.append(f"waiting for a place: {one_line(job['waiting'], 200)}")
     if job["tokens"] is not None:

@@ -36,6 +36,7 @@ class JobLine:
     attempts: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    prepared: bool = False  # running/: made ready ahead, its container not started yet
 
     @property
     def key(self) -> str:
@@ -147,7 +148,7 @@ class JobList:
             agent, repo = self._job_keys(self.layout.running / f"{job_id}.yaml")
             return JobLine(job_id, state.source_name or None, "running", None, agent, repo,
                            started_at=state.started_at or None,
-                           attempts=state.attempts)  # fmt: skip
+                           attempts=state.attempts, prepared=state.prepared)  # fmt: skip
         record = read_json_object(self.layout.out_dir(job_id) / "exit.json")
         if record is None:
             return None  # filed a moment before its record is readable, or a stray file

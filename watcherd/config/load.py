@@ -62,6 +62,9 @@ class Config:
     # Extra CA certificates trusted inside the worker image (TLS-intercepting proxies).
     ca_certs: tuple[Path, ...] = ()
     concurrency: int = 2
+    # Jobs made ready (claimed, workspace, container made, not started) while every slot is
+    # busy; None: as many as the concurrency, 0: none (README "Running jobs").
+    prepare_ahead: int | None = None
     settle_seconds: float = 0.2
     rescan_seconds: float = 30.0
     default_timeout: float = 3600.0
@@ -157,6 +160,11 @@ class Config:
         if agent == "codex" and self.auth_mode == "login":
             return self.effective_auth_dirs
         return ()
+
+    @property
+    def prepare_depth(self) -> int:
+        """How many jobs may wait prepared for a slot."""
+        return self.concurrency if self.prepare_ahead is None else self.prepare_ahead
 
     def agent_settings(self, agent: str) -> AgentSettings:
         """An agent's settings, Codex's from the top-level keys."""
@@ -348,6 +356,7 @@ _CONVERTERS: dict[str, Any] = {
     "image_dir": _as_path,
     "api_key_file": _as_path,
     "concurrency": _as_int,
+    "prepare_ahead": lambda value: None if value is None else _as_int(value),
     "retries": _as_int,
     "max_retries": _as_int,
     "pids_limit": _as_int,
@@ -442,6 +451,8 @@ def _range_problems(config: Config) -> list[str]:
     problems = []
     if config.concurrency < 1:
         problems.append(f"concurrency must be at least 1, got {config.concurrency}")
+    if config.prepare_ahead is not None and config.prepare_ahead < 0:
+        problems.append(f"prepare_ahead must not be negative, got {config.prepare_ahead}")
     if config.pids_limit < MIN_PIDS_LIMIT:
         problems.append(f"pids_limit must be at least {MIN_PIDS_LIMIT}, got {config.pids_limit}")
     if config.cpus < MIN_CPUS:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from watcherd.job.life import Lease
+from watcherd.job.slots import Lease
 
 
 @dataclass

@@ -178,6 +178,7 @@ class QueueCounts:
 
     inbox: int = 0
     running: int = 0
+    prepared: int = 0  # claimed and made ready, waiting for a slot
     done: int = 0
     failed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -191,4 +192,6 @@ class QueueCounts:
                 self.failed += 1
 
     def status_text(self) -> str:
-        return f"inbox {self.inbox}, running {self.running}, done {self.done}, failed {self.failed}"
+        prepared = f", prepared {self.prepared}" if self.prepared else ""
+        return (f"inbox {self.inbox}, running {self.running}{prepared}, done {self.done}, "
+                f"failed {self.failed}")  # fmt: skip

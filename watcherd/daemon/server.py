@@ -28,8 +28,9 @@ from watcherd.daemon.scheduler import Scheduler
 from watcherd.daemon.sdnotify import Notifier, QueueCounts
 from watcherd.daemon.signals import SignalRelay
 from watcherd.job.auth import agent_logins, load_api_keys
-from watcherd.job.life import DiskBoundUnavailable, Interrupted, JobLife, Lease
+from watcherd.job.life import DiskBoundUnavailable, Interrupted, JobLife
 from watcherd.job.results import JobState, Outcome, write_exit_json
+from watcherd.job.slots import Lease, StartGate
 from watcherd.job.spec import InvalidJob, JobSpec, agent_hint, parse_job
 from watcherd.notify.deliver import Notifications
 from watcherd.publish import Publisher
@@ -58,8 +59,13 @@ MAX_CLAIM_ROUNDS = 64  # rounds of ready files a turn looks at (each round leave
 class _Active:
     job: Claimed
     spec: JobSpec
-    lease: Lease
+    lease: Lease | None  # None: prepared, waiting at its gate for a slot
     thread: threading.Thread
+    gate: StartGate | None = None
+
+    @property
+    def prepared(self) -> bool:
+        return self.lease is None
 
 
 class Server:
@@ -255,7 +261,9 @@ class Server:
 
     def _status(self) -> str:
         self._counts.inbox = len(self._inbox)
-        self._counts.running = len(self._active) + len(self._pending)
+        prepared = sum(a.prepared for a in self._active.values())
+        self._counts.running = len(self._active) + len(self._pending) - prepared
+        self._counts.prepared = prepared
         return self._counts.status_text()
 
     def _wait_for_engine(self) -> bool:
@@ -303,7 +311,10 @@ class Server:
             spec = self._parse_or_fail(job)
             if spec is None:
                 continue
-            if job.job_id in containers:
+            if job.job_id in containers and self.spool.read_state(job.job_id).prepared:
+                log.info("taking over job %s: prepared, not started; queued first", job.job_id)
+                self._pending.append((job, spec))  # started (never twice) when a slot frees
+            elif job.job_id in containers:
                 recorded = self.spool.read_state(job.job_id).auth_dir
                 lease = self._scheduler.acquire(
                     spec.agent, force=True, auth_dir=_path_or_none(recorded)
@@ -319,25 +330,49 @@ class Server:
 
     def _dispatch(self) -> None:
         self._start_pending()
+        self._open_gates()
         self._start_written_after_claim()
         for entry in self._inbox.take_specials():
             self._reject_special(entry)
-        if not self._scheduler.has_slot() or self.stop_event.is_set():
+        if not self._may_claim() or self.stop_event.is_set():
             return
         if not self._disk_has_room():
             return  # claiming now would only park jobs in running/: wait for space
         now = time.monotonic()
-        # Again while slots are free: a file found still open for writing leaves the ready
+        # Again while there is room: a file found still open for writing leaves the ready
         # set, so files held open by their writers never keep the jobs behind them waiting.
         for _ in range(MAX_CLAIM_ROUNDS):
-            names = self._inbox.ready(now, self._scheduler.free_slots(), can_run=self._can_run)
+            room = self._scheduler.free_slots() + self._room_ahead()
+            names = self._inbox.ready(now, room, can_run=self._can_run)
             if not names:
                 return
             for name in names:
-                if self.stop_event.is_set() or not self._scheduler.has_slot():
+                if self.stop_event.is_set() or not self._may_claim():
                     return
                 if self._can_run(name):  # the jobs claimed just before may hold its login now
                     self._try_claim(name, now)
+
+    def _may_claim(self) -> bool:
+        """A slot is free, or every slot is busy and a job may be prepared ahead."""
+        return self._scheduler.has_slot() or self._room_ahead() > 0
+
+    def _room_ahead(self) -> int:
+        """How many more claimed jobs may wait for a slot: ``prepare_ahead`` of them, less
+        those waiting already (prepared, or claimed and waiting for a login or a writer)."""
+        waiting = sum(a.prepared for a in self._active.values())
+        waiting += len(self._pending) + len(self._written_after_claim)
+        return max(self.config.prepare_depth - waiting, 0)
+
+    def _open_gates(self) -> None:
+        """Prepared jobs start as slots free, in the order they were claimed."""
+        for active in list(self._active.values()):
+            if not active.prepared or active.gate is None:
+                continue
+            lease = self._scheduler.acquire(active.spec.agent)
+            if lease is None:
+                return
+            active.lease = lease
+            active.gate.open(lease)
 
     def _can_run(self, name: str) -> bool:
         """While an agent's logins are all in use, its queued jobs stay in the inbox (for
@@ -418,10 +453,12 @@ class Server:
         if spec is None:
             return
         lease = self._scheduler.acquire(spec.agent)
-        if lease is None:
-            self._pending.append((job, spec))
-        else:
+        if lease is not None:
             self._launch(job, spec, lease)
+        elif spec.agent not in self._scheduler.logins and self.config.prepare_depth:
+            self._launch(job, spec, None, StartGate())  # a login is leased when it starts
+        else:
+            self._pending.append((job, spec))
 
     # -- cancel ------------------------------------------------------------------------
 
@@ -485,21 +522,24 @@ class Server:
         self._notifications.notify(self.config, job_id, None)  # invalid: the defaults only
         self._counts.finished(ok=False)
 
-    def _launch(self, job: Claimed, spec: JobSpec, lease: Lease) -> None:
-        if lease.auth_dir is not None:
+    def _launch(
+        self, job: Claimed, spec: JobSpec, lease: Lease | None, gate: StartGate | None = None
+    ) -> None:
+        if lease is not None and lease.auth_dir is not None:
             state = self.spool.read_state(job.job_id, job.source_name)
             state.auth_dir = str(lease.auth_dir)
             self.spool.write_state(job.job_id, state)
         thread = threading.Thread(
-            target=self._run_job, args=(job, spec, lease), name=f"job-{job.job_id}", daemon=True
-        )
+            target=self._run_job, args=(job, spec, lease or Lease(), gate),
+            name=f"job-{job.job_id}", daemon=True,
+        )  # fmt: skip
         with self._lock:
-            self._active[job.job_id] = _Active(job, spec, lease, thread)
+            self._active[job.job_id] = _Active(job, spec, lease, thread, gate)
         thread.start()
 
-    def _run_job(self, job: Claimed, spec: JobSpec, lease: Lease) -> None:
+    def _run_job(self, job: Claimed, spec: JobSpec, lease: Lease, gate: StartGate | None) -> None:
         try:
-            outcome = self._life.run(job, spec, lease)
+            outcome = self._life.run(job, spec, lease, gate)
             if outcome is not None:  # None: interrupted by shutdown, left in running/
                 self._counts.finished(outcome.state.ok)
         except Interrupted:
@@ -518,7 +558,8 @@ class Server:
             for active in finished:
                 del self._active[active.job.job_id]
         for active in finished:
-            self._scheduler.release(active.lease)
+            if active.lease is not None:  # a prepared job that ended at its gate had none
+                self._scheduler.release(active.lease)
 
 
 class _Episode:

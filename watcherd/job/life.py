@@ -34,6 +34,8 @@ from watcherd.backends import (
     RunnerError,
     TransientRunnerError,
 )
+from watcherd.backends.base import Gone
+from watcherd.backends.spec import ContainerSpec
 from watcherd.config import Config
 from watcherd.gateway.egress import EgressPolicy
 from watcherd.gateway.grants import Grant, Spent, new_token
@@ -54,6 +56,7 @@ from watcherd.job.results import (
     write_exit_json,
 )
 from watcherd.job.resume import ResumeError, ResumePoint, find_resume_point
+from watcherd.job.slots import Lease, StartGate
 from watcherd.job.spec import JobSpec
 from watcherd.job.steplog import StepLog
 from watcherd.repo.cache import RepoCache, RepoError, Results, Stopped, cache_key
@@ -75,14 +78,8 @@ DISK_CHECK_MAX_SECONDS = 5.0  # however slow a measurement, never longer between
 PLACEMENT_POLL_SECONDS = (0.05, 1.0)  # first and longest pause while a container has no place
 DISK_CHECK_DUTY = 50  # measuring may take at most 1/50 of the time between two measurements
 MAX_AUDIT_BYTES = 64 * 1024 * 1024
+GATE_POLL_SECONDS = 0.25  # how often a prepared job looks for a cancel or a shutdown
 CLEANUP_QUEUE = 16  # filed jobs whose containers may wait for removal before slots do
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What a job holds while it runs, handed out by the scheduler."""
-
-    auth_dir: Path | None = None
 
 
 class PermanentFailure(Exception):
@@ -91,6 +88,10 @@ class PermanentFailure(Exception):
 
 class Interrupted(Exception):
     """The daemon is stopping; the job stays in running/ and its container keeps going."""
+
+
+class CancelledAhead(Exception):
+    """A prepared job was cancelled while it waited for a slot: ``str()`` is by whom."""
 
 
 class DiskFull(Exception):
@@ -148,13 +149,16 @@ class JobLife:
 
     # -- the whole life ----------------------------------------------------------------
 
-    def run(self, job: Claimed, spec: JobSpec, lease: Lease) -> Outcome | None:
-        """Run to an outcome and finish the job; None if interrupted by shutdown."""
+    def run(
+        self, job: Claimed, spec: JobSpec, lease: Lease, gate: StartGate | None = None
+    ) -> Outcome | None:
+        """Run to an outcome and finish the job; None if interrupted by shutdown. With a
+        ``gate``, the job is prepared now and its container started once the gate opens."""
         # Nothing to write yet: the claim wrote this record (or an earlier life did), and
         # the first write that matters counts the attempt, just before its container.
         state = self.spool.read_state(job.job_id, job.source_name)
         try:
-            outcome = self._attempts(job, spec, lease, state)
+            outcome = self._attempts(job, spec, lease, state, gate)
             if outcome.disk is None and state.disk_bound:
                 budget = spec.disk or self.config.disk_budget
                 outcome = outcome.with_disk(DiskBound(state.disk_bound, budget, why=state.disk_why))
@@ -184,7 +188,9 @@ class JobLife:
                 raise Interrupted
             delay = min(delay * 2, self.backoff.maximum)
 
-    def _attempts(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
+    def _attempts(
+        self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState, gate: StartGate | None
+    ) -> Outcome:
         while True:
             retrying = self.backoff.retrying(
                 retry_on=TransientFailure,
@@ -198,7 +204,7 @@ class JobLife:
             try:
                 for attempt in retrying:
                     with attempt:
-                        return self._attempt(job, spec, lease, state)
+                        return self._attempt(job, spec, lease, state, gate)
             except TransientFailure as exc:
                 if self.stop_event.is_set():
                     raise Interrupted from exc
@@ -299,15 +305,19 @@ class JobLife:
 
     # -- one attempt -------------------------------------------------------------------
 
-    def _attempt(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
+    def _attempt(
+        self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState, gate: StartGate | None
+    ) -> Outcome:
         try:
-            return self._attempt_once(job, spec, lease, state)
+            return self._attempt_once(job, spec, lease, state, gate)
         except EngineUnavailable:
             raise
         except TransientRunnerError as exc:  # the Engine said 5xx, at any step
             raise TransientFailure(str(exc)) from exc
 
-    def _attempt_once(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> Outcome:
+    def _attempt_once(
+        self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState, gate: StartGate | None
+    ) -> Outcome:
         # A job this process has just claimed from the inbox (job.fresh) has an id that
         # the claim minted: a container of this id is made only by _start below, only by
         # the process holding the job's lock (this one), and only after the state write
@@ -319,6 +329,7 @@ class JobLife:
         if handle is None and (cancel := self.cancels.for_job(job.job_id)) is not None:
             return self._outcome(JobState.FAILED, "", state).cancelled(cancel.by)
         if handle is None:
+            state.prepared = False  # prepared once, and its container never made: redone
             if state.starting:
                 # A crash came between counting the attempt and making its container:
                 # nothing ran, so it does not count.
@@ -333,9 +344,16 @@ class JobLife:
                 return self._outcome(JobState.FAILED, reason, state)
             job.fresh = False
             job.container = None  # until this start says which: finish() then asks
-            handle = self._start(job, spec, lease, state)
+            try:
+                handle = self._start(job, spec, lease, state, gate)
+            except CancelledAhead as exc:
+                self.gateway.close(job.job_id)
+                return self._outcome(JobState.FAILED, "", state).cancelled(str(exc))
         else:
             log.info("job %s: adopting its container %s", job.job_id, handle[:12])
+            if state.prepared:  # made ahead, never started: its attempt counts from now on
+                self._count_prepared(state, spec)
+                self.spool.write_state(job.job_id, state)
             if state.gateway_token:  # its model again, at the same socket, with the same token
                 self._open_gateway(job.job_id, spec, lease, state, home=None)
             self._started(job, state)
@@ -357,7 +375,9 @@ class JobLife:
         assert outcome is not None
         return outcome
 
-    def _start(self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState) -> str:
+    def _start(
+        self, job: Claimed, spec: JobSpec, lease: Lease, state: RunState, gate: StartGate | None
+    ) -> str:
         user = job_user(self.config)  # stats the work root: once per start
         owner = User.parse(user)
         # Counted now, and marked "starting" until its container exists. One durable write
@@ -434,14 +454,21 @@ class JobLife:
             placement=placement,
         )  # fmt: skip
         state.commit_before = commit
-        state.deadline = time.time() + spec.timeout
-        self.spool.write_state(job.job_id, state)  # durable before the container exists
-        log.info(
-            "job %s: attempt %d of %d, starting %s on %s at %s",
-            job.job_id, state.attempts, spec.max_attempts, container.name, branch, commit[:12],
-        )  # fmt: skip
         try:
-            handle = self.runner.start(container)
+            made = None
+            if gate is not None and not gate.is_open:
+                made = self._prepare_ahead(job, spec, state, container, gate)
+            state.deadline = time.time() + spec.timeout
+            self.spool.write_state(job.job_id, state)  # durable before the container runs
+            log.info(
+                "job %s: attempt %d of %d, starting %s on %s at %s", job.job_id,
+                state.attempts, spec.max_attempts, container.name, branch, commit[:12],
+            )  # fmt: skip
+            if made is None:
+                handle = self.runner.start(container)
+            else:
+                handle = made
+                self._resume_prepared(handle)
             self._started(job, state)
             return handle
         except NameConflict as exc:
@@ -452,11 +479,54 @@ class JobLife:
             self._started(job, state)
             return found
         except EngineUnavailable:
-            raise
+            raise  # waited for; the attempt is given back (state.starting)
         except TransientRunnerError as exc:
+            state.starting = False  # the Engine answered: this attempt is used
             raise TransientFailure(str(exc)) from exc
         except RunnerError as exc:
             raise PermanentFailure(f"could not start the container: {exc}") from exc
+
+    def _prepare_ahead(
+        self, job: Claimed, spec: JobSpec, state: RunState, container: ContainerSpec,
+        gate: StartGate,
+    ) -> str | None:  # fmt: skip
+        """Every slot is busy: the container is made now (where the backend can make one
+        without starting it) and waits for a slot. Until then the attempt is not counted,
+        on disk either: a crash leaves a prepared job that the next start queues first and
+        starts once (Server._adopt_orphans). Returns the container, None if not made yet."""
+        state.attempts -= 1
+        state.starting, state.prepared = False, True
+        self.spool.write_state(job.job_id, state)  # its token and commit, for its container
+        try:
+            made = self.runner.create(container)
+        except RunnerError:
+            state.attempts += 1  # a failure to make it uses the attempt, as a failed start
+            state.prepared = False
+            raise
+        job.container = made
+        log.info("job %s: prepared, waiting for a slot", job.job_id)
+        while not gate.wait(GATE_POLL_SECONDS):
+            if self.stop_event.is_set():
+                raise Interrupted
+            if (cancel := self.cancels.for_job(job.job_id)) is not None:
+                log.info("job %s: cancelled by %s before it started", job.job_id, cancel.by)
+                raise CancelledAhead(cancel.by)
+        self._count_prepared(state, spec)
+        return made
+
+    def _resume_prepared(self, handle: str) -> None:
+        try:
+            self.runner.resume(handle)
+        except Gone as exc:  # removed from outside while it waited: made again next time
+            raise TransientFailure(f"its prepared container is gone ({exc})") from exc
+
+    @staticmethod
+    def _count_prepared(state: RunState, spec: JobSpec) -> None:
+        """A prepared job starts: its attempt counts now, and its clock starts now."""
+        state.attempts += 1
+        state.starting, state.prepared = True, False
+        state.started_at = utc_now()
+        state.deadline = time.time() + spec.timeout
 
     def _open_gateway(
         self, job_id: str, spec: JobSpec, lease: Lease, state: RunState, home: Path | None

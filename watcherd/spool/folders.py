@@ -104,6 +104,7 @@ class RunState:
     auth_dir: str | None = None  # the login leased to it
     commit_before: str | None = None  # where its workspace started
     starting: bool = False  # the last attempt is counted but its container not made yet
+    prepared: bool = False  # made ahead of a free slot, not started: its attempt not counted
     waiting: str = ""  # why its container has no place yet (a Swarm with no room)
     gateway_token: str | None = None  # its token at the gateway, kept for an adopted container
     disk_bound: str = ""  # how its disk budget holds: "filesystem" or "poll" (job/disk.py)

@@ -100,7 +100,8 @@ def jobs_table(lines: list[JobLine], now: float) -> str:
             f"queued {age_text(now - (line.queued_at or now))} ago")  # fmt: skip
         rows.append(
             f'<tr><td>{_job_link(line)}<div class="id">{escape(line.job_id or "")}</div></td>'
-            f"<td>{_state(line.state)}</td><td>{escape(line.agent or '')}</td>"
+            f"<td>{_state(line.state)}{' (prepared)' if line.prepared else ''}</td>"
+            f"<td>{escape(line.agent or '')}</td>"
             f'<td class="repo">{escape(line.repo_url or "")}</td><td>{at}</td>'
             f"<td>{tokens or ''}</td>"
             f'<td class="reason">{escape((line.reason or "")[:200])}</td></tr>'
