@@ -16,7 +16,7 @@ from bench.fakeserver import FakeRunner
 from tests.support.backends import release_mounts
 from tests.support.helpers import exit_record, finished_jobs, wait_for, write_job
 from tests.util.test_loopfs import needs_loop
-from watcherd.backends.base import Placement
+from watcherd.backends.base import Placement, TransientRunnerError
 from watcherd.backends.spec import JOB_LABEL, ContainerSpec
 from watcherd.config import load_config
 from watcherd.daemon.server import Server
@@ -103,6 +103,34 @@ def test_a_fresh_claim_asks_no_find_and_its_attempt_is_durable_before_the_create
     for job_file in (root / "done").iterdir():
         assert exit_record(root, job_file)["attempts"] == 1
     assert not list((root / "state").glob("*.json"))
+
+
+class FailingRunner(RecordingRunner):
+    """An Engine that answers every create with a 5xx."""
+
+    def start(self, spec: ContainerSpec) -> str:
+        self.calls.append(("start", spec.labels[JOB_LABEL]))
+        raise TransientRunnerError("500 Server Error: the Engine is having a bad day")
+
+
+def test_a_start_the_engine_keeps_refusing_uses_up_the_jobs_attempts(
+    tmp_path: Path, repo_url: str
+) -> None:
+    # The Engine answered, so each refused start is an attempt: given back, as for a crash
+    # between the count and the create, the job would be retried for ever.
+    root = tmp_path / "work"
+    (root / "inbox").mkdir(parents=True)
+    write_job(root / "inbox", "refused.yaml", repo_url=repo_url, prompt="succeed", retries=1)
+    runner = FailingRunner(root)
+    server, thread = serve(tmp_path, runner, backoff_initial=0.05, backoff_max=0.1)
+    try:
+        wait_for(lambda: finished_jobs(root)["failed"], 60, "job filed")
+    finally:
+        server.stop()
+        thread.join(30)
+    record = exit_record(root, root / "failed" / finished_jobs(root)["failed"][0])
+    assert record["attempts"] == 2 and "gave up after 2 attempt(s)" in record["reason"]
+    assert len(runner.named("start")) == 2
 
 
 def test_a_job_taken_over_from_running_is_looked_up_and_its_container_adopted(
