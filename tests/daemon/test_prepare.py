@@ -104,6 +104,11 @@ def test_the_next_job_is_prepared_while_the_slot_is_busy_and_started_when_it_fre
     assert_made_not_started(docker_client, work_root, second, backend)
     listed = {j["job_id"]: j for j in status(daemon)["running"]}
     assert listed[second]["prepared"] is True and listed[first]["prepared"] is False
+    shown = subprocess.run(
+        cli(daemon, "show", second), capture_output=True, text=True, env=cli_environ(),
+        timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "prepared: made ready while every slot was busy" in shown
 
     cancel(daemon, first)  # the slot frees: the prepared job starts, then the third
     for name in ("second.yaml", "third.yaml"):

@@ -13,7 +13,7 @@ from watcherd.job.events import clean, one_line
 from watcherd.job.progress import Progress, read_progress
 from watcherd.job.spec import InvalidJob, parse_job
 from watcherd.repo.cache import cache_key
-from watcherd.spool.folders import Layout
+from watcherd.spool.folders import Layout, read_run_state
 from watcherd.spool.lookup import JobRef, Place
 from watcherd.util.safeio import read_json_object, read_regular
 
@@ -83,11 +83,22 @@ def view_job(layout: Layout, config: Config, ref: JobRef) -> JobView:
             except OSError:
                 age = None
             results_repo, branch = _planned_results(layout, config, job_file, job_id)
+            reason = PREPARED if _prepared(layout, job_id) else None
     return JobView(
         job_id, ref.name, state, _text(reason), job_file, out_dir if out_dir.is_dir() else None,
         results_repo, branch, workspace if workspace.is_dir() else None, record, summary,
         progress, age,
     )  # fmt: skip
+
+
+PREPARED = "prepared: made ready while every slot was busy; starts when one frees"
+
+
+def _prepared(layout: Layout, job_id: str) -> bool:
+    try:
+        return read_run_state(layout, job_id).prepared
+    except OSError:  # its record is the daemon's user's
+        return False
 
 
 def _text(value: object) -> str | None:
