@@ -160,3 +160,28 @@ def test_kill_9_while_a_job_waits_prepared_starts_it_once_after_the_restart(
     folder, path = wait_finished(work_root, "second.yaml", timeout=90)
     record = exit_record(work_root, path)
     assert (folder, record["state"], record["attempts"]) == ("done", "done", 1)
+
+
+@on_both_backends
+def test_never_more_containers_running_than_the_concurrency(
+    work_root: Path, start_daemon: StartDaemon, repo_url: str
+) -> None:
+    # Prepared jobs wait, and a slot is handed on when a container exits (before its job is
+    # filed): neither may let a third container run beside two.
+    start_daemon(concurrency=2, prepare_ahead=3)
+    names = [f"c{n}.yaml" for n in range(8)]
+    for name in names:
+        write_job(work_root / "inbox", name, repo_url=repo_url, prompt="count-and-sleep 0.4",
+                  repo_dir=name.removesuffix(".yaml"))  # fmt: skip
+    edges: list[tuple[int, int]] = []
+    for name in names:
+        folder, path = wait_finished(work_root, name, timeout=120)
+        assert folder == "done"
+        marks = work_root / "out" / exit_record(work_root, path)["job_id"] / "starts"
+        (start, end) = (int(line.split()[1]) for line in marks.read_text().splitlines())
+        edges += [(start, 1), (end, -1)]
+    running = most = 0
+    for _, step in sorted(edges):  # an end before a start at the same instant
+        running += step
+        most = max(most, running)
+    assert most == 2

@@ -59,13 +59,24 @@ MAX_CLAIM_ROUNDS = 64  # rounds of ready files a turn looks at (each round leave
 class _Active:
     job: Claimed
     spec: JobSpec
-    lease: Lease | None  # None: prepared, waiting at its gate for a slot
+    lease: Lease | None  # None: holds no slot (prepared, or its container has exited)
     thread: threading.Thread
-    gate: StartGate | None = None
+    gate: StartGate
 
     @property
     def prepared(self) -> bool:
-        return self.lease is None
+        """Made ready ahead of a slot, never started yet."""
+        return self.lease is None and not self.gate.ever_opened
+
+    @property
+    def wants_slot(self) -> bool:
+        """Prepared (in claim order), or an attempt retried after its slot went back."""
+        return self.lease is None and (self.prepared or self.gate.waiting)
+
+    @property
+    def handed_back(self) -> bool:
+        """Its container has exited: its slot goes to the next job while it is filed."""
+        return self.lease is not None and not self.gate.is_open
 
 
 class Server:
@@ -366,13 +377,13 @@ class Server:
     def _open_gates(self) -> None:
         """Prepared jobs start as slots free, in the order they were claimed."""
         for active in list(self._active.values()):
-            if not active.prepared or active.gate is None:
+            if not active.wants_slot:
                 continue
             lease = self._scheduler.acquire(active.spec.agent)
             if lease is None:
                 return
             active.lease = lease
-            active.gate.open(lease)
+            active.gate.open()
 
     def _can_run(self, name: str) -> bool:
         """While an agent's logins are all in use, its queued jobs stay in the inbox (for
@@ -456,7 +467,7 @@ class Server:
         if lease is not None:
             self._launch(job, spec, lease)
         elif spec.agent not in self._scheduler.logins and self.config.prepare_depth:
-            self._launch(job, spec, None, StartGate())  # a login is leased when it starts
+            self._launch(job, spec, None)  # prepared now, started through its gate
         else:
             self._pending.append((job, spec))
 
@@ -522,9 +533,12 @@ class Server:
         self._notifications.notify(self.config, job_id, None)  # invalid: the defaults only
         self._counts.finished(ok=False)
 
-    def _launch(
-        self, job: Claimed, spec: JobSpec, lease: Lease | None, gate: StartGate | None = None
-    ) -> None:
+    def _launch(self, job: Claimed, spec: JobSpec, lease: Lease | None) -> None:
+        """Its thread, now; with ``lease`` None, it is prepared and waits for a slot (only
+        a job whose agent leases no login: the lease is a slot then, and nothing more)."""
+        gate = StartGate(self._wake.set)
+        if lease is not None:
+            gate.open()
         if lease is not None and lease.auth_dir is not None:
             state = self.spool.read_state(job.job_id, job.source_name)
             state.auth_dir = str(lease.auth_dir)
@@ -537,7 +551,7 @@ class Server:
             self._active[job.job_id] = _Active(job, spec, lease, thread, gate)
         thread.start()
 
-    def _run_job(self, job: Claimed, spec: JobSpec, lease: Lease, gate: StartGate | None) -> None:
+    def _run_job(self, job: Claimed, spec: JobSpec, lease: Lease, gate: StartGate) -> None:
         try:
             outcome = self._life.run(job, spec, lease, gate)
             if outcome is not None:  # None: interrupted by shutdown, left in running/
@@ -557,9 +571,10 @@ class Server:
             finished = [a for a in self._active.values() if not a.thread.is_alive()]
             for active in finished:
                 del self._active[active.job.job_id]
-        for active in finished:
-            if active.lease is not None:  # a prepared job that ended at its gate had none
+        for active in [*finished, *self._active.values()]:
+            if active.lease is not None and (active in finished or active.handed_back):
                 self._scheduler.release(active.lease)
+                active.lease = None
 
 
 class _Episode:

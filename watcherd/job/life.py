@@ -365,6 +365,10 @@ class JobLife:
             end = self._wait(job, spec, handle, state)
         finally:
             spent = self.gateway.close(job.job_id)  # its token is good nowhere from now on
+        if gate is not None and end.exit_code is not None and lease.auth_dir is None:
+            # Its container has ended: the next job starts while this one is filed (a
+            # login goes back only after it is collected: with the thread's end).
+            gate.hand_back()
         outcome: Outcome | None = None
 
         def collect() -> None:
