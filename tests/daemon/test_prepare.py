@@ -73,6 +73,19 @@ def cancel(daemon: DaemonProcess, job_id: str) -> None:
     )  # fmt: skip
 
 
+def one_busy_one_prepared(
+    root: Path, start_daemon: StartDaemon, repo_url: str, *more: str
+) -> tuple[DaemonProcess, str, str]:
+    """A daemon with one slot, busy with first.yaml (it hangs), and second.yaml prepared
+    (``more`` dropped with it); the daemon and the two ids."""
+    daemon = start_daemon(concurrency=1, prepare_ahead=1)
+    job(root, "first.yaml", "work-then-hang", repo_url)
+    first = job_id_of(root, "first.yaml", started=True)
+    for name in ("second.yaml", *more):
+        job(root, name, "succeed", repo_url)
+    return daemon, first, job_id_of(root, "second.yaml", started=False)
+
+
 def assert_made_not_started(
     client: docker.DockerClient, root: Path, job_id: str, backend: str
 ) -> None:
@@ -89,12 +102,7 @@ def test_the_next_job_is_prepared_while_the_slot_is_busy_and_started_when_it_fre
     work_root: Path, start_daemon: StartDaemon, repo_url: str, backend: str,
     docker_client: docker.DockerClient,
 ) -> None:  # fmt: skip
-    daemon = start_daemon(concurrency=1, prepare_ahead=1)
-    job(work_root, "first.yaml", "work-then-hang", repo_url)
-    first = job_id_of(work_root, "first.yaml", started=True)
-    job(work_root, "second.yaml", "succeed", repo_url)
-    job(work_root, "third.yaml", "succeed", repo_url)
-    second = job_id_of(work_root, "second.yaml", started=False)
+    daemon, first, second = one_busy_one_prepared(work_root, start_daemon, repo_url, "third.yaml")
     # Claimed in the same turn as the second, had there been room: one ahead, no more.
     assert (work_root / "inbox" / "third.yaml").exists()
     state = read_run_state(Layout(work_root), second)
@@ -122,13 +130,9 @@ def test_a_prepared_job_cancelled_is_filed_without_running(
     work_root: Path, start_daemon: StartDaemon, repo_url: str, backend: str,
     docker_client: docker.DockerClient,
 ) -> None:  # fmt: skip
-    daemon = start_daemon(concurrency=1, prepare_ahead=1)
-    job(work_root, "blocker.yaml", "work-then-hang", repo_url)
-    blocker = job_id_of(work_root, "blocker.yaml", started=True)
-    job(work_root, "waiting.yaml", "succeed", repo_url)
-    waiting = job_id_of(work_root, "waiting.yaml", started=False)
+    daemon, blocker, waiting = one_busy_one_prepared(work_root, start_daemon, repo_url)
     cancel(daemon, waiting)
-    folder, path = wait_finished(work_root, "waiting.yaml")
+    folder, path = wait_finished(work_root, "second.yaml")
     record = exit_record(work_root, path)
     assert (folder, record["state"], record["attempts"]) == ("failed", "cancelled", 0)
     assert not (work_root / "out" / waiting / "run.log").exists()  # never ran
@@ -142,11 +146,7 @@ def test_kill_9_while_a_job_waits_prepared_starts_it_once_after_the_restart(
     work_root: Path, start_daemon: StartDaemon, repo_url: str, backend: str,
     docker_client: docker.DockerClient,
 ) -> None:  # fmt: skip
-    daemon = start_daemon(concurrency=1, prepare_ahead=1)
-    job(work_root, "first.yaml", "work-then-hang", repo_url)
-    first = job_id_of(work_root, "first.yaml", started=True)
-    job(work_root, "second.yaml", "succeed", repo_url)
-    second = job_id_of(work_root, "second.yaml", started=False)
+    daemon, first, second = one_busy_one_prepared(work_root, start_daemon, repo_url)
     assert_made_not_started(docker_client, work_root, second, backend)
     daemon.kill()
     # The new daemon adopts the running job (its slot) and queues the prepared one first:
