@@ -20,7 +20,7 @@ from watcherd.client.cancel import CancelAnswer
 from watcherd.client.cancel import cancel as cancel_job
 from watcherd.client.find import NoSuchJob, find_job, where
 from watcherd.client.follow import follow_logs
-from watcherd.client.jobview import age_text, describe, view_job
+from watcherd.client.jobview import age_text, describe, readable_run_state, view_job
 from watcherd.client.submit import (
     BadName,
     inbox_name,
@@ -35,14 +35,7 @@ from watcherd.job.events import one_line, render
 from watcherd.job.progress import read_progress
 from watcherd.job.spec import InvalidJob, parse_job
 from watcherd.spool.filters import is_job_name
-from watcherd.spool.folders import (
-    MAX_JOB_BYTES,
-    Layout,
-    NotRetryable,
-    RunState,
-    Spool,
-    read_run_state,
-)
+from watcherd.spool.folders import MAX_JOB_BYTES, Layout, NotRetryable, Spool
 from watcherd.spool.jobid import JOB_ID_EXAMPLE, is_job_id
 from watcherd.spool.lookup import JobRef, Place, dropped_name
 from watcherd.spool.waiting import Ended, NotYet, WaitExit, wait_for_end
@@ -338,7 +331,7 @@ def _status(config: Config, args: argparse.Namespace) -> int:
                 continue  # it finished just now
             progress = read_progress(layout.out_dir(job_id))
             last_at = progress.last_activity_at
-            state = _run_state(layout, job_id)
+            state = readable_run_state(layout, job_id)
             running.append({
                 "job_id": job_id,
                 "name": dropped_name(layout, job_id, Place.RUNNING),
@@ -356,15 +349,6 @@ def _status(config: Config, args: argparse.Namespace) -> int:
     for job in running:
         print(_running_line(job))
     return 0
-
-
-def _run_state(layout: Layout, job_id: str) -> RunState | None:
-    """A running job's record: why its container has no place yet, whether it is prepared
-    (None for a user who cannot read it: it is the daemon's user's)."""
-    try:
-        return read_run_state(layout, job_id)
-    except OSError:
-        return None
 
 
 def _running_line(job: dict[str, str | int | None]) -> str:

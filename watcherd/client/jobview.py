@@ -13,7 +13,7 @@ from watcherd.job.events import clean, one_line
 from watcherd.job.progress import Progress, read_progress
 from watcherd.job.spec import InvalidJob, parse_job
 from watcherd.repo.cache import cache_key
-from watcherd.spool.folders import Layout, read_run_state
+from watcherd.spool.folders import Layout, RunState, read_run_state
 from watcherd.spool.lookup import JobRef, Place
 from watcherd.util.safeio import read_json_object, read_regular
 
@@ -83,7 +83,8 @@ def view_job(layout: Layout, config: Config, ref: JobRef) -> JobView:
             except OSError:
                 age = None
             results_repo, branch = _planned_results(layout, config, job_file, job_id)
-            reason = PREPARED if _prepared(layout, job_id) else None
+            running = readable_run_state(layout, job_id)
+            reason = PREPARED if running is not None and running.prepared else None
     return JobView(
         job_id, ref.name, state, _text(reason), job_file, out_dir if out_dir.is_dir() else None,
         results_repo, branch, workspace if workspace.is_dir() else None, record, summary,
@@ -94,11 +95,13 @@ def view_job(layout: Layout, config: Config, ref: JobRef) -> JobView:
 PREPARED = "prepared: made ready while every slot was busy; starts when one frees"
 
 
-def _prepared(layout: Layout, job_id: str) -> bool:
+def readable_run_state(layout: Layout, job_id: str) -> RunState | None:
+    """A running job's record (why its container has no place yet, whether it is
+    prepared); None for a user who cannot read it: it is the daemon's user's."""
     try:
-        return read_run_state(layout, job_id).prepared
-    except OSError:  # its record is the daemon's user's
-        return False
+        return read_run_state(layout, job_id)
+    except OSError:
+        return None
 
 
 def _text(value: object) -> str | None:

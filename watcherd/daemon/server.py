@@ -571,10 +571,16 @@ class Server:
             finished = [a for a in self._active.values() if not a.thread.is_alive()]
             for active in finished:
                 del self._active[active.job.job_id]
-        for active in [*finished, *self._active.values()]:
-            if active.lease is not None and (active in finished or active.handed_back):
-                self._scheduler.release(active.lease)
-                active.lease = None
+        for active in finished:
+            self._release_slot(active)
+        for active in self._active.values():
+            if active.handed_back:
+                self._release_slot(active)
+
+    def _release_slot(self, active: _Active) -> None:
+        if active.lease is not None:  # a job that ended prepared, or handed it back, has none
+            self._scheduler.release(active.lease)
+            active.lease = None
 
 
 class _Episode:

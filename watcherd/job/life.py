@@ -351,9 +351,8 @@ class JobLife:
                 return self._outcome(JobState.FAILED, "", state).cancelled(str(exc))
         else:
             log.info("job %s: adopting its container %s", job.job_id, handle[:12])
-            if state.prepared:  # made ahead, never started: its attempt counts from now on
-                self._count_prepared(state, spec)
-                self.spool.write_state(job.job_id, state)
+            if state.prepared:  # made ahead, never started: its attempt counts from now on,
+                self._count_prepared(state, spec)  # on disk by _started, before the resume
             if state.gateway_token:  # its model again, at the same socket, with the same token
                 self._open_gateway(job.job_id, spec, lease, state, home=None)
             self._started(job, state)
