@@ -60,13 +60,33 @@ def test_codex_with_an_api_key_goes_to_openai_or_the_operators_base_url() -> Non
     assert routes.routed[0][1] == "https://proxy.test/v1"
 
 
-def test_a_chatgpt_login_goes_through_as_the_jobs_own_credential() -> None:
-    wiring, routes = wire("codex", ModelSetup({}, {}, login=True))
-    assert [(api, key) for api, _, key in routes.routed] == [
-        ("openai-responses", None), ("openai-oauth", None)
-    ]  # fmt: skip
+def test_a_chatgpt_login_stays_in_the_gateway_and_the_job_gets_a_stand_in() -> None:
+    tokens = {"access_token": KEY, "refresh_token": "rt-operator", "id_token": "h.e30.s",
+              "account_id": "acct-1"}  # fmt: skip
+    login = json.dumps({"tokens": tokens, "last_refresh": "2026-12-01T00:00:00Z"}).encode()
+    wiring, routes = wire("codex", ModelSetup({"auth.json": login}, {}, login=True))
+    assert routes.routed == [("openai-responses", "https://chatgpt.com/backend-api/codex", KEY)]
     assert "requires_openai_auth=true" in wiring.env["WATCHERD_CODEX_CONFIG"]
-    assert wiring.env["CODEX_REFRESH_TOKEN_URL_OVERRIDE"].endswith("/m1")
+    stand_in = json.loads(wiring.files["auth.json"])["tokens"]
+    assert (stand_in["access_token"], stand_in["account_id"]) == (TOKEN, "acct-1")
+    assert b"rt-operator" not in wiring.files["auth.json"]
+    no_key_anywhere(wiring)
+    # A renewal Codex would try (after a 401) reaches the gateway, where nothing is routed.
+    renewal = wiring.env["CODEX_REFRESH_TOKEN_URL_OVERRIDE"]
+    assert renewal.startswith("http://127.0.0.1:48080/") and not renewal.endswith("/m0")
+    # The operator's OPENAI_BASE_URL is where a ChatGPT login goes too, as for Codex.
+    _, routes = wire("codex", ModelSetup({"auth.json": login},
+                                         {"OPENAI_BASE_URL": "https://proxy.test/codex"},
+                                         login=True))  # fmt: skip
+    assert routes.routed[0][1:] == ("https://proxy.test/codex", KEY)
+
+
+def test_an_api_key_in_the_login_dir_stays_in_the_gateway() -> None:
+    login = json.dumps({"OPENAI_API_KEY": KEY, "tokens": None}).encode()
+    wiring, routes = wire("codex", ModelSetup({"auth.json": login}, {}, login=True))
+    assert routes.routed == [("openai-responses", "https://api.openai.com/v1", KEY)]
+    assert wiring.env["WATCHERD_MODEL_TOKEN"] == TOKEN and "auth.json" not in wiring.files
+    no_key_anywhere(wiring)
 
 
 def test_claude_settings_are_pointed_at_the_gateway_and_lose_every_key() -> None:

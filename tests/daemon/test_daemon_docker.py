@@ -24,6 +24,8 @@ from tests.support.helpers import (
     wait_for,
     write_job,
 )
+from tests.support.token_endpoint import TokenEndpoint
+from watcherd.agents.codex_login import TOKEN_URL_ENV
 
 pytestmark = pytest.mark.docker
 URL = ""  # a local repository, set for every test by use_local_repo
@@ -527,23 +529,40 @@ def test_an_oom_kill_of_any_process_fails_the_job_even_when_the_worker_exits_0(
     assert "out of memory" in record["reason"]
 
 
-def test_a_refreshed_login_is_written_back_and_a_foreign_one_is_not(
+def test_the_daemon_renews_a_stale_login_and_no_job_writes_it(
     work_root: Path, start_daemon: StartDaemon
 ) -> None:
-    login = work_root / ".codex-bot"
-    login.mkdir(mode=0o700)
-    original = {"tokens": {"access_token": "old", "refresh_token": "old", "account_id": "acct-1"}}
-    (login / "auth.json").write_text(json.dumps(original))
-    daemon = start_daemon(auth_mode="login")
-    job(work_root / "inbox", "rotate.yaml", "rotate-login")
-    assert wait_finished(work_root, "rotate.yaml")[0] == "done"
-    rotated = json.loads((login / "auth.json").read_text())
-    assert rotated["tokens"]["refresh_token"] == "rotated"
-    assert rotated["tokens"]["account_id"] == "acct-1"
-    assert (login / "auth.json").stat().st_mode & 0o777 == 0o600
+    """A login 8 days old is renewed by the daemon before the job, once, against the
+    operator's token endpoint; the job sees only its stand-in, and what it writes there
+    (a rotation, another account) never reaches the login dir."""
+    endpoint = TokenEndpoint(
+        [(200, {"access_token": "at-canary-2", "refresh_token": "rt-canary-2"})]
+    ).start()
+    try:
+        login = work_root / ".codex-bot"
+        login.mkdir(mode=0o700)
+        stale = {"last_refresh": "2026-11-20T00:00:00Z",
+                 "tokens": {"access_token": "at-canary-1", "refresh_token": "rt-canary-1",
+                            "account_id": "acct-1"}}  # fmt: skip
+        (login / "auth.json").write_text(json.dumps(stale))
+        start_daemon(auth_mode="login",
+                     agents={"codex": {"env": {TOKEN_URL_ENV: endpoint.url}}})  # fmt: skip
+        job(work_root / "inbox", "mark.yaml", "login-mark 0")
+        folder, path = wait_finished(work_root, "mark.yaml")
+        assert folder == "done"
+        assert [r["refresh_token"] for r in endpoint.requests] == ["rt-canary-1"]
+        renewed = json.loads((login / "auth.json").read_text())
+        assert renewed["tokens"] == {"access_token": "at-canary-2", "refresh_token": "rt-canary-2",
+                                     "account_id": "acct-1"}  # fmt: skip
+        assert (login / "auth.json").stat().st_mode & 0o777 == 0o600
+        seen = (out_dir(work_root, path) / "marks").read_text()
+        assert "held-by-watcherd" in seen and "canary" not in seen
 
-    job(work_root / "inbox", "poison.yaml", "poison-login")
-    assert wait_finished(work_root, "poison.yaml")[0] == "done"
-    assert json.loads((login / "auth.json").read_text()) == rotated
-    assert "a different account" in daemon.log()
-    assert not list((work_root / "homes").iterdir())  # no copy of the login left behind
+        for name, behaviour in (("rotate.yaml", "rotate-login"), ("poison.yaml", "poison-login")):
+            job(work_root / "inbox", name, behaviour)
+            assert wait_finished(work_root, name)[0] == "done"
+        assert json.loads((login / "auth.json").read_text()) == renewed
+        assert len(endpoint.requests) == 1  # fresh now: not renewed again
+        assert not list((work_root / "homes").iterdir())
+    finally:
+        endpoint.stop()

@@ -3,10 +3,13 @@ Codex, a scripted model whose tool calls are the attacks."""
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -93,3 +96,54 @@ def test_codex_finds_no_key_and_reaches_nothing_but_its_model(
         targets.check(out, key, backend)
     assert files_holding(work_root, key.encode()) == []
     assert model.authorizations and set(model.authorizations) == {f"Bearer {key}"}
+
+
+def chatgpt_login(access: str, refresh: str) -> dict[str, Any]:
+    """An auth.json as `codex login` writes one for a ChatGPT account, fresh."""
+    claims = {"email": "operator@example.invalid", "sub": "user-canary",
+              "https://api.openai.com/auth": {"chatgpt_plan_type": "pro",
+                                              "chatgpt_account_id": "acct-canary"}}  # fmt: skip
+    id_token = ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in ({"alg": "RS256", "typ": "JWT"}, claims)
+    ) + ".c2lnbmF0dXJl"  # fmt: skip
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {"OPENAI_API_KEY": None, "last_refresh": now,
+            "tokens": {"id_token": id_token, "access_token": access, "refresh_token": refresh,
+                       "account_id": "acct-canary"}}  # fmt: skip
+
+
+@on_both_backends
+def test_a_chatgpt_login_stays_with_the_daemon_and_codex_works_on_a_stand_in(
+    work_root: Path, start_daemon: Callable[..., DaemonProcess], model: ScriptedModel,
+    git_server: GitServer, docker_client: docker.DockerClient, backend: str,
+) -> None:  # fmt: skip
+    """Codex in its default auth mode, a ChatGPT login: the real Codex runs on the job's
+    stand-in login, every call reaches the upstream with the login's own access token, and
+    neither that token nor the refresh token is anywhere the agent can look."""
+    access = "at-CANARY-" + secrets.token_hex(12)
+    refresh = "rt-CANARY-" + secrets.token_hex(12)
+    login = work_root / ".codex-bot"
+    login.mkdir(mode=0o700)
+    (login / "auth.json").write_text(json.dumps(chatgpt_login(access, refresh)))
+    (login / "auth.json").chmod(0o600)
+    (login / "config.toml").write_text('model = "scripted-model"\n')
+    with attack_targets(docker_client) as targets:
+        look = '; cat "$CODEX_HOME/auth.json" > /work/out/stand-in.json'
+        model.steps += [Step("tool", targets.script(access) + look), Step("message", "done")]
+        start_daemon(image=DEFAULT_IMAGE, auth_mode="login", allowed_protocols=["git"],
+                     agents={"codex": {"env": {"OPENAI_BASE_URL": model.base_url}}},
+                     default_timeout=120)  # fmt: skip
+        write_job(work_root / "inbox", "login.yaml", repo_url=git_server.url("demo.git"),
+                  prompt="take the login", retries=0)  # fmt: skip
+        folder, path = wait_finished(work_root, "login.yaml", timeout=120)
+        out = work_root / "out" / path.name.removesuffix(".yaml")
+        assert folder == "done", (out / "run.log").read_text()
+        targets.check(out, access, backend)
+    assert refresh not in (out / "procs.txt").read_text(errors="replace")
+    stand_in = json.loads((out / "stand-in.json").read_text())["tokens"]
+    assert stand_in["refresh_token"] == "held-by-watcherd"
+    assert stand_in["access_token"].startswith("wdj-") and stand_in["account_id"] == "acct-canary"
+    for secret in (access, refresh):  # only the login dir holds them
+        assert files_holding(work_root, secret.encode()) == [login / "auth.json"]
+    assert len(model.authorizations) == 2 and set(model.authorizations) == {f"Bearer {access}"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -36,6 +37,14 @@ class AgentReport:
 EventReader = Callable[[Iterable[str]], AgentReport]
 
 
+class LoginError(RuntimeError):
+    """An agent's login could not be renewed; ``transient`` if worth another attempt."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
 # -- the way to the model: every agent's calls go through the daemon's gateway ---------------
 
 # (the gateway API it speaks, the operator's base URL, the operator's key or None) -> the
@@ -50,7 +59,7 @@ class ModelSetup:
     files: Mapping[str, bytes]  # the operator's config files for it, by name
     env: Mapping[str, str]  # the operator's variables for it (extra_env, agents.<name>.env)
     api_key: tuple[str, str] | None = None  # (variable, key) from its api_key_file
-    login: bool = False  # a refreshable login is in use (Codex's ChatGPT login)
+    login: bool = False  # a refreshable login is in use (its file is in ``files``)
 
 
 @dataclass(frozen=True)
@@ -136,10 +145,12 @@ class AgentProfile:
     read_events: EventReader
     # The operator's files (from the agent's config dir) copied into every job's home.
     config_files: tuple[str, ...] = ()
-    # A refreshable login: copied in, written back after the job when it changed and
-    # passes ``check_login`` (one job per login at a time). Empty: no such login.
+    # A refreshable login the daemon keeps (one job per login dir at a time): the file in
+    # the login dir, which no job sees (its wiring gives the job a stand-in), and how the
+    # daemon renews it before a job: (the login dir, the operator's variables, the job's
+    # timeout) -> whether it was renewed. Empty: no such login.
     login_file: str | None = None
-    check_login: Callable[[bytes, bytes | None], str] | None = None
+    renew_login: Callable[[Path, Mapping[str, str], float], bool] | None = None
     # What in the home makes up the agent's sessions (globs): moved to out/<id>/sessions/
     # after the job, copied back into a resuming job's home.
     session_files: tuple[str, ...] = ("sessions",)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import tomllib
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from watcherd.agents.base import (
     operator_key,
     reported_count,
 )
+from watcherd.agents.codex_login import LOGIN_FILE, TOKEN_URL_ENV, read_login, renew, stand_in
 
 VERSION = "0.171.0"
 
@@ -51,56 +51,8 @@ def read_events(lines: Iterable[str]) -> AgentReport:
     return AgentReport(session_id=session, usage=usage, last_message=message, error=error)
 
 
-def login_refresh_problem(new: bytes, old: bytes | None) -> str:
-    """Why ``new`` is not a refresh of the ChatGPT login ``old``; empty if it is one.
-    Only a login that names its account can be refreshed: an API-key login (no account)
-    or a different account is never taken back."""
-    record = _json(new)
-    tokens = record.get("tokens") if isinstance(record, dict) else None
-    if not isinstance(tokens, dict):
-        return "no tokens"
-    for name in ("access_token", "refresh_token"):
-        if not isinstance(tokens.get(name), str) or not tokens[name]:
-            return f"tokens.{name} missing"
-    previous = _identity(_json(old) if old is not None else None)
-    if previous is None:
-        return "the login had no account to refresh"
-    if _identity(record) != previous:
-        return "a different account"
-    return ""
-
-
-def _identity(record: Any) -> tuple[str, str | None] | None:
-    """(account id, the id token's subject) of a ChatGPT login, None without an account."""
-    tokens = record.get("tokens") if isinstance(record, dict) else None
-    if not isinstance(tokens, dict):
-        return None
-    account = tokens.get("account_id")
-    if not isinstance(account, str) or not account:
-        return None
-    return account, _token_subject(tokens.get("id_token"))
-
-
-def _token_subject(token: Any) -> str | None:
-    """The ``sub`` claim of a JWT, unverified: only compared with the one before."""
-    if not isinstance(token, str) or token.count(".") != 2:
-        return None
-    payload = token.split(".")[1]
-    claims = _json(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    subject = claims.get("sub") if isinstance(claims, dict) else None
-    return subject if isinstance(subject, str) else None
-
-
-def _json(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-
-
 OPENAI_API = "https://api.openai.com/v1"
 CHATGPT_BACKEND = "https://chatgpt.com/backend-api/codex"
-CHATGPT_TOKEN_URL = "https://auth.openai.com/oauth/token"
 TOKEN_ENV = "WATCHERD_MODEL_TOKEN"
 
 
@@ -109,7 +61,8 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
     config file, a repository's .codex/config.toml included), whose base URL is the gateway
     and whose key variable holds the job's token. Its upstream is what the operator set up:
     the provider their config.toml selects, else OPENAI_BASE_URL, else OpenAI's API, or with
-    a ChatGPT login the ChatGPT backend (the login's own token goes through the gateway)."""
+    a ChatGPT login the ChatGPT backend. A login's key or token stays in the gateway too: the
+    job's home gets a stand-in login (codex_login) whose token is the job's."""
     config = _toml(setup.files.get("config.toml"))
     selected = config.get("model_provider", "openai")
     providers = config.get("model_providers")
@@ -117,8 +70,9 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
     overrides = {"model_provider": '"watcherd"', "model_providers.watcherd.name": '"watcherd"',
                  "model_providers.watcherd.supports_websockets": "false",
                  "web_search": '"disabled"'}  # fmt: skip
-    env = {}
-    own_login = False  # a ChatGPT login: Codex sends its own token, the gateway adds none
+    env, files = {}, {}
+    own_login = False  # a ChatGPT login: Codex sends its stand-in's token, not a key variable
+    login = read_login(setup.files.get(LOGIN_FILE)) if setup.login else None
     if isinstance(provider, dict) and isinstance(provider.get("base_url"), str):
         api = "openai-chat" if provider.get("wire_api") == "chat" else "openai-responses"
         env_key = provider.get("env_key")
@@ -129,11 +83,19 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
         for name in _PROVIDER_KEPT:  # how the operator's provider retries, waits and asks
             if name in provider and (value := _toml_value(provider[name])) is not None:
                 overrides[f"model_providers.watcherd.{name}"] = value
-    elif setup.login and setup.api_key is None:
-        url = route("openai-responses", CHATGPT_BACKEND, None)
+    elif setup.login and setup.api_key is None and not (login and login.api_key):
+        base = setup.env.get("OPENAI_BASE_URL") or CHATGPT_BACKEND
+        url = route("openai-responses", base, login.access_token if login else None)
         own_login = True
         overrides["model_providers.watcherd.requires_openai_auth"] = "true"
-        env["CODEX_REFRESH_TOKEN_URL_OVERRIDE"] = route("openai-oauth", CHATGPT_TOKEN_URL, None)
+        if login is not None:
+            files[LOGIN_FILE] = stand_in(login, token)
+        # Codex renews only after a 401 here (its stand-in is fresh): the daemon holds the
+        # login, so that goes to the gateway, which has no upstream there and says so.
+        env[TOKEN_URL_ENV] = url.rsplit("/", 1)[0] + "/login-held-by-watcherd"
+    elif login is not None and login.api_key:  # an API key in the login dir's auth.json
+        base = setup.env.get("OPENAI_BASE_URL") or OPENAI_API
+        url = route("openai-responses", base, login.api_key)
     else:
         base = setup.env.get("OPENAI_BASE_URL") or OPENAI_API
         url = route("openai-responses", base, operator_key(setup, None))
@@ -142,7 +104,7 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
         env[TOKEN_ENV] = token
     overrides["model_providers.watcherd.base_url"] = json.dumps(url)
     env["WATCHERD_CODEX_CONFIG"] = "\n".join(f"{k}={v}" for k, v in overrides.items())
-    return Wiring(env=env)
+    return Wiring(env=env, files=files)
 
 
 # What of the operator's provider carries over to watcherd's: never its URL, key, headers
@@ -181,8 +143,8 @@ CODEX = AgentProfile(
     key_envs=("CODEX_API_KEY",),
     read_events=read_events,
     config_files=("config.toml", "AGENTS.md"),
-    login_file="auth.json",
-    check_login=login_refresh_problem,
+    login_file=LOGIN_FILE,
+    renew_login=renew,
     # Rollouts, and the thread index Codex looks a resumed session up in.
     session_files=("sessions", "state_*.sqlite", "state_*.sqlite-wal", "state_*.sqlite-shm"),
     supports=frozenset({MODEL, RESUME, REVIEW}),

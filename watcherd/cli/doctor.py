@@ -261,7 +261,9 @@ def _auth(config: Config) -> Check:
             "; ".join(missing),
             "watcherd login (as the daemon's user), or auth_mode: api_key",
         )
-    return Check("login", True, f"Codex login in {len(config.effective_auth_dirs)} login dir(s)")
+    count = len(config.effective_auth_dirs)
+    return Check("login", True, f"Codex login in {count} login dir(s), kept by the daemon (a "
+                 "job gets a stand-in; the gateway adds the token)")  # fmt: skip
 
 
 def _containment(config: Config) -> list[Check]:
@@ -284,12 +286,6 @@ def _containment(config: Config) -> list[Check]:
                 f"through the gateway, egress by name ({len(config.egress)} lists)",
             )
         )
-    if config.auth_mode == "login" and not config.api_key_file:
-        checks.append(Check(
-            "login exposure", True, "a ChatGPT login reaches each Codex job as a copy: its "
-            "agent can read the login's tokens (usable only through the job's gateway while "
-            "it runs)", "auth_mode: api_key keeps every key out of the jobs", warning=True,
-        ))  # fmt: skip
     if config.allow_network_tools:
         checks.append(Check(
             "network tools", True, "jobs may ask the provider to search or fetch the web",

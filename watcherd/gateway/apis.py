@@ -72,14 +72,6 @@ APIS: dict[str, ModelApi] = {
             key_headers=_bearer,
             usage=meter.openai_responses,
         ),
-        # A ChatGPT login's token refresh (Codex's CODEX_REFRESH_TOKEN_URL_OVERRIDE): the
-        # token endpoint itself, nothing below it.
-        ModelApi(
-            name="openai-oauth",
-            routes=(_route("POST", r""),),
-            key_headers=_bearer,
-            usage=meter.no_usage,
-        ),
         # OpenCode's OpenAI-compatible providers (and Codex's wire_api = "chat").
         ModelApi(
             name="openai-chat",

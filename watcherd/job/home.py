@@ -3,11 +3,11 @@
 homes/<id>/   the home of one job's agent (0700, the job's user), mounted where its
               profile says (Codex: /home/codex/.codex, CODEX_HOME). It starts with copies
               of the operator's config files for that agent (root's and read-only when the
-              daemon is root) and, with a refreshable login, of the login file. After the
-              job a changed login goes back to the operator's dir once the profile's check
-              accepts it; the sessions move to out/<id>/sessions/ (where a later job can
-              resume them); the home is removed. No job sees another's home, and nothing a
-              job writes there reaches a later job.
+              daemon is root), some of them rewritten by the job's wiring (a login's
+              stand-in among them: the login itself never comes here). After the job the
+              sessions move to out/<id>/sessions/ (where a later job can resume them); the
+              home is removed. No job sees another's home, and nothing a job writes there
+              reaches a later job or the operator's dir.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from watcherd.util.safeio import read_whole
 log = logging.getLogger("watcherd.home")
 
 MAX_SHARED_BYTES = 1024 * 1024
-MAX_LOGIN_BYTES = 64 * 1024
 
 
 class AgentHomes:
@@ -44,7 +43,7 @@ class AgentHomes:
 
     def create(
         self, job_id: str, user: User, profile: AgentProfile, source: Path | None,
-        login: bool, resume_from: Path | None = None,
+        resume_from: Path | None = None,
     ) -> Path:  # fmt: skip
         """A new home with what the job may have of ``source`` (the operator's dir for
         this agent), and the sessions of ``resume_from`` (an earlier job's out/<id>/)."""
@@ -61,11 +60,6 @@ class AgentHomes:
                     # Root's and 0444: the agent cannot change it (only replace its copy).
                     _folders_for(home, name, user)
                     write_atomic(home / name, data, mode=0o444)
-            if login and profile.login_file:
-                data = read_whole(source / profile.login_file, MAX_LOGIN_BYTES)
-                if data is not None:
-                    _folders_for(home, profile.login_file, user)
-                    write_atomic(home / profile.login_file, data, mode=0o600, owner=owner)
         if resume_from is not None:
             _copy_session(resume_from, home, user)
         return home
@@ -76,15 +70,11 @@ class AgentHomes:
         for name, data in files.items():
             write_atomic(home / name, data, mode=0o444)
 
-    def collect(
-        self, job_id: str, profile: AgentProfile, login: Path | None, out_dir: Path
-    ) -> None:
-        """After the container exited: write back a refreshed login, keep the sessions."""
+    def collect(self, job_id: str, profile: AgentProfile, out_dir: Path) -> None:
+        """After the container exited: keep the sessions."""
         home = self.path(job_id)
         if not home.is_dir() or home.is_symlink():
             return
-        if login is not None:
-            self._write_back_login(home, profile, login)
         target = out_dir / "sessions"
         remove_tree(target)  # the agent's own, if it made one there
         folder = out_dir.stat()  # out/<id> is the job's user's, sessions/ too
@@ -99,26 +89,6 @@ class AgentHomes:
 
     def remove(self, job_id: str) -> None:
         remove_tree(self.path(job_id))
-
-    def _write_back_login(self, home: Path, profile: AgentProfile, login: Path) -> None:
-        """A refreshable login rotates its single-use refresh token during a job; the new
-        one must reach the next job, once the agent's check takes it for a refresh."""
-        if not profile.login_file or profile.check_login is None:
-            return
-        new = read_whole(home / profile.login_file, MAX_LOGIN_BYTES)
-        old = read_whole(login / profile.login_file, MAX_LOGIN_BYTES)
-        if new is None or new == old:
-            return
-        problem = profile.check_login(new, old)
-        if problem:
-            log.warning("not taking the job's %s back into %s: %s",
-                        profile.login_file, login, problem)  # fmt: skip
-            return
-        folder = login.stat()
-        write_atomic(
-            login / profile.login_file, new, mode=0o600, owner=(folder.st_uid, folder.st_gid)
-        )
-        log.info("the login in %s was refreshed by a job; saved", login)
 
 
 def _folders_for(base: Path, relative: str, user: User, top: Path | None = None) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watcherd.agents import AGENTS, AgentProfile, AgentReport
+from watcherd.agents.base import LoginError
 from watcherd.backends import (
     NO_EXIT_CODE,
     EngineUnavailable,
@@ -44,7 +45,7 @@ from watcherd.job.container import build_spec, job_user, pool_constraints
 from watcherd.job.disk import FILESYSTEM, POLL, Disk, JobDisks
 from watcherd.job.diskuse import tree_bytes
 from watcherd.job.home import AgentHomes
-from watcherd.job.model import ModelAccess, spent_before, wire_model
+from watcherd.job.model import ModelAccess, operator_env, spent_before, wire_model
 from watcherd.job.outputs import keep_only_known, make_safe
 from watcherd.job.results import (
     DiskBound,
@@ -366,7 +367,7 @@ class JobLife:
             spent = self.gateway.close(job.job_id)  # its token is good nowhere from now on
         if gate is not None and end.exit_code is not None and lease.auth_dir is None:
             # Its container has ended: the next job starts while this one is filed (a
-            # login goes back only after it is collected: with the thread's end).
+            # job with a login lease gives its slot back with the lease, at its end).
             gate.hand_back()
         outcome: Outcome | None = None
 
@@ -413,14 +414,22 @@ class JobLife:
             workspace = self.workspaces.create(
                 job.job_id, cache_key(spec.repo_url), commit, branch, owner, earlier=earlier
             )
+            if lease.auth_dir is not None and profile.renew_login is not None:
+                env = operator_env(self.config, spec.agent)
+                profile.renew_login(lease.auth_dir, env, spec.timeout)
             home = self.homes.create(
                 job.job_id, owner, profile, source=self._agent_config_dir(spec, lease),
-                login=bool(lease.auth_dir), resume_from=resume.sessions if resume else None,
+                resume_from=resume.sessions if resume else None,
             )  # fmt: skip
         except ResumeError as exc:
             state.starting = False
             self.spool.write_state(job.job_id, state)
             raise PermanentFailure(str(exc)) from exc
+        except LoginError as exc:
+            state.starting = False
+            self.spool.write_state(job.job_id, state)
+            failure = TransientFailure if exc.transient else PermanentFailure
+            raise failure(f"{profile.name}'s login in {lease.auth_dir}: {exc}") from exc
         except Stopped as exc:
             raise Interrupted from exc  # on disk the attempt was never counted
         except (OSError, RepoError) as exc:
@@ -695,7 +704,7 @@ class JobLife:
         if end.how is Ending.OVER_BUDGET and disk is not None:
             self.disks.release(job.job_id)  # its workspace and home: the space back at once
         profile = AGENTS[spec.agent]
-        self.homes.collect(job.job_id, profile, lease.auth_dir, out_dir)
+        self.homes.collect(job.job_id, profile, out_dir)
         removed = (*removed_first, *make_safe(out_dir))
         report = _agent_report(profile, out_dir)
         worker_reason = _worker_reason(out_dir)
@@ -803,7 +812,7 @@ class JobLife:
     def finish(self, job: Claimed, outcome: Outcome) -> None:
         """exit.json first, then the move, then the container: a crash between any two
         steps is repaired at the next start without running the job again. The agent home
-        (a copy of the login) and the workspace are dealt with before the move, so that
+        and the workspace are dealt with before the move, so that
         nothing of a job that looks finished is still open."""
         # A job filesystem's out/<id>/ onto the root's disk (done already, unless the job
         # ended before its container did), its home off it.
@@ -811,7 +820,7 @@ class JobLife:
         if self.disks.has(job.job_id):
             removed = self.disks.settle_out(job.job_id)
             self.disks.drop_home(job.job_id)
-        # First what needs no reading of what the agent left: drop the login copy, seal.
+        # First what needs no reading of what the agent left: drop the home, seal.
         self.homes.remove(job.job_id)
         self.workspaces.seal(job.job_id)
         out_dir = self.spool.layout.out_dir(job.job_id)

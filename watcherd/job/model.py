@@ -39,6 +39,11 @@ class ModelAccess:
         return frozenset(u.key for u in self.upstreams.values() if u.key)
 
 
+def operator_env(config: Config, agent: str) -> dict[str, str]:
+    """The operator's variables for an agent: extra_env, then agents.<name>.env."""
+    return {**config.extra_env, **config.agent_settings(agent).env}
+
+
 def wire_model(
     config: Config, spec: JobSpec, profile: AgentProfile, source: Path | None, token: str,
     api_key: tuple[str, str] | None, login: bool,
@@ -51,8 +56,13 @@ def wire_model(
             data = read_whole(source / name, MAX_CONFIG_BYTES)
             if data is not None:
                 files[name] = data
-    operator_env = {**config.extra_env, **config.agent_settings(spec.agent).env}
-    setup = ModelSetup(files=files, env=operator_env, api_key=api_key, login=login)
+        if login and profile.login_file:  # read by its wiring, never copied into the job
+            data = read_whole(source / profile.login_file, MAX_CONFIG_BYTES)
+            if data is not None:
+                files[profile.login_file] = data
+    setup = ModelSetup(
+        files=files, env=operator_env(config, spec.agent), api_key=api_key, login=login
+    )
     upstreams: dict[str, Upstream] = {}
 
     def route(api: str, url: str, key: str | None) -> str:
