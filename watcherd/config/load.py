@@ -98,8 +98,8 @@ class Config:
     cpus: float = 2.0
     pids_limit: int = 512
     job_user: str | None = None  # "uid:gid"; None: the owner of the work root
-    # Codex auth (README "Security model"): "login" mounts a ChatGPT-login dir, one job
-    # at a time per dir; "api_key" passes the key in api_key_file; "none" mounts nothing.
+    # Codex auth (README "Security model"): "login" uses a ChatGPT-login dir, kept by the
+    # daemon, one job at a time per dir; "api_key" the key in api_key_file; "none" neither.
     auth_mode: str = "login"
     auth_dirs: tuple[Path, ...] = ()
     api_key_file: Path | None = None

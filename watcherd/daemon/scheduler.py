@@ -2,8 +2,8 @@
 
 Jobs never share a workspace, so jobs on one repository run in parallel. A refreshable
 login's token is single-use (Codex's ChatGPT login), so each of an agent's login dirs
-serves one of that agent's jobs at a time (its refreshed login is written back after the
-job). Only a job whose agent uses such a login takes one; every other job (another agent,
+serves one of that agent's jobs at a time (the daemon renews it, if due, before the job).
+Only a job whose agent uses such a login takes one; every other job (another agent,
 an API key, no auth) needs only a slot. Pure bookkeeping, no I/O.
 """
 

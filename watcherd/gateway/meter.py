@@ -83,10 +83,6 @@ def gemini(event: dict[str, Any]) -> tuple[int | None, int | None]:
     )
 
 
-def no_usage(event: dict[str, Any]) -> tuple[int | None, int | None]:
-    return None, None
-
-
 class Meter:
     """Reads one response: SSE when its content type says so, else one JSON body."""
 
