@@ -39,8 +39,9 @@ def login_dirs(config: Config, agent: str = "codex") -> tuple[Path, ...]:
             os.chmod(folder, 0o700)
         elif not folder.is_relative_to(config.root):
             log.warning(
-                "auth dir %s is outside the work root: every job's agent can read and rewrite "
-                "that login (see README, Security model)", folder,
+                "auth dir %s is outside the work root: the daemon renews that login, and "
+                "a Codex of your own that uses it finds it renewed (see README, Security "
+                "model)", folder,
             )  # fmt: skip
     return dirs
 
