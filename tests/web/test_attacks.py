@@ -10,7 +10,6 @@ import os
 import socket
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import requests
@@ -176,15 +175,19 @@ def test_an_idempotency_key_holds_when_the_daemon_claims_the_job_at_once(
     # drop and the record: the record was left empty, the POST answered 503 though its job
     # was in, and every retry with the key waited a second for a 503, for good.
     from watcherd.client.submit import submit as real_submit
+    from watcherd.spool.drop import Dropped
 
     claimed: list[str] = []
 
-    def submit_then_claim(config: Config, name: str, data: bytes) -> tuple[Path, JobSpec]:
-        path, spec = real_submit(config, name, data)
-        job = Spool(Layout(config.root)).claim(path.name)  # as a quick daemon does
+    def submit_then_claim(config: Config, name: str, data: bytes) -> tuple[Dropped, JobSpec]:
+        dropped, spec = real_submit(config, name, data)
+        job = Spool(Layout(config.root)).claim(dropped.path.name)  # as a quick daemon does
         assert job is not None
         claimed.append(job.job_id)
-        return path, spec
+        # And another job takes the name at once: the answer is still this one's.
+        (Layout(config.root).inbox / dropped.path.name).write_text(JOB)
+        assert Spool(Layout(config.root)).claim(dropped.path.name) is not None
+        return dropped, spec
 
     monkeypatch.setattr("watcherd.web.api.submit", submit_then_claim)
     token = served.tokens["submit"]

@@ -268,7 +268,7 @@ def _submit(config: Config, args: argparse.Namespace) -> int:
         data = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True).encode()
         name = args.name or "job.yaml"
     try:
-        target, _spec = submit(config, name, data)
+        dropped, _spec = submit(config, name, data)
     except (InvalidJob, BadName) as exc:
         print(f"{inbox_name(name) if is_plain_name(name) else name}: {exc}", file=sys.stderr)
         return 1
@@ -276,6 +276,7 @@ def _submit(config: Config, args: argparse.Namespace) -> int:
         place = exc.filename or Layout(config.root).inbox
         print(f"watcherd: cannot write into {place}: {os_problem(exc)}", file=sys.stderr)
         return 1
+    target = dropped.path
     print(target)
     # How to follow it, on stderr: stdout stays the one path programs read.
     handle = job_stem_for_humans(target.name)

@@ -4,11 +4,9 @@ API and the MCP server all come through here."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from watcherd.config import Config
 from watcherd.job.spec import InvalidJob, JobSpec, parse_job
-from watcherd.spool.drop import drop
+from watcherd.spool.drop import Dropped, drop
 from watcherd.spool.filters import is_job_name
 from watcherd.spool.folders import Layout
 
@@ -52,7 +50,7 @@ def inbox_name(name: str) -> str:
     return name if is_job_name(name) else f"{name}.yaml"
 
 
-def submit(config: Config, name: str, data: bytes) -> tuple[Path, JobSpec]:
+def submit(config: Config, name: str, data: bytes) -> tuple[Dropped, JobSpec]:
     """Check ``data`` as a job file and drop it into the inbox as ``name`` (a suffix is added
     if that name is taken). Raises BadName, InvalidJob (with the reason) or OSError."""
     name = inbox_name(name)

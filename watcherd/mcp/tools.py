@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import getpass
 import math
-import os
 import shlex
 import time
 from typing import Annotated, Any
@@ -35,6 +34,7 @@ from watcherd.job.events import clean, render
 from watcherd.job.example import key_notes
 from watcherd.job.results import JobState
 from watcherd.job.spec import InvalidJob
+from watcherd.spool.drop import Dropped
 from watcherd.spool.folders import Layout
 from watcherd.spool.lookup import JobRef, Place, resolve
 from watcherd.spool.waiting import Ended, JobWatch, Lost, NotYet, wait_for_end
@@ -123,7 +123,7 @@ class JobTools:
         ).encode()  # fmt: skip
         wanted = name or "job"
         try:
-            target, _spec = submit(self.config, wanted, data)
+            dropped, _spec = submit(self.config, wanted, data)
         except BadName as exc:
             raise ToolError(str(exc)) from exc  # "name '...': why"
         except InvalidJob as exc:
@@ -131,7 +131,8 @@ class JobTools:
         except OSError as exc:
             place = exc.filename or self.layout.inbox
             raise ToolError(f"cannot write into {place}: {os_problem(exc)}") from exc
-        job_id = self._claimed_id(target.name)
+        target = dropped.path
+        job_id = self._claimed_id(dropped)
         handle = job_id or target.name.removesuffix(".yaml")
         return {
             "name": target.name,
@@ -143,15 +144,12 @@ class JobTools:
                "while it has a free slot)"),
         }  # fmt: skip
 
-    def _claimed_id(self, name: str) -> str | None:
-        """The id the daemon claimed the job dropped as ``name`` under, if it does so within
-        CLAIM_WAIT_SECONDS; followed by the inbox entry's inode, as ``wait`` follows it."""
-        try:
-            inode = os.lstat(self.layout.inbox / name).st_ino
-        except OSError:
-            ref = resolve(self.layout, name)  # claimed already
-            return ref.job_id if ref else None
-        watch = JobWatch(self.layout, JobRef(Place.QUEUED, None, name, inode))
+    def _claimed_id(self, dropped: Dropped) -> str | None:
+        """The id the daemon claimed the job ``dropped`` under, if it does so within
+        CLAIM_WAIT_SECONDS; followed by its inode, as ``wait`` follows it (a claim keeps
+        the inode: never another job that had its name)."""
+        name = dropped.path.name
+        watch = JobWatch(self.layout, JobRef(Place.QUEUED, None, name, dropped.inode))
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
         while True:
             current = watch.refresh()

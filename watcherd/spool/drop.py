@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from watcherd.util.fsutil import fsync_dir, rename_noreplace
 
 
-def drop(inbox: Path, name: str, data: bytes) -> Path:
+@dataclass(frozen=True)
+class Dropped:
+    path: Path
+    # The file's, known before it is in the inbox: a claim keeps it (find_claim), so the
+    # job is found by it even when a daemon claims it before the dropper looks.
+    inode: int
+
+
+def drop(inbox: Path, name: str, data: bytes) -> Dropped:
     """Write under a dot-name the daemon ignores, then rename in: it never sees half a file.
     A name already taken gets a suffix rather than replacing another job."""
     tmp = inbox / f".{name}.{secrets.token_hex(4)}.tmp"
@@ -18,6 +27,7 @@ def drop(inbox: Path, name: str, data: bytes) -> Path:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+        inode = os.fstat(handle.fileno()).st_ino
     target = inbox / name
     for _ in range(100):
         try:
@@ -30,4 +40,4 @@ def drop(inbox: Path, name: str, data: bytes) -> Path:
         tmp.unlink()
         raise FileExistsError(target)
     fsync_dir(inbox)
-    return target
+    return Dropped(target, inode)

@@ -23,6 +23,7 @@ from watcherd.client.jobview import view_job
 from watcherd.client.listing import Filters, JobList
 from watcherd.client.submit import BadName, InvalidJob, submit
 from watcherd.config import Config
+from watcherd.spool.drop import Dropped
 from watcherd.spool.folders import MAX_JOB_BYTES, Layout, NotRetryable, Spool
 from watcherd.spool.jobid import is_job_id
 from watcherd.spool.lookup import JobRef, find_claim, resolve
@@ -126,8 +127,8 @@ async def post_job(request: web.Request) -> web.StreamResponse:
 def _submit_once(root: Root, token_name: str, key: str | None, name: str, data: bytes) -> JobRef:
     """Submit, or with an Idempotency-Key already used by this token, the job it made."""
     if key is None:
-        path, _ = submit(root.config, name, data)
-        return _ref_of_dropped(root, path)
+        dropped, _ = submit(root.config, name, data)
+        return _ref_of_dropped(root, dropped)
     root.idempotency.mkdir(mode=0o700, parents=True, exist_ok=True)
     record = root.idempotency / hashlib.sha256(f"{token_name}\0{key}".encode()).hexdigest()
     fingerprint = hashlib.sha256(data).hexdigest()
@@ -140,17 +141,17 @@ def _submit_once(root: Root, token_name: str, key: str | None, name: str, data: 
         record.unlink(missing_ok=True)  # its request died before it dropped anything
         fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        path, _ = submit(root.config, name, data)
+        dropped, _ = submit(root.config, name, data)
     except BaseException:
         os.close(fd)
         record.unlink()
         raise
     ref = None
     try:
-        ref = _ref_of_dropped(root, path)
+        ref = _ref_of_dropped(root, dropped)
     finally:  # the record is never left empty: a retry would wait for it for good
         with os.fdopen(fd, "w") as handle:
-            json.dump({"name": path.name, "inode": ref.inode if ref else None,
+            json.dump({"name": dropped.path.name, "inode": dropped.inode,
                        "job_id": ref.job_id if ref else None, "body": fingerprint},
                       handle)  # fmt: skip
     return ref
@@ -200,14 +201,10 @@ def _replay(root: Root, record: Path, fingerprint: str) -> JobRef:
     raise OSError("the first request with this Idempotency-Key did not finish")
 
 
-def _ref_of_dropped(root: Root, path: Path) -> JobRef:
-    """The job just dropped as ``path``: by its inode while it is in the inbox; claimed
-    already (a daemon with no settle time), the newest claim of its name, which is its."""
-    try:
-        inode = os.lstat(path).st_ino
-    except FileNotFoundError:
-        return _ref_of(root, path.name)
-    return _ref_of_entry(root, path.name, inode)
+def _ref_of_dropped(root: Root, dropped: Dropped) -> JobRef:
+    """The job just dropped: by its inode, in the inbox or claimed already (a daemon with
+    no settle time), never another job that had its name."""
+    return _ref_of_entry(root, dropped.path.name, dropped.inode)
 
 
 def _ref_of_entry(root: Root, name: str, inode: object) -> JobRef:

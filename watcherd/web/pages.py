@@ -297,7 +297,7 @@ async def submit_from_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_JOB_BYTES, actual_size=len(data))
     loop = asyncio.get_running_loop()
     try:
-        path, _ = await loop.run_in_executor(None, submit, root_of(request).config, name, data)
+        dropped, _ = await loop.run_in_executor(None, submit, root_of(request).config, name, data)
     except (InvalidJob, BadName) as exc:
         body = f"<h1>Not submitted</h1><p class=\"error\">{escape(f'{name}: {exc}')}</p>" \
                '<p><a href="/">back</a></p>'  # fmt: skip
@@ -308,7 +308,7 @@ async def submit_from_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPServiceUnavailable(
             text=f"cannot write into the inbox: {exc.strerror or exc}"
         ) from exc
-    raise web.HTTPSeeOther(f"/jobs/{path_part(path.name)}")
+    raise web.HTTPSeeOther(f"/jobs/{path_part(dropped.path.name)}")
 
 
 # -- logging in ---------------------------------------------------------------------------
