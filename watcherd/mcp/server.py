@@ -15,11 +15,13 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.stdio import stdio_server
 from mcp.types import ToolAnnotations
 
 from watcherd import __version__
 from watcherd.config import Config
 from watcherd.mcp.tools import JobTools
+from watcherd.mcp.wire import Answering
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,14 @@ class _Server(MCPServer):
                 f"{', '.join(unknown)[:200]} (it takes {', '.join(known)})"
             )
         return await super().call_tool(name, arguments, context)
+
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio loop, with a line it cannot read answered (wire.Answering)."""
+        async with stdio_server() as (read_stream, write_stream):
+            await self._lowlevel_server.run(
+                Answering(read_stream, write_stream), write_stream,
+                self._lowlevel_server.create_initialization_options(),
+            )  # fmt: skip
 
 
 def build_server(config: Config, read_only: bool = False) -> MCPServer:
