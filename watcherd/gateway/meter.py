@@ -114,11 +114,11 @@ _MEMMEM_FROM = 8 * 1024  # below this, calling it costs more than it saves
 
 def names_usage(data: bytes, start: int = 0, end: int | None = None) -> bool:
     """Whether ``data[start:end]`` holds USAGE_KEY."""
-    end = len(data) if end is None else max(0, min(end, len(data)))
-    if _memmem is None or start or end < _MEMMEM_FROM or type(data) is not bytes:
+    end = len(data) if end is None else end
+    if start or end < _MEMMEM_FROM or _memmem is None or type(data) is not bytes:
         return data.find(USAGE_KEY, start, end) >= 0
     # The bytes' own buffer (no copy), its first ``end`` bytes: never past its end.
-    return _memmem(data, end, USAGE_KEY, len(USAGE_KEY)) is not None
+    return _memmem(data, min(end, len(data)), USAGE_KEY, len(USAGE_KEY)) is not None
 
 
 class Meter:
@@ -191,11 +191,13 @@ class Meter:
             return
         if self._pending_usage or USAGE_KEY in edge or names_usage(chunk, 0, end):
             self._parse_events(b"".join([*self._pending, memoryview(chunk)[:end]]), separator)
-        self._pending.clear()
-        self._pending_size = 0
-        self._edge = b""
-        self._pending_usage = names_usage(chunk, end)
-        self._keep(chunk, end)
+        if self._pending:
+            self._pending.clear()
+            self._pending_size = 0
+            self._edge = b""
+        self._pending_usage = end < len(chunk) and names_usage(chunk, end)
+        if end < len(chunk):
+            self._keep(chunk, end)
 
     def _keep(self, chunk: bytes, start: int) -> None:
         """``chunk[start:]`` onto the event under way: big pieces by reference, small ones
