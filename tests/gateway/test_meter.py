@@ -76,3 +76,46 @@ def test_a_last_event_left_unended_is_still_counted(newline: bytes, piece: int) 
     for at in range(0, len(body), piece):
         counter.feed(body[at : at + piece])
     assert counter.finish() == meter.Tokens(11, 5)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("memmem", [True, False])
+def test_big_events_are_counted_wherever_their_pieces_are_cut(
+    newline: bytes, memmem: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk stream is searched in the pieces it comes in, big ones by the C library's
+    memmem (or bytes.find without it): a cut may fall in the usage key, in an event's end,
+    or leave a piece of an event of its own."""
+    if not memmem:
+        monkeypatch.setattr(meter, "_memmem", None)
+    elif meter._memmem is None:
+        pytest.skip("no memmem in this C library")
+    text = {"type": "response.output_text.delta", "delta": "usage: word " * 2000}
+    done = {
+        "type": "response.completed",
+        "response": {"usage": {"input_tokens": 7, "output_tokens": 3}},
+    }
+    body = sse([text, text, done, text], newline)
+    key, end = body.index(b'"usage"'), body.index(newline * 2, body.index(b'"usage"'))
+    cuts = [[c] for c in (*range(key - 2, key + 8), *range(end - 2, end + 4))]
+    cuts += [list(range(size, len(body), size)) for size in (8191, 10_000, 16_384, 65_536)]
+    for at in cuts:
+        counter = meter.Meter(meter.openai_responses, streamed=True)
+        for start, stop in zip([0, *at], [*at, len(body)], strict=True):
+            counter.feed(body[start:stop])
+        assert counter.finish() == meter.Tokens(7, 3), at
+
+
+def test_names_usage_is_bytes_find() -> None:
+    random = __import__("random").Random(5)
+    for size in (0, 5, 6, 100, 8191, 8192, 20_000):
+        data = bytearray(random.choice(b'"usagex') for _ in range(size))
+        for _ in range(20):
+            start, end = sorted(random.randrange(size + 1) for _ in range(2))
+            got = meter.names_usage(bytes(data), start, end)
+            assert got == (data.find(meter.USAGE_KEY, start, end) >= 0), (size, start, end)
+        assert meter.names_usage(bytes(data)) == (meter.USAGE_KEY in data)
+        if size > 6:
+            data[size - 6 :] = meter.USAGE_KEY
+            assert meter.names_usage(bytes(data))
+            assert not meter.names_usage(bytes(data), 0, size - 1)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.gateway.upstream import FakeProvider
+from watcherd.gateway import server
 from watcherd.gateway.grants import Grant, Upstream, new_token
 from watcherd.gateway.server import Gateway
 
@@ -301,3 +302,43 @@ def test_a_socket_deep_in_a_long_root_works(
         assert post(short, "/m0/responses", {}, auth)[0] == 200
     finally:
         os.close(folder)
+
+
+def test_a_big_stream_crosses_whole_and_is_counted(tmp_path: Path) -> None:
+    """Some MiB in big events, as the benchmark streams them: the bytes the job gets are the
+    provider's, and the usage at the end is counted."""
+    deltas = [{"type": "response.output_text.delta", "delta": f"{n:05d}" + "x" * 20_000}
+              for n in range(200)]  # fmt: skip
+    provider = FakeProvider(events=[*deltas, RESPONSES_STREAM[-1]]).start()
+    gateway = Gateway()
+    try:
+        grant = make_grant(tmp_path, provider)
+        sock = gateway.open(grant, tmp_path / "job-1")
+        status, body = post(sock, "/m0/responses", {}, {"Authorization": f"Bearer {grant.token}"})
+        assert status == 200
+        events, rest = [], body
+        while (size := int(rest.split(b"\r\n", 1)[0], 16)) > 0:  # de-chunked
+            events.append(rest.split(b"\r\n", 1)[1][:size])
+            rest = rest.split(b"\r\n", 1)[1][size + 2 :]
+        sent = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in provider.events)
+        assert b"".join(events) == sent and len(sent) > 4_000_000
+        assert (grant.used.input, grant.used.output) == (120, 30)
+    finally:
+        gateway.stop()
+        provider.stop()
+
+
+def test_a_jobs_connection_may_hold_a_big_answer() -> None:
+    """The job's socket gets a send buffer of JOB_SEND_BUFFER (within the system's limit)."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX)
+    with mine, theirs:
+
+        class Transport:
+            def get_extra_info(self, name: str) -> Any:
+                return mine if name == "socket" else None
+
+        request: Any = type("Request", (), {"transport": Transport()})()
+        server._send_buffer(request, server.JOB_SEND_BUFFER)
+        limit = int(Path("/proc/sys/net/core/wmem_max").read_text())
+        got = mine.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert got == 2 * min(server.JOB_SEND_BUFFER, limit)  # the kernel doubles it

@@ -21,6 +21,7 @@ import functools
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterable
@@ -44,6 +45,13 @@ MODEL_SOCKET = "model.sock"
 EGRESS_SOCKET = "egress.sock"
 MAX_HEADER_LINE = 8190
 BODY_TIMEOUT = 120.0  # a client that sends its body slower than this is cut off
+# A response is relayed in batches as big as these allow: the fewer, the less CPU a byte
+# costs each of the three processes it crosses (upstream, gateway, agent). The upstream's
+# bytes read but not yet relayed (aiohttp stops reading at twice this):
+UPSTREAM_READ_BUFFER = 256 * 1024
+# The job's socket, relayed but not yet read (a unix socket's default is 208 KiB; the
+# kernel doubles this). Either is only filled by a big response its agent reads slowly.
+JOB_SEND_BUFFER = 1024 * 1024
 
 # Never forwarded, in either direction: the connection's own, and every credential.
 _HOP_BY_HOP = frozenset({
@@ -144,6 +152,7 @@ class Gateway:
         self._session = aiohttp.ClientSession(
             timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,  # the operator's upstream, never a proxy from the environment
+            read_bufsize=UPSTREAM_READ_BUFFER,
         )  # fmt: skip
 
     async def _stop(self) -> None:
@@ -270,6 +279,7 @@ class Gateway:
                     response.headers.add(name, value)
             streamed = answer.content_type == "text/event-stream"
             meter = Meter(api.usage, streamed=streamed)
+            _send_buffer(request, JOB_SEND_BUFFER)
             await response.prepare(request)
             received = 0
             try:
@@ -284,6 +294,15 @@ class Gateway:
                               input_tokens=tokens.input, output_tokens=tokens.output)  # fmt: skip
             await response.write_eof()
             return response
+
+
+def _send_buffer(request: web.Request, size: int) -> None:
+    """Let the job's connection hold ``size`` bytes on their way to the agent."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def _checked_path(request: web.Request) -> tuple[str, str | None]:
