@@ -342,3 +342,44 @@ def test_a_jobs_connection_may_hold_a_big_answer() -> None:
         limit = int(Path("/proc/sys/net/core/wmem_max").read_text())
         got = mine.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         assert got == 2 * min(server.JOB_SEND_BUFFER, limit)  # the kernel doubles it
+
+
+def test_a_job_gets_only_so_many_calls_at_once(tmp_path: Path, provider: FakeProvider) -> None:
+    """Each call under way holds the daemon's memory: past the cap a call is refused (and
+    audited), the calls under way go on, and a call is taken again once one has ended."""
+    gateway = Gateway(max_calls=3)
+    gateway.start()
+    provider.hold = threading.Event()
+    grant = make_grant(tmp_path, provider)
+    sock = gateway.open(grant, tmp_path / "job-1")
+    data = b'{"stream": true}'
+    request = (
+        f"POST /m0/responses HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {grant.token}"
+        f"\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    ).encode() + data
+    held = []
+    try:
+        for _ in range(3):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.settimeout(10)
+            conn.connect(str(sock))
+            conn.sendall(request)
+            received = b""
+            while b"response.created" not in received:  # under way, upstream holding it
+                received += conn.recv(65536)
+            held.append(conn)
+        refused = raw(sock, request)
+        assert refused.startswith(b"HTTP/1.1 429") and b"more than 3 calls at once" in refused
+        provider.hold.set()
+        for conn in held:
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+            assert b"response.completed" in received
+        assert raw(sock, request).startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in held:
+            conn.close()
+        gateway.stop()
+    refusals = [r for r in audit(grant) if r.get("status") == 429]
+    assert len(refusals) == 1 and grant.refused == 1

@@ -45,6 +45,9 @@ MODEL_SOCKET = "model.sock"
 EGRESS_SOCKET = "egress.sock"
 MAX_HEADER_LINE = 8190
 BODY_TIMEOUT = 120.0  # a client that sends its body slower than this is cut off
+# Calls of one job under way at once: agents make a few (subagents in parallel); a job that
+# opens more would only hold the daemon's memory (a relayed answer can hold some MiB).
+MAX_CALLS_AT_ONCE = 32
 # A response is relayed in batches as big as these allow: the fewer, the less CPU a byte
 # costs each of the three processes it crosses (upstream, gateway, agent). The upstream's
 # bytes read but not yet relayed (aiohttp stops reading at twice this):
@@ -82,9 +85,10 @@ class _Served:
 class Gateway:
     def __init__(
         self, *, max_body: int = 64 * 1024 * 1024, connect_timeout: float = 30.0,
-        body_timeout: float = BODY_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT, max_calls: int = MAX_CALLS_AT_ONCE,
     ) -> None:  # fmt: skip
         self.max_body = max_body
+        self.max_calls = max_calls
         self.connect_timeout = connect_timeout
         self.body_timeout = body_timeout
         self._loop = asyncio.new_event_loop()
@@ -197,6 +201,14 @@ class Gateway:
         grant = served.grant
         if grant.closed:
             return _error(403, "this socket serves no running job")
+        if len(served.requests) >= self.max_calls:
+            crowded: dict[str, Any] = {"kind": "model", "method": request.method,
+                                       "path": request.raw_path[:200]}  # fmt: skip
+            refusal = _refuse(crowded, 429, f"more than {self.max_calls} calls at once")
+            grant.refused += 1
+            with contextlib.suppress(OSError):
+                grant.audit(crowded)
+            return refusal
         task = asyncio.current_task()
         if task is not None:
             served.requests.add(task)
