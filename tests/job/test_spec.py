@@ -7,7 +7,7 @@ import re
 import pytest
 
 from watcherd.config import Config
-from watcherd.job.spec import InvalidJob, agent_hint, parse_job
+from watcherd.job.spec import InvalidJob, parse_job
 from watcherd.spool.folders import MAX_JOB_BYTES
 
 CONFIG = Config()
@@ -188,22 +188,6 @@ def test_agent_keys_are_checked_against_what_the_agent_supports() -> None:
 def test_a_pool_is_a_name_the_operator_configured() -> None:
     config = Config(pools={"gpu": ("node.labels.gpu==true",)})
     assert parse("repo_url: https://h/r\nprompt: p\npool: gpu\n", config).pool == "gpu"
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("repo_url: https://x/y.git\nprompt: p\nagent: claude\n", "claude"),
-        ("{prompt: p, agent: opencode}", "opencode"),
-        ("repo_url: https://x/y.git\nprompt: p\n", "codex"),  # the config's default
-        ("prompt: p\nagent: nosuch\n", None),
-        ("prompt: [unclosed\n", None),
-        ("- a list\n", None),
-        ("agent: [claude]\n", None),
-    ],
-)
-def test_an_agent_hint_reads_only_the_agent(text: str, expected: str | None) -> None:
-    assert agent_hint(text.encode(), CONFIG) == expected
 
 
 @pytest.mark.parametrize(

@@ -47,30 +47,3 @@ def test_a_file_found_open_for_writing_is_not_made_ready_again_by_its_old_ctime(
     box.being_written("slow.yaml", 100.0)  # has_writer said yes at the claim
     box.rescan([old], 100.05)  # unchanged since: it still waits for its close or settle
     assert box.ready(100.05, limit=10) == []
-
-
-def test_files_that_must_wait_are_passed_over_and_the_ones_behind_them_come_first() -> None:
-    box = inbox()
-    names = ["a-codex.yaml", "b-codex.yaml", "c-opencode.yaml", "d-claude.yaml"]
-    box.rescan([entry(n, changed_ago=60.0 - i, ino=i) for i, n in enumerate(names)], 100.0)
-    assert box.ready(100.0, limit=2, can_run=lambda n: "codex" not in n) == [
-        "c-opencode.yaml", "d-claude.yaml",
-    ]  # fmt: skip
-    assert box.ready(100.0, limit=10) == names  # the passed-over stay, oldest first
-
-
-def test_an_agent_hint_is_read_once_per_version_of_a_file() -> None:
-    box = inbox()
-    box.rescan([entry("job.yaml", changed_ago=60.0, ino=1)], 100.0)
-    reads: list[str] = []
-
-    def read(name: str) -> str:
-        reads.append(name)
-        return "claude"
-
-    assert box.agent("job.yaml", read) == box.agent("job.yaml", read) == "claude"
-    assert reads == ["job.yaml"]
-    box.rescan([entry("job.yaml", changed_ago=30.0, ino=2)], 101.0)  # rewritten
-    assert box.agent("job.yaml", read) == "claude" and len(reads) == 2
-    box.forget("job.yaml")
-    assert box.agent("job.yaml", read) is None and len(reads) == 2

@@ -145,7 +145,7 @@ class AgentProfile:
     read_events: EventReader
     # The operator's files (from the agent's config dir) copied into every job's home.
     config_files: tuple[str, ...] = ()
-    # A refreshable login the daemon keeps (one job per login dir at a time): the file in
+    # A refreshable login the daemon keeps (its jobs share a login dir): the file in
     # the login dir, which no job sees (its wiring gives the job a stand-in), and how the
     # daemon renews it before a job: (the login dir, the operator's variables, the job's
     # timeout) -> whether it was renewed. Empty: no such login.

@@ -98,8 +98,8 @@ class Config:
     cpus: float = 2.0
     pids_limit: int = 512
     job_user: str | None = None  # "uid:gid"; None: the owner of the work root
-    # Codex auth (README "Security model"): "login" uses a ChatGPT-login dir, kept by the
-    # daemon, one job at a time per dir; "api_key" the key in api_key_file; "none" neither.
+    # Codex auth (README "Security model"): "login" uses ChatGPT-login dirs, kept by the
+    # daemon and shared by its jobs; "api_key" the key in api_key_file; "none" neither.
     auth_mode: str = "login"
     auth_dirs: tuple[Path, ...] = ()
     api_key_file: Path | None = None
@@ -155,7 +155,7 @@ class Config:
         return self.auth_dirs or (self.bot_auth_dir,)
 
     def login_dirs(self, agent: str) -> tuple[Path, ...]:
-        """The refreshable-login dirs an agent's jobs lease: Codex's in login mode (the
+        """The refreshable-login dirs an agent's jobs use: Codex's in login mode (the
         ``auth_*`` keys are its settings); no other agent has a login mode yet."""
         if agent == "codex" and self.auth_mode == "login":
             return self.effective_auth_dirs

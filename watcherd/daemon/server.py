@@ -31,7 +31,7 @@ from watcherd.job.auth import agent_logins, load_api_keys
 from watcherd.job.life import DiskBoundUnavailable, Interrupted, JobLife
 from watcherd.job.results import JobState, Outcome, write_exit_json
 from watcherd.job.slots import Lease, StartGate
-from watcherd.job.spec import InvalidJob, JobSpec, agent_hint, parse_job
+from watcherd.job.spec import InvalidJob, JobSpec, parse_job
 from watcherd.notify.deliver import Notifications
 from watcherd.publish import Publisher
 from watcherd.spool.cancel import CancelRequest
@@ -106,8 +106,8 @@ class Server:
         self._life.on_finished = self._publisher.chained(self._notifications.job_finished)
         self._scheduler = Scheduler(concurrency=config.concurrency)
         self._active: dict[str, _Active] = {}
-        # Claimed, waiting for a slot or their agent's login: recovered orphans, and jobs
-        # whose file named another agent than it did before the claim.
+        # Claimed, waiting for a slot: recovered orphans, and jobs claimed ahead that are not
+        # prepared (a login's jobs: their login is chosen with their slot).
         self._pending: list[tuple[Claimed, JobSpec]] = []
         self._written_after_claim: list[Claimed] = []  # claimed while a writer had it open
         self._lock = threading.Lock()
@@ -354,14 +354,13 @@ class Server:
         # set, so files held open by their writers never keep the jobs behind them waiting.
         for _ in range(MAX_CLAIM_ROUNDS):
             room = self._scheduler.free_slots() + self._room_ahead()
-            names = self._inbox.ready(now, room, can_run=self._can_run)
+            names = self._inbox.ready(now, room)
             if not names:
                 return
             for name in names:
                 if self.stop_event.is_set() or not self._may_claim():
                     return
-                if self._can_run(name):  # the jobs claimed just before may hold its login now
-                    self._try_claim(name, now)
+                self._try_claim(name, now)
 
     def _may_claim(self) -> bool:
         """A slot is free, or every slot is busy and a job may be prepared ahead."""
@@ -369,7 +368,7 @@ class Server:
 
     def _room_ahead(self) -> int:
         """How many more claimed jobs may wait for a slot: ``prepare_ahead`` of them, less
-        those waiting already (prepared, or claimed and waiting for a login or a writer)."""
+        those waiting already (prepared, or claimed and waiting for a slot or a writer)."""
         waiting = sum(a.prepared for a in self._active.values())
         waiting += len(self._pending) + len(self._written_after_claim)
         return max(self.config.prepare_depth - waiting, 0)
@@ -384,20 +383,6 @@ class Server:
                 return
             active.lease = lease
             active.gate.open()
-
-    def _can_run(self, name: str) -> bool:
-        """While an agent's logins are all in use, its queued jobs stay in the inbox (for
-        us later, or another daemon) and the jobs behind them go first. Only then is a file
-        read before its claim, for the agent it names: a hint, the claim's read decides."""
-        busy = self._scheduler.busy_logins()
-        return not busy or self._inbox.agent(name, self._agent_hint) not in busy
-
-    def _agent_hint(self, name: str) -> str | None:
-        try:
-            data = self.spool.peek(name)
-        except OSError:
-            return None
-        return None if data is None else agent_hint(data, self.config)
 
     def _disk_has_room(self) -> bool:
         try:
@@ -457,9 +442,9 @@ class Server:
         self._written_after_claim = waiting
 
     def _start_claimed(self, job: Claimed) -> None:
-        """A claimed job runs now, with the login its agent uses if it uses one; called
-        with a slot free. Its agent's logins all busy (its file named another agent before
-        the claim): it waits claimed, first in line."""
+        """A claimed job runs now if a slot is free (with a login, if its agent uses one),
+        else it is prepared ahead; a login's job, whose login comes with its slot, waits
+        claimed, first in line."""
         spec = self._parse_or_fail(job)
         if spec is None:
             return

@@ -21,8 +21,8 @@ class AuthError(ValueError):
 
 def agent_logins(config: Config) -> dict[str, tuple[Path, ...]]:
     """For each agent whose jobs use a refreshable login (its profile declares one, and the
-    config puts it in login mode), the dirs its jobs lease, one job each. A job of any other
-    agent leases nothing and takes its settings from its own config dir."""
+    config puts it in login mode), the dirs its jobs use, shared. A job of any other agent
+    uses none and takes its settings from its own config dir."""
     logins = {}
     for name, profile in AGENTS.items():
         if profile.login_file and (dirs := login_dirs(config, name)):

@@ -367,7 +367,7 @@ class JobLife:
             spent = self.gateway.close(job.job_id)  # its token is good nowhere from now on
         if gate is not None and end.exit_code is not None and lease.auth_dir is None:
             # Its container has ended: the next job starts while this one is filed (a
-            # job with a login lease gives its slot back with the lease, at its end).
+            # job with a login dir gives its slot back with the dir, at its end).
             gate.hand_back()
         outcome: Outcome | None = None
 

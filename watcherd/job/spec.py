@@ -104,20 +104,6 @@ def parse_job(data: bytes, config: Config) -> JobSpec:
     return _spec_from_mapping(document, config)
 
 
-def agent_hint(data: bytes, config: Config) -> str | None:
-    """The agent a job file asks for (or the default), from its bytes as they are before the
-    claim: a hint to schedule by, checking nothing else. None when it does not parse; only
-    the claimed file's ``parse_job`` counts."""
-    try:
-        document = _load_yaml(data.decode("utf-8"))
-    except (InvalidJob, UnicodeDecodeError):
-        return None
-    if not isinstance(document, dict):
-        return None
-    agent = document.get("agent", config.default_agent)
-    return agent if isinstance(agent, str) and agent in AGENTS else None
-
-
 class _JobLoader(UniqueKeyLoader):
     """Safe YAML without anchors and aliases: a job file has no use for them, and
     refusing them rules out alias bombs whatever the parser does with them. Duplicate

@@ -267,17 +267,6 @@ class Spool:
             fresh=True,
         )  # fmt: skip
 
-    def peek(self, name: str) -> bytes | None:
-        """An inbox file's bytes as they are now, unclaimed (None if it is gone or not a
-        regular file): a hint to schedule by, never what a job runs."""
-        fd = _open_regular(self.layout.inbox / name)
-        if fd is None:
-            return None
-        try:
-            return _read_limited(fd)
-        finally:
-            os.close(fd)
-
     def reject_special(self, entry: InboxEntry) -> str | None:
         """Move a symlink, directory, fifo or socket out of the inbox, never opening or
         following it. Returns the job id it was given, or None if it vanished."""

@@ -49,9 +49,6 @@ class _Known:
 
 
 Stat = Callable[[str], InboxEntry | None]  # the inbox entry for a name, None if gone
-# How many ready files one look may pass over for want of what they need (a busy login)
-# before it stops: a bound on a turn's cost with a long queue of such files.
-MAX_PASSED_OVER = 1000
 
 
 class Inbox:
@@ -66,7 +63,6 @@ class Inbox:
         self._ready: list[tuple[int, str]] = []  # (mtime_ns, name) of complete files
         self._settling: list[tuple[float, str]] = []  # (ready_at, name) of the others
         self._specials: dict[str, InboxEntry] = {}  # links, folders, fifos: to be refused
-        self._agents: dict[str, tuple[Signature, str | None]] = {}  # name -> its agent hint
 
     def __len__(self) -> int:
         return len(self._files)
@@ -101,20 +97,6 @@ class Inbox:
     def forget(self, name: str) -> None:
         self._files.pop(name, None)
         self._specials.pop(name, None)
-        self._agents.pop(name, None)
-
-    def agent(self, name: str, read: Callable[[str], str | None]) -> str | None:
-        """The agent a ready file asks for, by ``read`` (I/O, the daemon's), remembered
-        until the file changes."""
-        known = self._files.get(name)
-        if known is None:
-            return None
-        remembered = self._agents.get(name)
-        if remembered is not None and remembered[0] == known.signature:
-            return remembered[1]
-        agent = read(name)
-        self._agents[name] = (known.signature, agent)
-        return agent
 
     def being_written(self, name: str, now: float) -> None:
         """A writer still has it open: wait for its close, or a settle period from now."""
@@ -159,17 +141,13 @@ class Inbox:
         specials, self._specials = list(self._specials.values()), {}
         return specials
 
-    def ready(
-        self, now: float, limit: int, can_run: Callable[[str], bool] | None = None
-    ) -> list[str]:
-        """Up to ``limit`` complete files, oldest first, passing over those ``can_run``
-        says must wait (at most MAX_PASSED_OVER of them). They stay known until claimed
+    def ready(self, now: float, limit: int) -> list[str]:
+        """Up to ``limit`` complete files, oldest first. They stay known until claimed
         (``forget``) or found still open for writing (``being_written``)."""
         self._promote_settled(now)
         found: list[str] = []
-        passed_over: list[str] = []
         seen: set[str] = set()
-        while self._ready and len(found) < limit and len(passed_over) < MAX_PASSED_OVER:
+        while self._ready and len(found) < limit:
             mtime_ns, name = heapq.heappop(self._ready)
             known = self._files.get(name)
             if known is None or known.mtime_ns != mtime_ns or not known.complete:
@@ -177,8 +155,8 @@ class Inbox:
             if name in seen:
                 continue
             seen.add(name)
-            (found if can_run is None or can_run(name) else passed_over).append(name)
-        for name in found + passed_over:
+            found.append(name)
+        for name in found:
             heapq.heappush(self._ready, (self._files[name].mtime_ns, name))
         return found
 
