@@ -374,6 +374,13 @@ def _report(report: Report, measured: PairedRun) -> None:
     to_filed = summary(daemon_filed)
     floor_wait = summary(floor_die_wait)
     added_filed = summary(paired_differences(daemon_filed, floor_die_wait))
+    # Without Docker's start call (the same call on both sides, and the most of their jitter):
+    # drop → the create event beside the create call → its event.
+    added_create = summary(
+        paired_differences(
+            [j.ms("drop", "create") for j in jobs], [f.ms("call", "create") for f in floor]
+        )
+    )
     load = summary(measured.load)
     pairs = added_start["n"]
     n = to_start["n"]
@@ -464,7 +471,12 @@ def _report(report: Report, measured: PairedRun) -> None:
         "added_drop_to_start_paired_ms": added_start,
         "added_drop_to_start_paired_by_first_ms": by_first,
         "added_drop_to_start_unpaired_ms": unpaired,
+        "added_drop_to_create_paired_ms": added_create,
         "added_exit_to_filed_paired_ms": added_filed,
+        "pairs_drop_to_start_ms": [  # daemon, floor, which went first; pair by pair
+            [d, f, first]
+            for d, f, first in zip(daemon_start, floor_call_start, measured.first, strict=True)
+        ],
         "load_1min": load,
         "late_container_removals": measured.late_removals,
         "drop_to_start_ms": to_start,
