@@ -5,15 +5,16 @@ work without watcherd) and its goal; a table on stdout, JSON with ``--json PATH`
     python -m bench --json bench.json       # the full run (some 20-30 minutes on 2 cores)
     python -m bench --only latency queue    # some sections
 
-Sections (issue 11): spool (parse and claim, no Docker), latency (one job at a time),
-throughput (many jobs at concurrency 2 and 4), queue (10,000 queued, a runner that returns
-at once), idle (daemon CPU at rest, the worker image), workspace (a large repository),
-swarm (issue 12: the same no-op jobs through backend local and backend swarm), gateway (a
-streamed model response through the model gateway beside the same one direct: added time
-to the first event, throughput, 20 concurrent streams), disk (issue 24: the kernel-held
-disk budget's cost per job, beside the polled one: drop → start and throughput), serve
-(issue 20: submissions through the HTTP API with event streams open, beside the same load
-without the server).
+Sections (issue 11): spool (parse and claim, no Docker), latency (one job at a time, each
+beside a docker-py create + start of the same container: paired, issue 25), throughput
+(many jobs at concurrency 2 and 4), queue (10,000 queued, a runner that returns at once),
+idle (daemon CPU at rest, the worker image), workspace (a large repository), swarm (issue
+12: the same no-op jobs through backend local and backend swarm), gateway (a streamed model
+response through the model gateway beside the same one direct: added time to the first
+event, throughput, 20 concurrent streams), disk (issue 24: the kernel-held disk budget's
+cost per job, beside the polled one: drop → start and throughput), serve (issue 20:
+submissions through the HTTP API with event streams open, beside the same load without the
+server).
 All but spool and gateway need the Docker Engine and root (the daemon runs as it would in
 production). Every container it starts is removed and every process stopped, also on
 failure.

@@ -152,6 +152,14 @@ def percentile(values: Sequence[float], q: float) -> float:
     return data[low] + (data[high] - data[low]) * (rank - low)
 
 
+def paired_differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """``a[i] - b[i]`` for each pair measured side by side (one after the other, under the
+    same load), in order; a pair with either member missing (nan) is left out."""
+    if len(a) != len(b):
+        raise ValueError(f"unpaired samples: {len(a)} beside {len(b)}")
+    return [x - y for x, y in zip(a, b, strict=True) if not (math.isnan(x) or math.isnan(y))]
+
+
 def summary(values: Sequence[float]) -> dict[str, float]:
     data = [v for v in values if not math.isnan(v)]
     if not data:

@@ -177,6 +177,13 @@ class DockerEvents:
         with self.lock:
             return sum(1 for e in self.events if e.action == action)
 
+    def wait_count(self, action: str, count: int, timeout: float) -> bool:
+        """Wait until ``count`` events of ``action`` have been seen; False on timeout."""
+        with self.changed:
+            return self.changed.wait_for(
+                lambda: sum(1 for e in self.events if e.action == action) >= count, timeout
+            )
+
     def _run(self) -> None:
         with contextlib.suppress(Exception):  # the stream ends with an error when closed
             for raw in self._stream:

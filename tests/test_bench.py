@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench import gateway
+import pytest
+
+from bench import gateway, latency
 from bench.__main__ import main as bench_main
 from bench.common import create_kwargs, docker_run_args, floor_jobs
-from bench.report import Figure, Report, percentile
+from bench.report import Figure, Report, paired_differences, percentile
 from watcherd.backends import LocalRunner
 
 
@@ -55,6 +57,26 @@ def test_report_marks_misses_and_writes_json(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["misses"] == ["s: slow", "s: rate"]
     assert percentile([1, 2, 3, 4], 50) == 2.5
+
+
+def test_latency_pairs_alternate_and_differ_pair_by_pair() -> None:
+    """Issue 25: each pair's daemon minus floor, in order, a pair missing a member left
+    out; the member that goes first alternates (ABBA), so over four pairs each side goes
+    first twice and right after the other twice."""
+    assert [latency.pair_order(n) for n in range(4)] == [
+        ("daemon", "floor"),
+        ("floor", "daemon"),
+        ("daemon", "floor"),
+        ("floor", "daemon"),
+    ]
+    sequence = [side for n in range(4) for side in latency.pair_order(n)]
+    assert "".join(s[0] for s in sequence) == "dffddffd"
+    nan = float("nan")
+    daemon = [230.0, 400.0, 250.0, nan, 260.0]
+    floor = [220.0, 390.0, nan, 200.0, 270.0]
+    assert paired_differences(daemon, floor) == [10.0, 10.0, -10.0]
+    with pytest.raises(ValueError):
+        paired_differences([1.0], [1.0, 2.0])
 
 
 def test_spool_section_runs(tmp_path: Path) -> None:
