@@ -49,6 +49,15 @@ def make_grant(tmp: Path, provider: FakeProvider, job: str = "job-1", **kw: Any)
     return Grant(job, new_token(), {"m0": upstream}, audit_path=tmp / f"{job}.jsonl", **kw)
 
 
+def stream_request(grant: Grant, more_headers: str = "") -> bytes:
+    """A streamed Responses call with the job's token, as its agent sends one."""
+    data = b'{"stream": true}'
+    return (
+        f"POST /m0/responses HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {grant.token}"
+        f"\r\nContent-Length: {len(data)}\r\n{more_headers}\r\n"
+    ).encode() + data
+
+
 def raw(sock_path: Path, request: bytes, timeout: float = 10) -> bytes:
     """Send bytes as they are on the job's socket; the whole answer (until close)."""
     with socket.socket(socket.AF_UNIX) as conn:
@@ -123,11 +132,7 @@ def test_a_stream_is_passed_on_as_it_comes(
     provider.hold = threading.Event()
     grant = make_grant(tmp_path, provider)
     sock = gateway.open(grant, tmp_path / "job-1")
-    data = b'{"stream": true}'
-    request = (
-        f"POST /m0/responses HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {grant.token}"
-        f"\r\nContent-Length: {len(data)}\r\n\r\n"
-    ).encode() + data
+    request = stream_request(grant)
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(10)
         conn.connect(str(sock))
@@ -352,11 +357,7 @@ def test_a_job_gets_only_so_many_calls_at_once(tmp_path: Path, provider: FakePro
     provider.hold = threading.Event()
     grant = make_grant(tmp_path, provider)
     sock = gateway.open(grant, tmp_path / "job-1")
-    data = b'{"stream": true}'
-    request = (
-        f"POST /m0/responses HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {grant.token}"
-        f"\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
-    ).encode() + data
+    request = stream_request(grant, "Connection: close\r\n")
     held = []
     try:
         for _ in range(3):
