@@ -4,6 +4,7 @@ job's variables and files out. The key goes only to the gateway; the job gets th
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from watcherd.agents import AGENTS
@@ -18,9 +19,13 @@ class Routes:
 
     def __init__(self) -> None:
         self.routed: list[tuple[str, str, str | None]] = []
+        self.headers: list[dict[str, str]] = []  # what the gateway sets on each upstream
 
-    def __call__(self, api: str, url: str, key: str | None) -> str:
+    def __call__(
+        self, api: str, url: str, key: str | None, headers: Mapping[str, str] | None = None
+    ) -> str:
         self.routed.append((api, url, key))
+        self.headers.append(dict(headers or {}))
         return f"http://127.0.0.1:48080/m{len(self.routed) - 1}"
 
 
@@ -66,6 +71,7 @@ def test_a_chatgpt_login_stays_in_the_gateway_and_the_job_gets_a_stand_in() -> N
     login = json.dumps({"tokens": tokens, "last_refresh": "2026-12-01T00:00:00Z"}).encode()
     wiring, routes = wire("codex", ModelSetup({"auth.json": login}, {}, login=True))
     assert routes.routed == [("openai-responses", "https://chatgpt.com/backend-api/codex", KEY)]
+    assert routes.headers == [{"ChatGPT-Account-ID": "acct-1"}]  # the login's, not the job's
     assert "requires_openai_auth=true" in wiring.env["WATCHERD_CODEX_CONFIG"]
     stand_in = json.loads(wiring.files["auth.json"])["tokens"]
     assert (stand_in["access_token"], stand_in["account_id"]) == (TOKEN, "acct-1")

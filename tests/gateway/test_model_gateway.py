@@ -126,6 +126,24 @@ def test_a_call_goes_upstream_with_the_key_in_place_of_the_token_and_is_counted(
     )
 
 
+def test_headers_the_operators_setup_fixes_replace_the_jobs(
+    tmp_path: Path, provider: FakeProvider, gateway: Gateway
+) -> None:
+    """A ChatGPT login's account is the login's: a job cannot point the login's token at
+    another account it may serve, in any spelling of the header."""
+    account = {"ChatGPT-Account-ID": "acct-login"}
+    upstream = Upstream("openai-responses", provider.base_url + "/v1", KEY, account)
+    grant = Grant("job-1", new_token(), {"m0": upstream}, audit_path=tmp_path / "job-1.jsonl")
+    (tmp_path / "job-1").mkdir()
+    sock = gateway.open(grant, tmp_path / "job-1")
+    status, _ = post(sock, "/m0/responses", {"model": "m"}, {
+        "Authorization": f"Bearer {grant.token}", "chatgpt-account-id": "acct-other"})  # fmt: skip
+    assert status == 200
+    sent = {k.lower(): v for k, v in provider.seen[-1].headers.items()}
+    assert sent["chatgpt-account-id"] == "acct-login"
+    assert "acct-other" not in json.dumps(provider.seen[-1].headers)
+
+
 def test_a_stream_is_passed_on_as_it_comes(
     tmp_path: Path, provider: FakeProvider, gateway: Gateway
 ) -> None:

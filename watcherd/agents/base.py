@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,15 @@ class LoginError(RuntimeError):
 
 # -- the way to the model: every agent's calls go through the daemon's gateway ---------------
 
-# (the gateway API it speaks, the operator's base URL, the operator's key or None) -> the
-# base URL the job uses instead (the gateway, on the job's loopback).
-Route = Callable[[str, str, str | None], str]
+
+class Route(Protocol):
+    """(the gateway API it speaks, the operator's base URL, the operator's key or None, and
+    headers the gateway sets whatever the job sends) -> the base URL the job uses instead
+    (the gateway, on the job's loopback)."""
+
+    def __call__(
+        self, api: str, url: str, key: str | None, headers: Mapping[str, str] | None = None
+    ) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,9 @@ def wire(setup: ModelSetup, route: Route, token: str) -> Wiring:
                 overrides[f"model_providers.watcherd.{name}"] = value
     elif setup.login and setup.api_key is None and not (login and login.api_key):
         base = setup.env.get("OPENAI_BASE_URL") or CHATGPT_BACKEND
-        url = route("openai-responses", base, login.access_token if login else None)
+        # The login's account, whatever the job's Codex says: its token may serve others.
+        account = {"ChatGPT-Account-ID": login.account_id} if login and login.account_id else None
+        url = route("openai-responses", base, login.access_token if login else None, account)
         own_login = True
         overrides["model_providers.watcherd.requires_openai_auth"] = "true"
         if login is not None:

@@ -31,6 +31,8 @@ class Upstream:
     api: str  # a name in gateway.apis.APIS
     base_url: str  # the operator's, without a trailing slash
     key: str | None = None  # the operator's key; None: the job's own credential goes through
+    # Set on every call in place of what the job sent (a login's account, say).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # a key never reaches a log by way of a repr
         return f"Upstream(api={self.api!r}, base_url={self.base_url!r})"

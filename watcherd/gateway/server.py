@@ -276,6 +276,10 @@ class Gateway:
         if key is not None:
             headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
             headers.update(api.key_headers(key))
+        if upstream.headers:
+            fixed = {name.lower() for name in upstream.headers}
+            headers = {k: v for k, v in headers.items() if k.lower() not in fixed}
+            headers.update(upstream.headers)
         headers["Accept-Encoding"] = "identity"  # usage is read from the bytes going by
         try:
             answer = await self._session.request(

@@ -65,9 +65,9 @@ def wire_model(
     )
     upstreams: dict[str, Upstream] = {}
 
-    def route(api: str, url: str, key: str | None) -> str:
+    def route(api: str, url: str, key: str | None, headers: Mapping[str, str] | None = None) -> str:
         prefix = f"m{len(upstreams)}"
-        upstreams[prefix] = Upstream(api, url.rstrip("/"), key)
+        upstreams[prefix] = Upstream(api, url.rstrip("/"), key, dict(headers or {}))
         return f"http://127.0.0.1:{MODEL_PORT}/{prefix}"
 
     wiring = profile.wire(setup, route, token) if profile.wire else Wiring()
