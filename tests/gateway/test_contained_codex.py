@@ -22,6 +22,9 @@ from tests.support.model_server import ScriptedModel, Step, codex_config
 from watcherd.config import DEFAULT_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.codex]
+# The attack searches every mount: on a busy machine longer than the 5 s after which Codex
+# hands a command's output so far to the model (which then ends the turn, and the command).
+LONG_COMMAND = {"yield_time_ms": 30000}
 
 EGRESS = {"registry": {"hosts": ["pypi.test", "meta.test", "lan.test", "home.test"],
                        "ports": [443]}}  # fmt: skip
@@ -84,7 +87,7 @@ def test_codex_finds_no_key_and_reaches_nothing_but_its_model(
         codex_config(model.base_url).replace('"SCRIPTED_API_KEY"', '"CODEX_API_KEY"')
     )
     with attack_targets(docker_client) as targets:
-        model.steps += [Step("tool", targets.script(key)), Step("message", "done")]
+        model.steps += [Step("tool", targets.script(key), LONG_COMMAND), Step("message", "done")]
         start_daemon(image=DEFAULT_IMAGE, auth_mode="api_key",
                      api_key_file=str(key_file), allowed_protocols=["git"],
                      default_timeout=120)  # fmt: skip
@@ -130,7 +133,8 @@ def test_a_chatgpt_login_stays_with_the_daemon_and_codex_works_on_a_stand_in(
     (login / "config.toml").write_text('model = "scripted-model"\n')
     with attack_targets(docker_client) as targets:
         look = '; cat "$CODEX_HOME/auth.json" > /work/out/stand-in.json'
-        model.steps += [Step("tool", targets.script(access) + look), Step("message", "done")]
+        attack = Step("tool", targets.script(access) + look, LONG_COMMAND)
+        model.steps += [attack, Step("message", "done")]
         start_daemon(image=DEFAULT_IMAGE, auth_mode="login", allowed_protocols=["git"],
                      agents={"codex": {"env": {"OPENAI_BASE_URL": model.base_url}}},
                      default_timeout=120)  # fmt: skip
