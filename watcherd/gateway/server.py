@@ -201,21 +201,19 @@ class Gateway:
         grant = served.grant
         if grant.closed:
             return _error(403, "this socket serves no running job")
-        if len(served.requests) >= self.max_calls:
-            crowded: dict[str, Any] = {"kind": "model", "method": request.method,
-                                       "path": request.raw_path[:200]}  # fmt: skip
-            refusal = _refuse(crowded, 429, f"more than {self.max_calls} calls at once")
-            grant.refused += 1
-            with contextlib.suppress(OSError):
-                grant.audit(crowded)
-            return refusal
+        crowded = len(served.requests) >= self.max_calls
         task = asyncio.current_task()
-        if task is not None:
+        if task is not None and not crowded:
             served.requests.add(task)
         started = time.monotonic()
         record: dict[str, Any] = {"kind": "model", "method": request.method}
+        response: web.StreamResponse
         try:
-            response = await self._forward(request, grant, record)
+            if crowded:
+                record["path"] = request.raw_path[:200]
+                response = _refuse(record, 429, f"more than {self.max_calls} calls at once")
+            else:
+                response = await self._forward(request, grant, record)
         except asyncio.CancelledError:
             record.update(status=499, refused="the job ended")
             raise
