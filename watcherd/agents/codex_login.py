@@ -40,7 +40,8 @@ MAX_LOGIN_BYTES = 64 * 1024
 TOKEN_URL = "https://auth.openai.com/oauth/token"
 TOKEN_URL_ENV = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"  # Codex's own, in agents.codex.env
 CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"  # Codex's public OAuth client
-RENEW_AFTER = 7 * 86400.0  # Codex renews a login older than 8 days: the daemon does first
+CODEX_RENEWS_AFTER = 8 * 86400.0  # Codex renews a login this old (or after a 401)
+RENEW_AFTER = CODEX_RENEWS_AFTER - 86400.0  # the daemon does, a day before Codex would
 EXPIRY_MARGIN = 600.0  # an access token must outlive the job by this much
 HELD = "held-by-watcherd"  # the stand-in's refresh token: good for nothing
 _AUTH_CLAIMS = "https://api.openai.com/auth"
@@ -54,6 +55,7 @@ class Login:
     api_key: str | None
     access_token: str | None
     refresh_token: str | None
+    id_token: str | None
     account_id: str | None
     last_refresh: float | None  # seconds since the epoch
 
@@ -91,15 +93,14 @@ def read_login(data: bytes | None) -> Login | None:
     return Login(
         record=record, api_key=api_key, access_token=access,
         refresh_token=_text(tokens.get("refresh_token")),
-        account_id=_text(tokens.get("account_id")),
+        id_token=_text(tokens.get("id_token")), account_id=_text(tokens.get("account_id")),
         last_refresh=_seconds(record.get("last_refresh")),
     )  # fmt: skip
 
 
 def stand_in(login: Login, token: str, now: float | None = None) -> bytes:
     """The job's ``auth.json`` for a ChatGPT login: the same account, no secret in it."""
-    claims = _claims(_text((login.record.get("tokens") or {}).get("id_token")))
-    auth = claims.get(_AUTH_CLAIMS)
+    auth = _claims(login.id_token).get(_AUTH_CLAIMS)
     auth = auth if isinstance(auth, dict) else {}
     kept = {k: auth[k] for k in ("chatgpt_plan_type", "chatgpt_account_id") if k in auth}
     if login.account_id and "chatgpt_account_id" not in kept:
@@ -131,7 +132,7 @@ def renew(folder: Path, env: Mapping[str, str], needed_for: float) -> bool:
         except LoginError as exc:
             expires = login.expires
             still_good = (expires is None or expires > now + needed_for) and (
-                login.last_refresh is not None and now - login.last_refresh < RENEW_AFTER + 86400
+                login.last_refresh is not None and now - login.last_refresh < CODEX_RENEWS_AFTER
             )
             if exc.transient and still_good:
                 log.warning("the login in %s was not renewed (%s); it still serves", folder, exc)

@@ -61,5 +61,5 @@ class Scheduler:
         self._active -= 1
 
     def _least_used(self, agent: str) -> Path:
-        dirs = self.logins[agent]
-        return min(dirs, key=lambda d: (self._login_users[d], dirs.index(d)))
+        """Of the dirs the fewest jobs use, the first listed (min keeps the first)."""
+        return min(self.logins[agent], key=self._login_users.__getitem__)
