@@ -178,25 +178,14 @@ def test_a_job_claimed_before_submit_looks_is_its_own_not_an_older_one_of_its_na
 ) -> None:
     """A daemon with no settle time may claim a job before submit_job looks for it; names
     are reused, so the job is followed by the inode it was dropped with."""
-    from watcherd.client.submit import submit as real_submit
+    from tests.support.quick_claim import claimed_at_once
     from watcherd.config import Config
     from watcherd.mcp.tools import JobTools
-    from watcherd.spool.drop import Dropped
 
     claimed: list[str] = []
-
-    def submit_then_claim(config: Config, name: str, data: bytes) -> tuple[Dropped, Any]:
-        dropped, spec = real_submit(config, name, data)
-        job = Spool(Layout(config.root)).claim(dropped.path.name)  # as a quick daemon does
-        assert job is not None
-        claimed.append(job.job_id)
-        # And another job takes the name at once (a person dropping it again).
-        (Layout(config.root).inbox / dropped.path.name).write_text(f"repo_url: {REPO}\n")
-        newer = Spool(Layout(config.root)).claim(dropped.path.name)
-        assert newer is not None
-        return dropped, spec
-
-    monkeypatch.setattr("watcherd.mcp.tools.submit", submit_then_claim)
+    monkeypatch.setattr(
+        "watcherd.mcp.tools.submit", claimed_at_once(claimed, f"repo_url: {REPO}\n")
+    )
     answer = JobTools(Config(root=root)).submit_job(repo_url=REPO, prompt="one", name="fix")
     assert answer["name"] == "fix.yaml"
     assert answer["job_id"] == claimed[0]

@@ -18,9 +18,7 @@ from tests.support.helpers import wait_for
 from tests.web.conftest import Served, start_serving
 from tests.web.test_api import JOB
 from tests.web.test_pages import logged_in
-from watcherd.config import Config
 from watcherd.config.serve import ServeSettings
-from watcherd.job.spec import JobSpec
 from watcherd.spool.folders import Layout, Spool
 from watcherd.web.tokens import add_token, remove_token
 
@@ -174,22 +172,10 @@ def test_an_idempotency_key_holds_when_the_daemon_claims_the_job_at_once(
     # With settle_seconds: 0 (or a busy machine) the daemon may claim the file between the
     # drop and the record: the record was left empty, the POST answered 503 though its job
     # was in, and every retry with the key waited a second for a 503, for good.
-    from watcherd.client.submit import submit as real_submit
-    from watcherd.spool.drop import Dropped
+    from tests.support.quick_claim import claimed_at_once
 
-    claimed: list[str] = []
-
-    def submit_then_claim(config: Config, name: str, data: bytes) -> tuple[Dropped, JobSpec]:
-        dropped, spec = real_submit(config, name, data)
-        job = Spool(Layout(config.root)).claim(dropped.path.name)  # as a quick daemon does
-        assert job is not None
-        claimed.append(job.job_id)
-        # And another job takes the name at once: the answer is still this one's.
-        (Layout(config.root).inbox / dropped.path.name).write_text(JOB)
-        assert Spool(Layout(config.root)).claim(dropped.path.name) is not None
-        return dropped, spec
-
-    monkeypatch.setattr("watcherd.web.api.submit", submit_then_claim)
+    claimed: list[str] = []  # and another job takes the name: the answer is still this one's
+    monkeypatch.setattr("watcherd.web.api.submit", claimed_at_once(claimed, JOB))
     token = served.tokens["submit"]
     key = {"Idempotency-Key": "fast-1"}
     first = served.post("/api/v1/jobs?name=quick", token, data=JOB, headers=key)
