@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "spool": 3,
     "backends": 3,
     "gateway": 1,
+    "relay": 1,  # a Swarm job's sockets on every node; the gateway is handed one
     "job": 4,
     "notify": 5,  # tells the world after a job ends
     "publish": 5,  # pushes a job's branch, opens its pull request

@@ -25,6 +25,7 @@ from tests.support.helpers import (
     wait_for,
     write_job,
 )
+from watcherd.config.relay import DEFAULT_SOCKETS_DIR
 
 pytestmark = pytest.mark.docker
 
@@ -98,7 +99,8 @@ def test_a_job_is_a_hardened_replicated_job_that_reserves_what_it_may_use(
     assert host["Privileged"] is False
     assert host["Init"] is True
     assert (host["PidsLimit"], host["Memory"], host["NanoCpus"]) == (64, 512 * 1024**2, 5 * 10**8)
-    assert job_binds(container) == expected_binds(work_root, job_id, "widgets")
+    assert job_binds(container) == expected_binds(work_root, job_id, "widgets", "swarm")
+    assert (DEFAULT_SOCKETS_DIR / job_id).resolve() == work_root / "run" / job_id  # its own
     mounts = {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}
     assert {t for t, source in mounts.items() if not source} == {"/tmp", "/home/codex"}
 

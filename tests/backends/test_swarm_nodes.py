@@ -1,15 +1,20 @@
 """The Swarm backend across two nodes (tests/support/swarmnodes.py: two more Engines in
-network namespaces of their own): a job on the other node, its timeout there, and a node
-that dies under its job. Slow (about a minute): `pytest -m slow` runs these too."""
+network namespaces of their own, the worker with a relay): a job on the other node, its
+model reached through that node's relay, its timeout there, and a node that dies under its
+job. Slow (about two minutes): `pytest -m slow` runs these too."""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.git_server import GitServer
 from tests.support.helpers import (
     DaemonProcess,
     StartDaemon,
@@ -18,7 +23,9 @@ from tests.support.helpers import (
     wait_for,
     write_job,
 )
-from tests.support.swarmnodes import TwoNodeSwarm
+from tests.support.model_server import ScriptedModel, Step, codex_config
+from tests.support.swarmnodes import RELAY_HOST, SOCKETS_DIR, TwoNodeSwarm
+from watcherd.config import DEFAULT_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 POOLS = {"elsewhere": ["node.labels.watcherd-test==target"]}
@@ -36,8 +43,26 @@ def backend() -> str:
     return "swarm"
 
 
-def on_the_swarm(start_daemon: StartDaemon, swarm: TwoNodeSwarm) -> DaemonProcess:
-    return start_daemon(docker_host=swarm.manager.url, pools=POOLS, rescan_seconds=2)
+def on_the_swarm(
+    start_daemon: StartDaemon, swarm: TwoNodeSwarm, relay: bool = True, **config: Any
+) -> DaemonProcess:
+    """The daemon on the manager, and (unless not ``relay``) the worker's relay connected."""
+    port = free_port(RELAY_HOST)
+    daemon = start_daemon(
+        docker_host=swarm.manager.url, pools=POOLS, rescan_seconds=2,
+        relay={"listen": f"{RELAY_HOST}:{port}", "sockets_dir": str(SOCKETS_DIR)}, **config,
+    )  # fmt: skip
+    if relay:
+        swarm.start_relay(port, daemon.root / "state" / "relay.pem")
+        wait_for(lambda: "relays: " in daemon.log() and " connected" in daemon.log(), 30,
+                 "the worker's relay connected")  # fmt: skip
+    return daemon
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def starts_on(swarm: TwoNodeSwarm, root: Path, since: float) -> dict[str, int]:
@@ -139,3 +164,60 @@ def test_an_engine_restart_under_a_job_runs_it_again_once(
     assert (starts.count("start"), starts.count("end")) == (1, 1)  # a fresh out/, one run
     assert record["attempts"] == 2  # the killed run counted: not taken for a success
     assert "the container was lost" in daemon.log()
+
+
+@pytest.mark.codex
+def test_a_job_on_another_node_reaches_its_model_through_that_nodes_relay_and_nothing_else(
+    work_root: Path, start_daemon: StartDaemon, swarm: TwoNodeSwarm, git_server: GitServer,
+    model: ScriptedModel, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Real Codex on the worker, the scripted model on the daemon's side: every call goes
+    task -> the worker's relay -> the daemon's gateway; from the task, neither the relay's
+    channel nor either node's address answers."""
+    began = time.time()
+    TwoNodeSwarm.load(swarm.worker, [DEFAULT_IMAGE])
+    swarm.label(swarm.worker, **{"watcherd-test": "target"})
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    (auth / "config.toml").write_text(codex_config(model.base_url))
+    daemon = on_the_swarm(
+        start_daemon, swarm, image=DEFAULT_IMAGE, auth_mode="login", auth_dirs=[str(auth)],
+        allowed_protocols=["git"], extra_env={"SCRIPTED_API_KEY": "test-key"},
+        default_timeout=120,
+    )  # fmt: skip
+    port = daemon.config["relay"]["listen"].rsplit(":", 1)[1]
+    targets = [f"{RELAY_HOST}/{port}", "10.213.0.3/2377", "10.213.0.2/2377", "127.0.0.1/2377"]
+    probe = ("for t in " + " ".join(targets) + "; do if timeout 3 bash -c \"exec 3<>/dev/tcp/$t\""
+             " 2>/dev/null; then echo \"$t open\"; else echo \"$t closed\"; fi; done"
+             " > /work/out/reach.txt; ls /run/watcherd > /work/out/sockets.txt")  # fmt: skip
+    model.steps += [Step("tool", probe, {"yield_time_ms": 30000}), Step("message", "done")]
+    write_job(work_root / "inbox", "model.yaml", repo_url=git_server.url("demo.git"),
+              prompt="look around", pool="elsewhere", retries=0)  # fmt: skip
+    folder, path = wait_finished(work_root, "model.yaml", timeout=150)
+    out = work_root / "out" / path.name.removesuffix(".yaml")
+    assert folder == "done", (out / "run.log").read_text()
+    assert starts_on(swarm, work_root, began) == {"mgr": 0, "wrk": 1}
+    reach = (out / "reach.txt").read_text().split("\n")
+    assert [line for line in reach if line] == [f"{t} closed" for t in targets]
+    assert (out / "sockets.txt").read_text().split() == ["egress.sock", "model.sock"]
+    calls = [json.loads(line) for line in (out / "model-calls.jsonl").read_text().splitlines()]
+    assert len(calls) >= 2 and all(c["status"] == 200 for c in calls), calls
+    assert exit_record(work_root, path)["usage"]["input_tokens"] > 0  # the gateway's count
+    assert model.authorizations and set(model.authorizations) == {"Bearer test-key"}
+    job_id = out.name
+    assert f"serving job {job_id}" in swarm.relay_log()
+    wait_for(lambda: f"job {job_id} withdrawn" in swarm.relay_log(), 30, "withdrawn there")
+    assert not (SOCKETS_DIR / job_id).exists()  # nor its link here
+
+
+def test_a_node_without_a_relay_refuses_the_task_and_says_why(
+    work_root: Path, start_daemon: StartDaemon, swarm: TwoNodeSwarm, repo_url: str
+) -> None:
+    swarm.label(swarm.worker, **{"watcherd-test": "target"})
+    on_the_swarm(start_daemon, swarm, relay=False)
+    write_job(work_root / "inbox", "alone.yaml", repo_url=repo_url, prompt="succeed",
+              pool="elsewhere", retries=0)  # fmt: skip
+    folder, path = wait_finished(work_root, "alone.yaml", timeout=60)
+    record = exit_record(work_root, path)
+    assert folder == "failed"
+    assert "watcherd relay" in record["reason"], record["reason"]

@@ -15,6 +15,7 @@ import docker
 import docker.errors
 import pytest
 
+from watcherd.config.relay import DEFAULT_SOCKETS_DIR
 from watcherd.util import loopfs
 
 on_both_backends = pytest.mark.parametrize("backend", ["local", "swarm"])
@@ -79,15 +80,21 @@ def job_binds(container: Any) -> dict[str, tuple[str, bool]]:
     return {m["Destination"]: (m["Source"], m["RW"]) for m in mounts if m["Source"]}
 
 
-def expected_binds(root: Path, job_id: str, repo_dir: str) -> dict[str, tuple[str, bool]]:
+def expected_binds(
+    root: Path, job_id: str, repo_dir: str, backend: str = "local"
+) -> dict[str, tuple[str, bool]]:
     """What a job's container must see, on either backend: its own workspace, out/ and
     agent home writable, its repository's cache objects and its gateway sockets'
-    folder read-only, nothing else."""
+    folder read-only, nothing else. On Swarm the sockets' folder is the node-local link
+    every node's relay serves (README, Swarm, Relays)."""
     cache = next((root / "cache").glob("*.git")) / "objects"
+    sockets = root / "run" / job_id
+    if backend == "swarm":
+        sockets = DEFAULT_SOCKETS_DIR / job_id
     return {
         f"/work/{repo_dir}": (str(root / "workspaces" / job_id), True),
         "/work/out": (str(root / "out" / job_id), True),
         "/home/codex/.codex": (str(root / "homes" / job_id), True),
         f"/{cache.relative_to(root)}": (str(cache), False),  # the cache: read-only
-        "/run/watcherd": (str(root / "run" / job_id), False),  # its sockets, nothing else
+        "/run/watcherd": (str(sockets), False),  # its sockets, nothing else
     }

@@ -135,6 +135,7 @@ class DaemonProcess:
         prefix: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         self.root = root
+        self.config = config
         self.env = dict(env or {})  # on top of this process's environment
         self.prefix = prefix  # a command the daemon runs under (unshare, setpriv, ...)
         DaemonProcess._count += 1

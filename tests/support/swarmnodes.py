@@ -3,9 +3,13 @@ network namespace of its own (a manager and a worker, joined over a veth pair be
 two namespaces), sharing this machine's filesystem as nodes share a network filesystem.
 
 The main Engine's swarm is advertised on 127.0.0.1, which no other namespace can reach;
-this one is the test's own. Data roots stay between runs (the loaded test image with
-them); exec roots, namespaces, swarm state and networks are made afresh and removed at the end, and
-a stale set (a test killed before its teardown) is ended first.
+this one is the test's own. The worker has what a node of its own would: a mount namespace
+where the relays' sockets folder (SOCKETS_DIR) is its own tmpfs, and a link to this
+namespace (the daemon's, at RELAY_HOST) over which its relay reaches the daemon.
+
+Data roots stay between runs (the loaded test image with them); exec roots, namespaces,
+swarm state and networks are made afresh and removed at the end, and a stale set (a test
+killed before its teardown) is ended first.
 """
 
 from __future__ import annotations
@@ -15,21 +19,25 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from tests.support.helpers import wait_for
+from tests.support.helpers import cli_environ, wait_for
 from watcherd.backends.swarm import CONTAINED_SETTINGS
 
 NODES = {"mgr": "10.213.0.2", "wrk": "10.213.0.3"}
+SOCKETS_DIR = Path("/run/wdt-jobs")  # relay.sockets_dir: node-local on the worker
+RELAY_HOST, RELAY_PEER = "10.213.1.1", "10.213.1.2"  # this namespace, the worker's
 
 
 class Node:
-    def __init__(self, name: str, address: str) -> None:
+    def __init__(self, name: str, address: str, own_sockets_dir: bool = False) -> None:
         self.name, self.address = name, address
+        self.own_sockets_dir = own_sockets_dir  # SOCKETS_DIR a tmpfs of its own
         self.netns = f"wdt-{name}"
         self.data_root = Path(f"/var/lib/watcherd-test-swarm-{name}")
         self.run_dir = Path(f"/run/wdt-{name}")  # short: socket paths stop at 108 bytes
@@ -63,14 +71,29 @@ class Node:
 
     def _run_engine(self, log: Path) -> None:
         # nsenter, not `ip netns exec`: that remounts /sys, and dockerd needs the cgroups.
+        own_mounts = []
+        if self.own_sockets_dir:  # a mount namespace where SOCKETS_DIR is this node's own
+            SOCKETS_DIR.mkdir(exist_ok=True)
+            own_mounts = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                          f"mount -t tmpfs -o mode=755 wdt-jobs {SOCKETS_DIR} && exec \"$@\"",
+                          "sh"]  # fmt: skip
         self.proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.netns}", "dockerd",
+            [*own_mounts, "nsenter", f"--net=/run/netns/{self.netns}", "dockerd",
              "--data-root", str(self.data_root), "--exec-root", str(self.run_dir),
              "--pidfile", str(self.run_dir / "dockerd.pid"), "-H", self.url,
              "--bridge=wdtb0", "--iptables=false", "--ip6tables=false"],
             stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True,
         )  # fmt: skip
         wait_for(self._answers, 60, f"Engine {self.name}")
+
+    def enter(self) -> list[str]:
+        """A command prefix that runs in this node's namespaces (its Engine's)."""
+        assert self.proc is not None
+        return [
+            "nsenter",
+            f"--net=/run/netns/{self.netns}",
+            f"--mount=/proc/{self.proc.pid}/ns/mnt",
+        ]
 
     def _is_our_engine(self, pid: int) -> bool:
         """Whether ``pid`` is still this node's dockerd (not a recycled pid)."""
@@ -120,7 +143,8 @@ class TwoNodeSwarm:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.manager = Node("mgr", NODES["mgr"])
-        self.worker = Node("wrk", NODES["wrk"])
+        self.worker = Node("wrk", NODES["wrk"], own_sockets_dir=True)
+        self.relay: subprocess.Popen[bytes] | None = None
 
     def start(self, images: list[str]) -> TwoNodeSwarm:
         self.close()  # a stale set first
@@ -131,13 +155,22 @@ class TwoNodeSwarm:
             ["ip", "link", "add", "wdt-mgr-n", "netns", self.manager.netns, "type", "veth",
              "peer", "name", "wdt-wrk-n", "netns", self.worker.netns], check=True,
         )  # fmt: skip
+        subprocess.run(["ip", "link", "add", "wdt-h", "type", "veth", "peer", "name", "wdt-h-n",
+                        "netns", self.worker.netns], check=True)  # fmt: skip
+        subprocess.run(["ip", "addr", "add", f"{RELAY_HOST}/30", "dev", "wdt-h"], check=True)
+        subprocess.run(["ip", "link", "set", "wdt-h", "up"], check=True)
+        to_worker = ["ip", "-n", self.worker.netns]
+        subprocess.run(
+            [*to_worker, "addr", "add", f"{RELAY_PEER}/30", "dev", "wdt-h-n"], check=True
+        )
+        subprocess.run([*to_worker, "link", "set", "wdt-h-n", "up"], check=True)
         for node in (self.manager, self.worker):
             device = f"wdt-{node.name}-n"
             subprocess.run(["ip", "-n", node.netns, "addr", "add", f"{node.address}/24", "dev",
                             device], check=True)  # fmt: skip
             subprocess.run(["ip", "-n", node.netns, "link", "set", device, "up"], check=True)
             node.start(self.base / f"dockerd-{node.name}.log")
-            self._load(node, images)
+            self.load(node, images)
         manager = self.manager.client
         manager.swarm.init(advertise_addr=self.manager.address)
         token = manager.swarm.attrs["JoinTokens"]["Worker"]
@@ -145,6 +178,26 @@ class TwoNodeSwarm:
         wait_for(lambda: len(self.ready_nodes()) == 2, 60, "both nodes ready")
         contained_network_settings(self.worker.client)  # as README, Swarm, tells operators
         return self
+
+    def start_relay(self, port: int, credential: Path) -> None:
+        """`watcherd relay` on the worker, in its namespaces, as an operator runs it there."""
+        log = (self.base / "relay.log").open("ab")
+        self.relay = subprocess.Popen(
+            [*self.worker.enter(), sys.executable, "-m", "watcherd", "--root", str(self.base),
+             "relay", "--connect", f"{RELAY_HOST}:{port}", "--credential", str(credential),
+             "--sockets-dir", str(SOCKETS_DIR)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=cli_environ(),
+        )  # fmt: skip
+
+    def stop_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.terminate()
+            self.relay.wait(30)
+            self.relay = None
+
+    def relay_log(self) -> str:
+        path = self.base / "relay.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def ready_nodes(self) -> list[str]:
         nodes = self.manager.client.nodes.list()
@@ -159,7 +212,7 @@ class TwoNodeSwarm:
         found.update({**spec, "Labels": {**spec.get("Labels", {}), **labels}})
 
     @staticmethod
-    def _load(node: Node, images: list[str]) -> None:
+    def load(node: Node, images: list[str]) -> None:
         client = node.client
         for image in images:
             try:
@@ -169,5 +222,7 @@ class TwoNodeSwarm:
                 client.images.load(b"".join(saved))
 
     def close(self) -> None:
+        self.stop_relay()
         for node in (self.worker, self.manager):
             node.end()
+        subprocess.run(["ip", "link", "del", "wdt-h"], check=False, capture_output=True)

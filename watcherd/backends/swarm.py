@@ -66,6 +66,13 @@ STALE_NETWORK_HINT = (
     " (that node's Engine keeps a stale copy of the contained network since it died with "
     "a task on it, moby#37087: README, Swarm, says how to clear it)"
 )
+# A node refuses a task whose bind mount's source it lacks: the work root not mounted there,
+# or (its sockets' folder) no relay running there.
+MISSING_MOUNT = "bind source path does not exist"
+MISSING_MOUNT_HINT = (
+    " (every node needs the work root at the same path, and `watcherd relay` running for "
+    "a job's sockets: README, Swarm)"
+)
 RETIRE_SLACK_SECONDS = 30.0  # for Swarm to tell a node to stop a task, beyond its grace
 
 
@@ -245,6 +252,8 @@ class SwarmRunner:
             why = error or str(status.get("Message") or state)
             if STALE_NETWORK.search(why):
                 why += STALE_NETWORK_HINT
+            elif MISSING_MOUNT in why:
+                why += MISSING_MOUNT_HINT
             return ContainerState("exited", None, oom_killed=False, error=f"task {state}: {why}",
                                   lost=lost)  # fmt: skip
         container = self._local_container(task)

@@ -181,6 +181,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="offer no tool that submits (as mcp: {read_only: true})")  # fmt: skip
     mcp.set_defaults(command=_mcp)
 
+    relay = commands.add_parser(
+        "relay", help="on a Swarm node: serve the sockets of jobs whose tasks run here"
+    )
+    relay.add_argument("--connect", metavar="HOST:PORT",
+                       help="the daemon's relay.listen address (default: the config's, "
+                       "when it names one host)")  # fmt: skip
+    relay.add_argument("--credential", type=Path,
+                       help="the daemon's relay credential, copied here (default: the "
+                       "config's relay.credential, else <root>/state/relay.pem)")  # fmt: skip
+    relay.add_argument("--sockets-dir", type=Path,
+                       help="default: the config's relay.sockets_dir")  # fmt: skip
+    relay.set_defaults(command=_relay)
+
     skill = commands.add_parser("skill", help="the skill that teaches an agent to use watcherd")
     skill_commands = skill.add_subparsers(required=True, metavar="ACTION")
     install = skill_commands.add_parser("install", help="copy the skill where agent hosts load it")
@@ -669,6 +682,32 @@ def _mcp(config: Config, args: argparse.Namespace) -> int:
     from watcherd.mcp.server import serve
 
     serve(config, read_only=args.read_only)
+    return 0
+
+
+def _relay(config: Config, args: argparse.Namespace) -> int:
+    from watcherd.config.relay import parse_address
+    from watcherd.relay.credential import CredentialError, client_context
+    from watcherd.relay.node import run_relay
+
+    try:
+        address = parse_address(args.connect) if args.connect else config.relay.listen
+    except ValueError as exc:
+        print(f"watcherd: --connect: {exc}", file=sys.stderr)
+        return 2
+    if address is None or address[0] in ("0.0.0.0", "::", ""):
+        print("watcherd: relay: give --connect HOST:PORT, the daemon's address (the config's "
+              "relay.listen names no single host)", file=sys.stderr)  # fmt: skip
+        return 2
+    credential = (
+        args.credential or config.relay.credential or Layout(config.root).state / ("relay.pem")
+    )
+    try:
+        context = client_context(credential)
+    except CredentialError as exc:
+        print(f"watcherd: relay: {exc}", file=sys.stderr)
+        return 2
+    run_relay(address, context, args.sockets_dir or config.relay.sockets_dir)
     return 0
 
 

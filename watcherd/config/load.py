@@ -20,6 +20,7 @@ from watcherd.config.hooks import Hook, parse_hooks
 from watcherd.config.mcp import McpSettings, parse_mcp_settings
 from watcherd.config.notify import NotifyTarget, parse_targets
 from watcherd.config.publish import PublishSettings, parse_publish
+from watcherd.config.relay import RelaySettings, parse_relay_settings
 from watcherd.config.schedules import Schedule, parse_schedules, schedule_problems
 from watcherd.config.serve import ServeSettings, parse_serve_settings
 from watcherd.gateway.egress import Allowlist, parse_allowlists
@@ -78,6 +79,8 @@ class Config:
     backend: str = "local"
     # Swarm placement: a job's `pool:` names one of these; its constraints are the operator's.
     pools: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Swarm: a job's sockets on the node its task runs on (README "Swarm", relays).
+    relay: RelaySettings = field(default_factory=RelaySettings)
     # Job containers, hardened by default (see README "Security model"). A job has no
     # network of its own: its model through the gateway, and the egress allowlists it picks.
     # network_mode is the network of a job that asks for `network: open`, where allowed.
@@ -384,6 +387,7 @@ _CONVERTERS: dict[str, Any] = {
     "publish": parse_publish,
     "agents": parse_agent_settings,
     "serve": parse_serve_settings,
+    "relay": parse_relay_settings,
     "notify_default": _as_str_tuple,
     "pools": _as_pools,
     "allow_open_network": _as_bool,
@@ -409,6 +413,8 @@ def _check(config: Config, source: str) -> None:
     if config.network_mode == "host" and not config.allow_host_network:
         problems.append("network_mode host shares the host's network (its loopback "
                         "included) with jobs: set allow_host_network: true to mean it")  # fmt: skip
+    if config.relay.listen is not None and config.backend != "swarm":
+        problems.append("relay.listen serves Swarm tasks on other nodes: it needs backend: swarm")
     if config.token_budget < 0:
         problems.append(f"token_budget must not be negative, got {config.token_budget}")
     if config.default_agent not in AGENTS:

@@ -153,6 +153,12 @@ class Server:
                       "(README, Running jobs)", exc)  # fmt: skip
             self.exit_code = 1
             return False
+        try:
+            self._life.start_gateway()  # relays may connect before the first job
+        except (ValueError, OSError) as exc:
+            log.error("the relays' listener (config relay:) could not start: %s", exc)
+            self.exit_code = 1
+            return False
         self._recover()
         self._publisher.start()  # requests a crash left are done first
         self._watcher.start()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from watcherd.gateway.sockets import bind_unix
+from watcherd.util.sockets import bind_unix
 
 log = logging.getLogger("watcherd.egress")
 

@@ -10,7 +10,8 @@ client sent is dropped, the operator's key is added, and the response streams ba
 while its usage is counted. Every call (and every refusal) is a line in the job's audit file.
 
 All of it runs on one asyncio loop in a thread of its own; the daemon's threads call
-``open``/``close`` and read grants, which are thread-safe.
+``open``/``close`` and read grants, which are thread-safe. On Swarm, relays serve the same
+sockets on the node a job's task runs on (watcherd.relay).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
@@ -37,7 +38,7 @@ from watcherd.gateway.apis import APIS, network_tool
 from watcherd.gateway.egress import EgressPolicy, EgressProxy
 from watcherd.gateway.grants import Grant, Spent, Upstream
 from watcherd.gateway.meter import Meter
-from watcherd.gateway.sockets import bind_unix
+from watcherd.util.sockets import bind_unix
 
 log = logging.getLogger("watcherd.gateway")
 
@@ -71,6 +72,17 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 T = TypeVar("T")
 
 
+class Relays(Protocol):
+    """What serves a job's sockets on other nodes too (watcherd.relay.hub.Hub)."""
+
+    sockets_dir: Path
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def serve(self, job_id: str, folder: Path) -> None: ...
+    def withdraw(self, job_id: str) -> None: ...
+
+
 @dataclass
 class _Served:
     """One job at the gateway: its grant, its socket's server, its calls under way."""
@@ -86,8 +98,10 @@ class Gateway:
     def __init__(
         self, *, max_body: int = 64 * 1024 * 1024, connect_timeout: float = 30.0,
         body_timeout: float = BODY_TIMEOUT, max_calls: int = MAX_CALLS_AT_ONCE,
+        relays: Relays | None = None,
     ) -> None:  # fmt: skip
         self.max_body = max_body
+        self.relays = relays
         self.max_calls = max_calls
         self.connect_timeout = connect_timeout
         self.body_timeout = body_timeout
@@ -103,6 +117,8 @@ class Gateway:
         """Start the loop (``open`` does it when it has not been)."""
         self._thread.start()
         self._call(self._start())
+        if self.relays is not None:
+            self.relays.start()
 
     def stop(self) -> None:
         if not self._thread.is_alive():
@@ -110,6 +126,8 @@ class Gateway:
         for job_id in list(self._jobs):
             self.close(job_id)
         self._call(self._stop())
+        if self.relays is not None:
+            self.relays.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
@@ -123,13 +141,22 @@ class Gateway:
         self.close(grant.job_id)
         path = folder / MODEL_SOCKET
         self._call(self._open(grant, path, folder / EGRESS_SOCKET, egress))
+        if self.relays is not None:
+            self.relays.serve(grant.job_id, folder)
         return path
+
+    def mount_source(self, job_id: str, folder: Path) -> Path:
+        """The folder a job's container mounts to reach its sockets in ``folder``: on
+        Swarm, a node-local path each node's relay serves."""
+        return self.relays.sockets_dir / job_id if self.relays is not None else folder
 
     def close(self, job_id: str) -> Spent | None:
         """Stop serving a job: its sockets go, its calls under way are cut, its token is
         good nowhere. Returns what it spent (None if it had no grant)."""
         with self._lock:
             served = self._jobs.pop(job_id, None)
+        if self.relays is not None:
+            self.relays.withdraw(job_id)
         if served is None:
             return None
         served.grant.closed = True

@@ -60,10 +60,11 @@ from watcherd.job.resume import ResumeError, ResumePoint, find_resume_point
 from watcherd.job.slots import Lease, StartGate
 from watcherd.job.spec import JobSpec
 from watcherd.job.steplog import StepLog
+from watcherd.relay.hub import Hub
 from watcherd.repo.cache import RepoCache, RepoError, Results, Stopped, cache_key
 from watcherd.repo.workspace import Workspaces
 from watcherd.spool.cancel import CancelBook
-from watcherd.spool.folders import Claimed, RunState, Spool
+from watcherd.spool.folders import Claimed, Layout, RunState, Spool
 from watcherd.spool.origin import read_origin
 from watcherd.util import loopfs
 from watcherd.util.fsutil import User, fresh_folder, remove_tree, require_room, write_atomic
@@ -143,7 +144,7 @@ class JobLife:
         self.cancels = CancelBook(spool.layout)
         self.disks = JobDisks(config.root)
         self.api_keys: dict[str, tuple[str, str]] = {}  # agent -> (variable, key)
-        self.gateway = Gateway(max_body=config.gateway_max_body)  # started at its first job
+        self.gateway = Gateway(max_body=config.gateway_max_body, relays=_relays(config))
         self._pruning = threading.Lock()
         self.cleaner = Cleaner()
         self.on_finished: Callable[[Claimed, Config], None] = _nothing  # notifications
@@ -540,6 +541,12 @@ class JobLife:
         state.started_at = utc_now()
         state.deadline = time.time() + spec.timeout
 
+    def start_gateway(self) -> None:
+        """Start the gateway now rather than at the first job, where relays will connect to
+        it (otherwise a job starts it)."""
+        if self.gateway.relays is not None and self.config.relay.listen is not None:
+            self.gateway.start()
+
     def _open_gateway(
         self, job_id: str, spec: JobSpec, lease: Lease, state: RunState, home: Path | None
     ) -> tuple[ModelAccess, Path]:
@@ -566,7 +573,7 @@ class JobLife:
             lists = tuple(self.config.egress[name] for name in spec.network)
             egress = EgressPolicy(lists, hosts=self.config.egress_hosts)
         self.gateway.open(grant, run_dir, egress)
-        return model, run_dir
+        return model, self.gateway.mount_source(job_id, run_dir)
 
     def _audit_path(self, job_id: str) -> Path:
         folder = self.spool.layout.root / "audit"
@@ -973,3 +980,13 @@ def _describe_exit(code: int | None, logs: str) -> str:
         return f"worker killed by signal {code - 128}"
     tail = logs.strip().splitlines()[-1:] if logs.strip() else []
     return f"worker exited with code {code}" + (f": {tail[0][:500]}" if tail else "")
+
+
+def _relays(config: Config) -> Hub | None:
+    """On Swarm, what serves a job's sockets on whichever node runs its task (README,
+    Swarm): links on this node, and the relays of the others where the config has them."""
+    if config.backend != "swarm":
+        return None
+    settings = config.relay
+    credential = settings.credential or Layout(config.root).state / "relay.pem"
+    return Hub(settings.sockets_dir, settings.listen, credential)
