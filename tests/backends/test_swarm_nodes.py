@@ -177,14 +177,7 @@ def test_a_job_on_another_node_reaches_its_model_through_that_nodes_relay_and_no
     began = time.time()
     TwoNodeSwarm.load(swarm.worker, [DEFAULT_IMAGE])
     swarm.label(swarm.worker, **{"watcherd-test": "target"})
-    auth = tmp_path / "auth"
-    auth.mkdir()
-    (auth / "config.toml").write_text(codex_config(model.base_url))
-    daemon = on_the_swarm(
-        start_daemon, swarm, image=DEFAULT_IMAGE, auth_mode="login", auth_dirs=[str(auth)],
-        allowed_protocols=["git"], extra_env={"SCRIPTED_API_KEY": "test-key"},
-        default_timeout=120,
-    )  # fmt: skip
+    daemon = codex_on_the_swarm(start_daemon, swarm, model, tmp_path)
     port = daemon.config["relay"]["listen"].rsplit(":", 1)[1]
     targets = [f"{RELAY_HOST}/{port}", "10.213.0.3/2377", "10.213.0.2/2377", "127.0.0.1/2377"]
     probe = ("for t in " + " ".join(targets) + "; do if timeout 3 bash -c \"exec 3<>/dev/tcp/$t\""
@@ -208,6 +201,50 @@ def test_a_job_on_another_node_reaches_its_model_through_that_nodes_relay_and_no
     assert f"serving job {job_id}" in swarm.relay_log()
     wait_for(lambda: f"job {job_id} withdrawn" in swarm.relay_log(), 30, "withdrawn there")
     assert not (SOCKETS_DIR / job_id).exists()  # nor its link here
+
+
+@pytest.mark.codex
+def test_a_job_on_another_node_keeps_its_model_when_the_daemon_and_the_relay_restart(
+    work_root: Path, start_daemon: StartDaemon, swarm: TwoNodeSwarm, git_server: GitServer,
+    model: ScriptedModel, tmp_path: Path,
+) -> None:  # fmt: skip
+    """While the task runs on the worker, its relay is restarted and the daemon killed
+    (-9) and started again: the task's mounted folder is kept (made anew, the task would
+    never see it), and its next model call reaches the new daemon."""
+    TwoNodeSwarm.load(swarm.worker, [DEFAULT_IMAGE])
+    swarm.label(swarm.worker, **{"watcherd-test": "target"})
+    daemon = codex_on_the_swarm(start_daemon, swarm, model, tmp_path)
+    model.steps += [Step("tool", "sleep 15; echo slept > /work/out/slept.txt",
+                         {"yield_time_ms": 60000}), Step("message", "done")]  # fmt: skip
+    write_job(work_root / "inbox", "long.yaml", repo_url=git_server.url("demo.git"),
+              prompt="wait", pool="elsewhere", retries=0)  # fmt: skip
+    wait_for(lambda: len(model.requests) >= 1, 90, "the first model call, from the worker")
+    port = int(daemon.config["relay"]["listen"].rsplit(":", 1)[1])
+    swarm.stop_relay()
+    swarm.start_relay(port, work_root / "state" / "relay.pem")
+    daemon.kill()
+    daemon.start(wait_ready=False)
+    folder, path = wait_finished(work_root, "long.yaml", timeout=150)
+    out = work_root / "out" / path.name.removesuffix(".yaml")
+    assert folder == "done", (out / "run.log").read_text()
+    assert exit_record(work_root, path)["attempts"] == 1  # the same run, adopted
+    assert (out / "slept.txt").read_text().strip() == "slept"
+    assert len(model.requests) >= 2  # the call after the sleep reached the model
+    calls = [json.loads(line) for line in (out / "model-calls.jsonl").read_text().splitlines()]
+    assert calls[-1]["status"] == 200, calls
+
+
+def codex_on_the_swarm(
+    start_daemon: StartDaemon, swarm: TwoNodeSwarm, model: ScriptedModel, tmp_path: Path
+) -> DaemonProcess:
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    (auth / "config.toml").write_text(codex_config(model.base_url))
+    return on_the_swarm(
+        start_daemon, swarm, image=DEFAULT_IMAGE, auth_mode="login", auth_dirs=[str(auth)],
+        allowed_protocols=["git"], extra_env={"SCRIPTED_API_KEY": "test-key"},
+        default_timeout=120,
+    )  # fmt: skip
 
 
 def test_a_node_without_a_relay_refuses_the_task_and_says_why(

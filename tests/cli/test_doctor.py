@@ -16,6 +16,8 @@ from watcherd.cli.doctor import CLOCK_FLOOR, Check, base_images, format_checks, 
 from watcherd.config import Config
 from watcherd.config.notify import WebhookTarget
 from watcherd.config.publish import ForgeSettings, PublishSettings
+from watcherd.config.relay import RelaySettings
+from watcherd.relay.credential import ensure_credential
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 BUILT = datetime(2026, 11, 20, tzinfo=UTC)
@@ -89,6 +91,21 @@ def test_the_swarm_backend_needs_a_manager_not_live_restore(
     assert "live-restore" not in checks and checks["swarm"].ok
     checks = by_name(run_checks(config, lambda: FakeEngine(manager=False), NOW, dockerfile))
     assert not checks["swarm"].ok and "docker swarm init" in checks["swarm"].fix
+
+
+def test_on_swarm_doctor_says_where_relays_connect_and_refuses_an_open_credential(
+    tmp_path: Path, dockerfile: Path
+) -> None:
+    config = healthy(tmp_path).replace(backend="swarm")
+    relays = by_name(run_checks(config, FakeEngine, NOW, dockerfile))["relays"]
+    assert relays.ok and relays.warning and "rejected there" in relays.detail
+    credential = ensure_credential(tmp_path / "relay.pem")
+    config = config.replace(relay=RelaySettings(("10.0.0.5", 7433), credential=credential))
+    relays = by_name(run_checks(config, FakeEngine, NOW, dockerfile))["relays"]
+    assert relays.ok and not relays.warning and "10.0.0.5:7433" in relays.detail
+    credential.chmod(0o644)
+    relays = by_name(run_checks(config, FakeEngine, NOW, dockerfile))["relays"]
+    assert not relays.ok and "chmod 600" in relays.detail
 
 
 def test_what_is_missing_is_named_with_a_fix(tmp_path: Path, dockerfile: Path) -> None:

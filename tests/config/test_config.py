@@ -194,3 +194,23 @@ def test_a_bad_mcp_section_is_named(tmp_path: Path, text: str, expected: str) ->
     with pytest.raises(ConfigError) as caught:
         load_config(write_config(tmp_path, text + "\n"), environ={})
     assert f"setting 'mcp': {expected}" in str(caught.value)
+
+
+def test_relay_settings_are_read_and_checked(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, (
+        "backend: swarm\nrelay: {listen: '10.0.0.5:7433', sockets_dir: /run/wd, "
+        "credential: /etc/watcherd/relay.pem}\n"
+    )))  # fmt: skip
+    assert config.relay.listen == ("10.0.0.5", 7433)
+    assert (config.relay.sockets_dir, config.relay.credential) == (
+        Path("/run/wd"), Path("/etc/watcherd/relay.pem"))  # fmt: skip
+    assert load_config(write_config(tmp_path, "backend: swarm\n")).relay.listen is None
+    for text, expected in [
+        ("backend: swarm\nrelay: {listen: 10.0.0.5}\n", "'relay': listen: expected host:port"),
+        ("backend: swarm\nrelay: {listen: 'h:99999'}\n", "port 1..65535"),
+        ("backend: swarm\nrelay: {sockets_dir: run/wd}\n", "sockets_dir: expected an absolute"),
+        ("backend: swarm\nrelay: {lisen: 'h:1'}\n", "unknown key.*lisen"),
+        ("relay: {listen: 'h:1'}\n", "relay.listen .* needs backend: swarm"),
+    ]:
+        with pytest.raises(ConfigError, match=expected):
+            load_config(write_config(tmp_path, text))

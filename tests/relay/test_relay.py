@@ -5,6 +5,7 @@ job ended is gone there; nothing without the credential gets in."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import threading
@@ -60,6 +61,11 @@ class RelayThread:
         asyncio.set_event_loop(self.loop)
         self.task = self.loop.create_task(self.relay.run())
         self.loop.run_until_complete(asyncio.wait([self.task]))
+        rest = asyncio.all_tasks(self.loop)  # its connections' ends, as asyncio.run does
+        for task in rest:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        self.loop.close()
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(lambda: self.task and self.task.cancel())
@@ -125,7 +131,6 @@ def test_a_relay_that_connects_later_is_given_the_jobs_already_served(
         assert ask(there, b"x") == b"echo:x"
     finally:
         relay.stop()
-    assert not (tmp_path / "node-2" / JOB).exists()  # a relay stopped takes its sockets
 
 
 def test_a_connection_cut_when_its_job_ends(tmp_path: Path, hub: Hub, credential: Path) -> None:
@@ -201,3 +206,79 @@ def test_a_credential_readable_by_others_is_refused(credential: Path) -> None:
     credential.chmod(0o644)
     with pytest.raises(CredentialError, match="chmod 600"):
         client_context(credential)
+
+
+def test_a_restarted_relay_and_a_restarted_daemon_keep_the_folder_a_task_has_mounted(
+    tmp_path: Path, credential: Path
+) -> None:
+    """A running task has its folder mounted: made anew, the task would never see it. So a
+    relay that stops leaves it, and one that starts binds its sockets there again; a
+    daemon started again has the relays keep its running jobs' folders until their lives
+    open them again (``keep``), rather than remove what it does not serve yet."""
+    job = EchoJob(tmp_path / "run" / JOB)
+    there = tmp_path / "node-2" / JOB
+    first = Hub(tmp_path / "links", ("127.0.0.1", 0), credential)
+    first.start()
+    relay = start_relay(first, credential, tmp_path / "node-2")
+    first.serve(JOB, job.folder)
+    inode = there.stat().st_ino
+    relay.stop()
+    assert there.stat().st_ino == inode  # left for the task
+    first.stop()
+
+    again = Hub(tmp_path / "links", ("127.0.0.1", 0), credential)
+    again.keep([JOB])  # in running/ when it started; its life has not opened it yet
+    again.start()
+    relay = start_relay(again, credential, tmp_path / "node-2")
+    try:
+        wait_for(lambda: (there / "model.sock").exists(), 10, "its sockets bound again")
+        assert there.stat().st_ino == inode
+        assert ask(there / "model.sock", b"early") == b""  # kept, not yet served
+        again.serve(JOB, job.folder)
+        assert ask(there / "model.sock", b"later") == b"echo:later"
+        assert there.stat().st_ino == inode
+        again.withdraw(JOB)
+        wait_for(lambda: not there.exists(), 10, "removed once its job ended")
+    finally:
+        relay.stop()
+        again.stop()
+
+
+def test_a_relay_removes_the_folders_of_jobs_the_daemon_no_longer_has(
+    tmp_path: Path, hub: Hub, credential: Path
+) -> None:
+    stale = tmp_path / "node-2" / "20261201T000000Z-gone-000000"  # a relay's before this
+    stale.mkdir(parents=True)
+    (tmp_path / "node-2" / "a-link").symlink_to(tmp_path)  # the daemon's node: not its own
+    relay = start_relay(hub, credential, tmp_path / "node-2")
+    try:
+        wait_for(lambda: not stale.exists(), 10, "the stale folder removed")
+        assert (tmp_path / "node-2" / "a-link").is_symlink()
+    finally:
+        relay.stop()
+
+
+def test_a_job_holds_at_most_max_connections_through_a_relay(
+    tmp_path: Path, hub: Hub, credential: Path
+) -> None:
+    relay = start_relay(hub, credential, tmp_path / "node-2")
+    held: list[socket.socket] = []
+    try:
+        job = EchoJob(tmp_path / "run" / JOB)
+        hub.serve(JOB, job.folder)
+        path = str(tmp_path / "node-2" / JOB / "model.sock")
+        for n in range(wire.MAX_CONNECTIONS + 1):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.settimeout(10)
+            conn.connect(path)
+            conn.sendall(b"%d" % n)
+            held.append(conn)
+        answers = [conn.recv(100) for conn in held[:-1]]
+        assert answers == [b"echo:%d" % n for n in range(wire.MAX_CONNECTIONS)]
+        with contextlib.suppress(ConnectionResetError):  # closed with its bytes unread
+            assert held[-1].recv(100) == b""  # one too many: closed
+        assert oct((tmp_path / "node-2").stat().st_mode & 0o777) == oct(wire.SOCKETS_DIR_MODE)
+    finally:
+        for conn in held:
+            conn.close()
+        relay.stop()

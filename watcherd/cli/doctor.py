@@ -22,6 +22,7 @@ from watcherd.config import Config
 from watcherd.config.notify import WebhookTarget
 from watcherd.job.auth import AuthError, load_api_key
 from watcherd.notify.deliver import DeliveryFailed, read_secret
+from watcherd.relay.credential import CredentialError, client_context
 from watcherd.spool.folders import Layout
 from watcherd.util.fsutil import free_bytes
 
@@ -131,6 +132,8 @@ def run_checks(
         checks += _base_images(engine, dockerfile, worker_created is not None)
     checks.append(_auth(config))
     checks += _containment(config)
+    if config.backend == "swarm":
+        checks.append(_relays(config))
     checks.append(_root_writable(config.root))
     checks.append(_free_disk(config))
     checks.append(_disk_bound(config, engine, worker_created is not None))
@@ -150,6 +153,30 @@ def _swarm(engine: Engine) -> Check:
         "backend swarm: this Engine is not a Swarm manager (jobs wait in the inbox)",
         "docker swarm init (README, Swarm), or set docker_host to a manager",
     )
+
+
+def _relays(config: Config) -> Check:
+    """Whether a Swarm job reaches its model on a node other than the daemon's."""
+    settings = config.relay
+    if settings.listen is None:
+        return Check(
+            "relays", True, "relay.listen is not set: a job's task that Swarm places on "
+            "another node is rejected there (its sockets' folder is served on this node "
+            "only); fine on a one-node swarm", "relay.listen, and `watcherd relay` on "
+            "every other node (README, Swarm, Relays)", warning=True,
+        )  # fmt: skip
+    credential = settings.credential or Layout(config.root).state / "relay.pem"
+    if credential.exists():
+        try:
+            client_context(credential)
+        except CredentialError as exc:
+            return Check("relays", False, str(exc), "chmod 600, or remove it: the daemon "
+                         "makes a new one (then copy it to every node again)")  # fmt: skip
+    host, port = settings.listen
+    return Check(
+        "relays", True, f"relays connect to {host}:{port} with {credential} (made at the "
+        "daemon's first start); every other node runs `watcherd relay` with a copy",
+    )  # fmt: skip
 
 
 def _live_restore(engine: Engine) -> Check:

@@ -154,7 +154,7 @@ class Server:
             self.exit_code = 1
             return False
         try:
-            self._life.start_gateway()  # relays may connect before the first job
+            self._life.start_relays(self.spool.running_ids())
         except (ValueError, OSError) as exc:
             log.error("the relays' listener (config relay:) could not start: %s", exc)
             self.exit_code = 1

@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -541,10 +541,12 @@ class JobLife:
         state.started_at = utc_now()
         state.deadline = time.time() + spec.timeout
 
-    def start_gateway(self) -> None:
-        """Start the gateway now rather than at the first job, where relays will connect to
-        it (otherwise a job starts it)."""
+    def start_relays(self, running: Iterable[str]) -> None:
+        """Where relays connect (config relay.listen), listen now rather than at the first
+        job, and have them keep the folders of the ``running`` jobs a task may still be
+        using until each job's life opens (or ends) it again."""
         if self.gateway.relays is not None and self.config.relay.listen is not None:
+            self.gateway.relays.keep(running)
             self.gateway.start()
 
     def _open_gateway(

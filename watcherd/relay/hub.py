@@ -17,7 +17,7 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,7 +52,9 @@ class Hub:
         self.credential = credential  # made at the first start when there is none
         self._context: ssl.SSLContext | None = None
         self.ready_seconds = ready_seconds
-        self._served: dict[str, Path] = {}  # job id -> the folder of its sockets
+        # Job id -> the folder of its sockets; None: a job a task may still be running for
+        # that this daemon has not opened again yet (after a restart), kept by the relays.
+        self._served: dict[str, Path | None] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -64,7 +66,7 @@ class Hub:
     def start(self) -> None:
         """Make the links' folder; listen for relays if there is an address. Raises
         CredentialError or OSError (an address in use) for the daemon to report."""
-        self.sockets_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.sockets_dir.mkdir(mode=wire.SOCKETS_DIR_MODE, parents=True, exist_ok=True)
         if self.listen is None or self._loop is not None:
             return
         assert self.credential is not None
@@ -83,6 +85,14 @@ class Hub:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop = None
 
+    def keep(self, job_ids: Iterable[str]) -> None:
+        """Jobs whose tasks may run on (after a restart, before their lives open them
+        again): a relay that connects meanwhile keeps their folders, which a running task
+        has mounted and would not see made anew. Each ends with ``withdraw``."""
+        with self._lock:
+            for job_id in job_ids:
+                self._served.setdefault(job_id, None)
+
     def serve(self, job_id: str, folder: Path) -> None:
         """Serve the job's sockets (in ``folder``) wherever its task will run."""
         link = self.sockets_dir / job_id
@@ -96,9 +106,9 @@ class Hub:
 
     def withdraw(self, job_id: str) -> None:
         with self._lock:
-            served = self._served.pop(job_id, None)
-        if served is None:
-            return
+            if job_id not in self._served:
+                return
+            del self._served[job_id]
         with contextlib.suppress(FileNotFoundError):
             (self.sockets_dir / job_id).unlink()
         if self._loop is not None:
@@ -208,16 +218,18 @@ class Hub:
         if name not in wire.SOCKET_NAMES:
             raise wire.WireError(f"socket: not one of {', '.join(wire.SOCKET_NAMES)}")
         with self._lock:
-            served = job_id in self._served
+            served = self._served.get(job_id) is not None
         if not served:
             raise wire.WireError(f"job {job_id} is not served")
+        streams = self._streams.setdefault(job_id, set())
+        if len(streams) >= 2 * wire.MAX_CONNECTIONS:  # two ends each
+            raise wire.WireError(f"job {job_id}: over {wire.MAX_CONNECTIONS} connections")
         try:  # through its link: a short path, whatever the work root's
             local = await asyncio.open_unix_connection(
                 str(self.sockets_dir / job_id / name), limit=wire.STREAM_LIMIT
             )
         except OSError:
             return  # its egress socket when it has no egress: refused as on its node
-        streams = self._streams.setdefault(job_id, set())
         streams.update((writer, local[1]))
         try:
             await wire.splice((reader, writer), local)

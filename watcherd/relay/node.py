@@ -43,7 +43,7 @@ class Relay:
     async def run(self) -> None:
         """Serve until cancelled: reconnect whenever the daemon goes (its jobs' sockets
         stay meanwhile, and the daemon's list puts them right when it is back)."""
-        self.sockets_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.sockets_dir.mkdir(mode=wire.SOCKETS_DIR_MODE, parents=True, exist_ok=True)
         try:
             while True:
                 try:
@@ -52,9 +52,13 @@ class Relay:
                     log.warning("relay: the daemon at %s:%d: %s", *self.address, exc)
                 await asyncio.sleep(BACKOFF[min(self.failures, len(BACKOFF) - 1)])
                 self.failures += 1
-        finally:
-            for job_id in list(self._jobs):
-                await self._withdraw(job_id)
+        finally:  # its folders stay: a running task has one mounted, and a relay started
+            for servers in self._jobs.values():  # again binds its sockets there anew
+                for server in servers:
+                    server.close()
+            for writers in self._connections.values():
+                for writer in list(writers):
+                    writer.close()
 
     async def _control(self) -> None:
         reader, writer = await self._connect()
@@ -89,6 +93,9 @@ class Relay:
         wanted = {wire.job_id_of({"id": job_id}, "id") for job_id in ids}
         for job_id in set(self._jobs) - wanted:
             await self._withdraw(job_id)
+        for folder in self.sockets_dir.iterdir():  # left by a relay before this one
+            if folder.name not in wanted and folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
         for job_id in wanted - set(self._jobs):
             await self._serve(job_id)
 
@@ -98,7 +105,7 @@ class Relay:
         folder = self.sockets_dir / job_id
         if folder.is_symlink():
             return  # the daemon's own node: it serves its jobs there itself
-        folder.mkdir(mode=0o755, exist_ok=True)
+        folder.mkdir(mode=0o755, exist_ok=True)  # one left by a relay before: used again
         servers = []
         for name in wire.SOCKET_NAMES:
             handler = self._handler(job_id, name)
@@ -126,6 +133,9 @@ class Relay:
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             connections = self._connections.setdefault(job_id, set())
+            if len(connections) >= wire.MAX_CONNECTIONS:
+                await wire.close(writer)
+                return
             connections.add(writer)
             try:
                 daemon = await self._connect()

@@ -19,6 +19,10 @@ MAX_LINE = 1024
 FIRST_LINE_SECONDS = 10.0
 STREAM_LIMIT = 256 * 1024  # bytes read at once while relaying
 SOCKET_NAMES = ("model.sock", "egress.sock")
+# Connections of one job carried at once: its agent needs a few (the gateway serves at most
+# 32 calls of a job at once); more would only spend the daemon's descriptors.
+MAX_CONNECTIONS = 64
+SOCKETS_DIR_MODE = 0o711  # a job's folder is reached by its name, never listed
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
