@@ -246,13 +246,14 @@ def test_daemon_runs_a_job_under_memory_deny_write_execute(
     assert daemon.stop() == 0
 
 
-def test_the_serve_unit_is_accepted_and_holds_no_capability(
-    systemd_analyze: str, tmp_path: Path
+@pytest.mark.parametrize("command", ["serve", "relay"])
+def test_the_serve_and_relay_units_are_accepted_and_hold_no_capability(
+    systemd_analyze: str, tmp_path: Path, command: str
 ) -> None:
-    shipped = CHECKOUT / "systemd" / "watcherd-serve.service"
+    shipped = CHECKOUT / "systemd" / f"watcherd-{command}.service"
     text = shipped.read_text()
-    assert text.count("ExecStart=/usr/local/bin/watcherd serve") == 1
-    path = tmp_path / "watcherd-serve.service"
+    assert text.count(f"ExecStart=/usr/local/bin/watcherd {command}") == 1
+    path = tmp_path / f"watcherd-{command}.service"
     path.write_text(text.replace("ExecStart=/usr/local/bin/watcherd ",
                                  f"ExecStart={sys.executable} -m watcherd.cli "))  # fmt: skip
     result = subprocess.run([systemd_analyze, "verify", str(path)], capture_output=True,

@@ -123,8 +123,10 @@ class Hub:
         return str(host), int(port)
 
     def relays(self) -> list[str]:
-        """The nodes whose relays are connected (for status and tests)."""
-        return sorted(relay.node for relay in self._relays)
+        """The nodes whose relays are connected."""
+        if self._loop is None:
+            return []
+        return self._call(self._nodes())
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None
@@ -138,6 +140,9 @@ class Hub:
             self._on_connection, *self.listen, ssl=self._context, ssl_handshake_timeout=10,
             limit=wire.STREAM_LIMIT,
         )  # fmt: skip
+
+    async def _nodes(self) -> list[str]:
+        return sorted(relay.node for relay in self._relays)
 
     async def _stop(self) -> None:
         if self._server is not None:
