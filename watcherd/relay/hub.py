@@ -147,11 +147,9 @@ class Hub:
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for relay in list(self._relays):
-            await wire.close(relay.writer)
-        for writers in list(self._streams.values()):
-            for writer in list(writers):
-                await wire.close(writer)
+        writers = [relay.writer for relay in self._relays]
+        writers += [writer for job in self._streams.values() for writer in job]
+        await asyncio.gather(*(wire.close(writer) for writer in writers))
 
     async def _announce(self, job_id: str) -> None:
         waiting = []
@@ -171,8 +169,8 @@ class Hub:
     async def _withdraw(self, job_id: str) -> None:
         for relay in list(self._relays):
             relay.tell(wire.encode(close=job_id))
-        for writer in list(self._streams.pop(job_id, ())):
-            await wire.close(writer)
+        writers = self._streams.pop(job_id, set())
+        await asyncio.gather(*(wire.close(writer) for writer in writers))
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

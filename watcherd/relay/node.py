@@ -121,8 +121,8 @@ class Relay:
             return
         for server in servers:
             server.close()
-        for writer in list(self._connections.pop(job_id, ())):
-            await wire.close(writer)
+        writers = self._connections.pop(job_id, set())
+        await asyncio.gather(*(wire.close(writer) for writer in writers))
         folder = self.sockets_dir / job_id
         if not folder.is_symlink():
             shutil.rmtree(folder, ignore_errors=True)
