@@ -156,7 +156,7 @@ class Server:
         try:
             self._life.start_relays(self.spool.running_ids())
         except (ValueError, OSError) as exc:
-            log.error("the relays' listener (config relay:) could not start: %s", exc)
+            log.error("relays (config relay:, README Swarm): could not start: %s", exc)
             self.exit_code = 1
             return False
         self._recover()

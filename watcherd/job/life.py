@@ -542,10 +542,11 @@ class JobLife:
         state.deadline = time.time() + spec.timeout
 
     def start_relays(self, running: Iterable[str]) -> None:
-        """Where relays connect (config relay.listen), listen now rather than at the first
-        job, and have them keep the folders of the ``running`` jobs a task may still be
-        using until each job's life opens (or ends) it again."""
-        if self.gateway.relays is not None and self.config.relay.listen is not None:
+        """On Swarm, make the sockets' links folder now, and where relays connect (config
+        relay.listen) listen now rather than at the first job, with the relays told to keep
+        the folders of the ``running`` jobs a task may still be using until each job's life
+        opens (or ends) it again. Raises what keeps them from starting."""
+        if self.gateway.relays is not None:
             self.gateway.relays.keep(running)
             self.gateway.start()
 
