@@ -13,6 +13,9 @@ All of it on 127.0.0.1 or unix sockets in a scratch folder; nothing else is cont
   of its own as it is in the daemon's;
 - the forwarder: ``socat TCP-LISTEN:0,bind=127.0.0.1,reuseaddr,fork UNIX-CONNECT:SOCK``, as
   image/entrypoint.sh starts it in a job's container (left out when socat is missing);
+- a relay (``watcherd relay``, a process of its own) in front of the gateway's hub (in the
+  gateway's process, as in the daemon's): the path of a Swarm job on another node, over
+  TLS on 127.0.0.1 (no network between nodes is timed);
 - the client, here: HTTP/1.1 on a plain kept-alive socket, de-chunked by hand, as cheap on
   every path so that the differences are the gateway's (and the forwarder's).
 
@@ -57,6 +60,8 @@ EVENT_SIZE = 16 * 1024  # the throughput response's events
 TICK = 0.05  # the concurrent streams: one event every 50 ms
 WARM_UP = 5  # calls on each path before the first-byte samples
 RECV = 256 * 1024
+WHERE = {"gateway": "unix socket", "gateway+socat": "through socat",
+         "gateway+relay": "through a relay, TLS"}  # fmt: skip
 NODELAY = "gateway+socat nodelay"  # the forwarder with TCP_NODELAY, when the image's has not
 
 
@@ -178,6 +183,8 @@ def measure(base: Path, plan: Plan) -> Measured:
         if plan.forwarder:
             forwarded = stack.enter_context(_forwarder(jobs[0]["socket"], options, base))
             paths["gateway+socat"] = Http(forwarded, "/m0/responses", jobs[0]["token"])
+        relayed = stack.enter_context(_relay(jobs[0], base))
+        paths["gateway+relay"] = Http(relayed, "/m0/responses", jobs[0]["token"])
         first_paths = dict(paths)
         if plan.forwarder and "nodelay" not in options.split(","):
             # The image's forwarder writes to the agent's TCP socket with Nagle on: how the
@@ -204,7 +211,7 @@ def measure(base: Path, plan: Plan) -> Measured:
 def figures(plan: Plan, m: Measured) -> list[Figure]:
     out = []
     direct = m.first_ms["direct"]
-    for path, where in (("gateway", "unix socket"), ("gateway+socat", "through socat")):
+    for path, where in WHERE.items():
         if path not in m.first_ms:
             continue
         samples = m.first_ms[path]
@@ -225,7 +232,7 @@ def figures(plan: Plan, m: Measured) -> list[Figure]:
                 )
             )
     floor = statistics.median(m.rates["direct"])
-    for path, where in (("gateway", "unix socket"), ("gateway+socat", "through socat")):
+    for path, where in WHERE.items():
         if path not in m.rates:
             continue
         rate = statistics.median(m.rates[path])
@@ -537,6 +544,27 @@ def _forwarder(sock: str, options: str, base: Path) -> Iterator[tuple[str, int]]
         reap(proc, 10)
 
 
+@contextlib.contextmanager
+def _relay(job: dict[str, Any], base: Path) -> Iterator[str]:
+    """``watcherd relay`` connected to the gateway's hub; yields the job's socket there."""
+    folder = base / "relay"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watcherd", "--root", str(base), "relay", "--connect",
+         f"127.0.0.1:{job['relay']}", "--credential", job["credential"], "--sockets-dir",
+         str(folder)],
+        cwd=CHECKOUT, env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=(base / "relay.log").open("ab"), preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    sock = folder / job["id"] / "model.sock"
+    try:
+        wait_for(sock.exists, 30, "the relay's socket")
+        yield str(sock)
+    finally:
+        proc.terminate()
+        reap(proc, 10)
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM when the benchmark goes, however it goes."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -554,9 +582,12 @@ def _until_parent_goes() -> None:
 def _serve_gateway(upstream: str, folder: Path, count: int) -> None:
     from watcherd.gateway.grants import Grant, Upstream, new_token
     from watcherd.gateway.server import Gateway
+    from watcherd.relay.hub import Hub
 
-    gateway = Gateway()
+    hub = Hub(folder / "links", ("127.0.0.1", 0), folder / "relay.pem")
+    gateway = Gateway(relays=hub)
     gateway.start()
+    assert hub.address is not None
     try:
         jobs = []
         for n in range(count):
@@ -568,7 +599,15 @@ def _serve_gateway(upstream: str, folder: Path, count: int) -> None:
             )
             (folder / f"job{n}").mkdir()
             sock = gateway.open(grant, folder / f"job{n}")
-            jobs.append({"socket": str(sock), "token": grant.token})
+            jobs.append(
+                {
+                    "socket": str(sock),
+                    "token": grant.token,
+                    "id": grant.job_id,
+                    "relay": hub.address[1],
+                    "credential": str(hub.credential),
+                }
+            )
         print(json.dumps(jobs), flush=True)
         _until_parent_goes()
     finally:
