@@ -85,6 +85,19 @@ def hub(tmp_path: Path, credential: Path) -> Iterator[Hub]:
     hub.stop()
 
 
+@pytest.fixture
+def job(tmp_path: Path) -> EchoJob:
+    return EchoJob(tmp_path / "run" / JOB)
+
+
+@pytest.fixture
+def relay(tmp_path: Path, hub: Hub, credential: Path) -> Iterator[RelayThread]:
+    """A relay on "node-2" (its own folder), connected to ``hub``."""
+    relay = start_relay(hub, credential, tmp_path / "node-2")
+    yield relay
+    relay.stop()
+
+
 def start_relay(hub: Hub, credential: Path, folder: Path, node: str = "node-2") -> RelayThread:
     assert hub.address is not None
     relay = RelayThread(Relay(hub.address, client_context(credential), folder, node=node))
@@ -101,28 +114,22 @@ def ask(path: Path, data: bytes) -> bytes:
 
 
 def test_a_jobs_socket_is_served_on_the_other_node_and_carried_back(
-    tmp_path: Path, hub: Hub, credential: Path
+    tmp_path: Path, hub: Hub, relay: RelayThread, job: EchoJob
 ) -> None:
-    relay = start_relay(hub, credential, tmp_path / "node-2")
-    try:
-        job = EchoJob(tmp_path / "run" / JOB)
-        hub.serve(JOB, job.folder)  # returns once the relay says its sockets are there
-        there = tmp_path / "node-2" / JOB
-        assert there.is_dir() and not there.is_symlink()
-        assert (tmp_path / "links" / JOB).resolve() == job.folder  # this node: a link
-        assert ask(there / "model.sock", b"hello") == b"echo:hello"
-        assert (there / "model.sock").stat().st_mode & 0o777 == 0o666
-        hub.withdraw(JOB)
-        wait_for(lambda: not there.exists(), 10, "the job's folder gone on the other node")
-        assert not (tmp_path / "links" / JOB).exists()
-    finally:
-        relay.stop()
+    hub.serve(JOB, job.folder)  # returns once the relay says its sockets are there
+    there = tmp_path / "node-2" / JOB
+    assert there.is_dir() and not there.is_symlink()
+    assert (tmp_path / "links" / JOB).resolve() == job.folder  # this node: a link
+    assert ask(there / "model.sock", b"hello") == b"echo:hello"
+    assert (there / "model.sock").stat().st_mode & 0o777 == 0o666
+    hub.withdraw(JOB)
+    wait_for(lambda: not there.exists(), 10, "the job's folder gone on the other node")
+    assert not (tmp_path / "links" / JOB).exists()
 
 
 def test_a_relay_that_connects_later_is_given_the_jobs_already_served(
-    tmp_path: Path, hub: Hub, credential: Path
+    tmp_path: Path, hub: Hub, credential: Path, job: EchoJob
 ) -> None:
-    job = EchoJob(tmp_path / "run" / JOB)
     hub.serve(JOB, job.folder)
     relay = start_relay(hub, credential, tmp_path / "node-2")
     try:
@@ -133,20 +140,17 @@ def test_a_relay_that_connects_later_is_given_the_jobs_already_served(
         relay.stop()
 
 
-def test_a_connection_cut_when_its_job_ends(tmp_path: Path, hub: Hub, credential: Path) -> None:
-    relay = start_relay(hub, credential, tmp_path / "node-2")
-    try:
-        job = EchoJob(tmp_path / "run" / JOB)
-        hub.serve(JOB, job.folder)
-        with socket.socket(socket.AF_UNIX) as conn:
-            conn.settimeout(10)
-            conn.connect(str(tmp_path / "node-2" / JOB / "model.sock"))
-            conn.sendall(b"a")
-            assert conn.recv(100) == b"echo:a"
-            hub.withdraw(JOB)
-            assert conn.recv(100) == b""  # ended, not left open
-    finally:
-        relay.stop()
+def test_a_connection_cut_when_its_job_ends(
+    tmp_path: Path, hub: Hub, relay: RelayThread, job: EchoJob
+) -> None:
+    hub.serve(JOB, job.folder)
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(10)
+        conn.connect(str(tmp_path / "node-2" / JOB / "model.sock"))
+        conn.sendall(b"a")
+        assert conn.recv(100) == b"echo:a"
+        hub.withdraw(JOB)
+        assert conn.recv(100) == b""  # ended, not left open
 
 
 def test_no_relay_without_the_credential(tmp_path: Path, hub: Hub) -> None:
@@ -259,26 +263,20 @@ def test_a_relay_removes_the_folders_of_jobs_the_daemon_no_longer_has(
 
 
 def test_a_job_holds_at_most_max_connections_through_a_relay(
-    tmp_path: Path, hub: Hub, credential: Path
+    tmp_path: Path, hub: Hub, relay: RelayThread, job: EchoJob
 ) -> None:
-    relay = start_relay(hub, credential, tmp_path / "node-2")
-    held: list[socket.socket] = []
-    try:
-        job = EchoJob(tmp_path / "run" / JOB)
-        hub.serve(JOB, job.folder)
-        path = str(tmp_path / "node-2" / JOB / "model.sock")
+    hub.serve(JOB, job.folder)
+    path = str(tmp_path / "node-2" / JOB / "model.sock")
+    with contextlib.ExitStack() as held:
+        conns = []
         for n in range(wire.MAX_CONNECTIONS + 1):
-            conn = socket.socket(socket.AF_UNIX)
+            conn = held.enter_context(socket.socket(socket.AF_UNIX))
             conn.settimeout(10)
             conn.connect(path)
             conn.sendall(b"%d" % n)
-            held.append(conn)
-        answers = [conn.recv(100) for conn in held[:-1]]
+            conns.append(conn)
+        answers = [conn.recv(100) for conn in conns[:-1]]
         assert answers == [b"echo:%d" % n for n in range(wire.MAX_CONNECTIONS)]
         with contextlib.suppress(ConnectionResetError):  # closed with its bytes unread
-            assert held[-1].recv(100) == b""  # one too many: closed
-        assert oct((tmp_path / "node-2").stat().st_mode & 0o777) == oct(wire.SOCKETS_DIR_MODE)
-    finally:
-        for conn in held:
-            conn.close()
-        relay.stop()
+            assert conns[-1].recv(100) == b""  # one too many: closed
+    assert oct((tmp_path / "node-2").stat().st_mode & 0o777) == oct(wire.SOCKETS_DIR_MODE)
