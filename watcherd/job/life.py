@@ -845,6 +845,9 @@ class JobLife:
         self.on_finished(job, self.config)  # queues notifications; never raises or blocks
         self.spool.drop_state(job.job_id)
         self.cancels.drop(job.job_id)  # done with, whatever ended the job
+        # Nothing of a filed job is served: no grant, no relay's folder (one kept for it
+        # since a restart, when it was filed without being opened again).
+        self.gateway.close(job.job_id)
         # The job is filed: what is left needs no slot. Its exited container (the one this
         # life knows, else whatever the Engine has under its id) is removed behind it; a
         # crash first leaves a finished container of a filed job, which the next start
