@@ -1,8 +1,9 @@
 """``watcherd relay``: a node's end. It keeps a control connection to the daemon, makes
 ``<sockets_dir>/<id>/`` with the job's two sockets for every job the daemon serves (a task
 of the job placed on this node mounts that folder), and carries each connection made to
-them to the daemon over a TLS connection of its own. It holds no key and no token: what
-reaches the daemon is checked there as any job's call.
+them to the daemon over a TLS connection of its own. It holds no key, and reads none of
+the bytes it carries (a job's token among them): what reaches the daemon is checked there
+as any job's call.
 """
 
 from __future__ import annotations
