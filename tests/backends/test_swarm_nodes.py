@@ -6,6 +6,7 @@ job. Slow (about two minutes): `pytest -m slow` runs these too."""
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from tests.support.helpers import (
     DaemonProcess,
     StartDaemon,
     exit_record,
+    files_holding,
     wait_finished,
     wait_for,
     write_job,
@@ -177,12 +179,16 @@ def test_a_job_on_another_node_reaches_its_model_through_that_nodes_relay_and_no
     began = time.time()
     TwoNodeSwarm.load(swarm.worker, [DEFAULT_IMAGE])
     swarm.label(swarm.worker, **{"watcherd-test": "target"})
-    daemon = codex_on_the_swarm(start_daemon, swarm, model, tmp_path)
+    key = "sk-CANARY-" + secrets.token_hex(12)
+    daemon = codex_on_the_swarm(start_daemon, swarm, model, tmp_path, key)
     port = daemon.config["relay"]["listen"].rsplit(":", 1)[1]
     targets = [f"{RELAY_HOST}/{port}", "10.213.0.3/2377", "10.213.0.2/2377", "127.0.0.1/2377"]
     probe = ("for t in " + " ".join(targets) + "; do if timeout 3 bash -c \"exec 3<>/dev/tcp/$t\""
              " 2>/dev/null; then echo \"$t open\"; else echo \"$t closed\"; fi; done"
-             " > /work/out/reach.txt; ls /run/watcherd > /work/out/sockets.txt")  # fmt: skip
+             " > /work/out/reach.txt; ls /run/watcherd > /work/out/sockets.txt;"
+             " cat /proc/*/environ /proc/*/cmdline > /work/out/procs.txt 2>/dev/null;"
+             " grep -rIa sk-CANARY /run /tmp $HOME /work 2>/dev/null | head -c 4096"
+             " > /work/out/found.txt; true")  # fmt: skip
     model.steps += [Step("tool", probe, {"yield_time_ms": 30000}), Step("message", "done")]
     write_job(work_root / "inbox", "model.yaml", repo_url=git_server.url("demo.git"),
               prompt="look around", pool="elsewhere", retries=0)  # fmt: skip
@@ -196,7 +202,9 @@ def test_a_job_on_another_node_reaches_its_model_through_that_nodes_relay_and_no
     calls = [json.loads(line) for line in (out / "model-calls.jsonl").read_text().splitlines()]
     assert len(calls) >= 2 and all(c["status"] == 200 for c in calls), calls
     assert exit_record(work_root, path)["usage"]["input_tokens"] > 0  # the gateway's count
-    assert model.authorizations and set(model.authorizations) == {"Bearer test-key"}
+    assert model.authorizations and set(model.authorizations) == {f"Bearer {key}"}
+    assert (out / "procs.txt").stat().st_size > 0  # it looked, and found no key:
+    assert files_holding(work_root, key.encode()) == []
     job_id = out.name
     assert f"serving job {job_id}" in swarm.relay_log()
     wait_for(lambda: f"job {job_id} withdrawn" in swarm.relay_log(), 30, "withdrawn there")
@@ -235,15 +243,15 @@ def test_a_job_on_another_node_keeps_its_model_when_the_daemon_and_the_relay_res
 
 
 def codex_on_the_swarm(
-    start_daemon: StartDaemon, swarm: TwoNodeSwarm, model: ScriptedModel, tmp_path: Path
-) -> DaemonProcess:
+    start_daemon: StartDaemon, swarm: TwoNodeSwarm, model: ScriptedModel, tmp_path: Path,
+    key: str = "test-key",
+) -> DaemonProcess:  # fmt: skip
     auth = tmp_path / "auth"
     auth.mkdir()
     (auth / "config.toml").write_text(codex_config(model.base_url))
     return on_the_swarm(
         start_daemon, swarm, image=DEFAULT_IMAGE, auth_mode="login", auth_dirs=[str(auth)],
-        allowed_protocols=["git"], extra_env={"SCRIPTED_API_KEY": "test-key"},
-        default_timeout=120,
+        allowed_protocols=["git"], extra_env={"SCRIPTED_API_KEY": key}, default_timeout=120,
     )  # fmt: skip
 
 
