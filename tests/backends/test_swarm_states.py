@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from watcherd.backends import NO_EXIT_CODE
+from watcherd.backends.base import Gone
+from watcherd.backends.spec import ContainerSpec
 from watcherd.backends.swarm import SwarmRunner
 from watcherd.backends.swarmservice import node_may_take
 
@@ -33,6 +35,15 @@ class FakeAPI:
 
     def inspect_container(self, container: str) -> dict[str, Any]:
         return {"State": {"Status": "exited", "ExitCode": 137, "OOMKilled": True}}
+
+    def inspect_image(self, image: str) -> dict[str, Any]:
+        if image != "worker:1":
+            raise Gone(f"no such image: {image}")
+        return {"Id": "sha256:" + "ab" * 32}
+
+    def create_service(self, template: dict[str, Any], **kwargs: Any) -> dict[str, str]:
+        self.created = template["ContainerSpec"]["Image"]
+        return {"ID": "svc"}
 
 
 class FakeClient:
@@ -127,6 +138,27 @@ def test_this_nodes_own_state_is_not_asked_for_while_its_container_is_made() -> 
     """The Engine answering is this node's: the task is pending, not lost with its node."""
     found = runner_with(task("preparing", node=HERE), node_down=True).inspect("svc")
     assert (found.status, found.lost) == ("pending", False)
+
+
+@pytest.mark.parametrize(
+    ("image", "placement", "given"),
+    [
+        ("worker:1", (f"node.id=={HERE}",), "sha256:" + "ab" * 32),  # only here: by its ID
+        ("worker:1", (), "worker:1"),  # another node may take it: its own image of the name
+        ("missing:1", (f"node.id=={HERE}",), "missing:1"),  # not here: Swarm says why
+    ],
+)
+def test_a_task_only_this_node_can_take_names_its_image_by_id_so_swarm_pulls_nothing(
+    image: str, placement: tuple[str, ...], given: str
+) -> None:
+    runner = runner_with()
+    spec = ContainerSpec(
+        name="watcherd-x", image=image, user="1000:1000", environment={}, mounts=(),
+        labels={}, network_mode="bridge", mem_limit=2**28, nano_cpus=10**9, pids_limit=64,
+        log_max_size=2**20, placement=placement,
+    )  # fmt: skip
+    assert runner.start(spec) == "svc"
+    assert runner.docker._client.api.created == given
 
 
 def test_the_newest_task_counts() -> None:

@@ -119,6 +119,8 @@ class SwarmRunner:
             )
         if spec.network_mode == "none":
             spec = dataclasses.replace(spec, network_mode=self._contained_network())
+        if f"node.id=={self.node_id}" in spec.placement:
+            spec = dataclasses.replace(spec, image=self._image_here(spec.image))
         created = self.docker.call(
             lambda: self.client.api.create_service(
                 task_template(spec), name=spec.name, labels=dict(spec.labels),
@@ -126,6 +128,18 @@ class SwarmRunner:
             )
         )  # fmt: skip
         return str(created["ID"])
+
+    def _image_here(self, image: str) -> str:
+        """For a task only this node can take: its image by this Engine's ID for it. Given
+        a name, Swarm first tries to pull it from a registry for every task (a round trip
+        before its container is made, failing for a locally built image); an ID it does
+        not pull. An image this Engine lacks keeps its name (the task then fails with
+        Swarm's reason, as before)."""
+        try:
+            found = self.docker.call(lambda: self.client.api.inspect_image(image))
+        except Gone:
+            return image
+        return str(found.get("Id") or image)
 
     def _contained_network(self) -> str:
         """Swarm has no "none" network for services: a job with no network of its own gets
