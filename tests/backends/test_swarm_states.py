@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from watcherd.backends import NO_EXIT_CODE
+from watcherd.backends.base import Gone
+from watcherd.backends.spec import ContainerSpec
 from watcherd.backends.swarm import SwarmRunner
 from watcherd.backends.swarmservice import node_may_take
 
@@ -33,6 +35,15 @@ class FakeAPI:
 
     def inspect_container(self, container: str) -> dict[str, Any]:
         return {"State": {"Status": "exited", "ExitCode": 137, "OOMKilled": True}}
+
+    def inspect_image(self, image: str) -> dict[str, Any]:
+        if image != "worker:1":
+            raise Gone(f"no such image: {image}")
+        return {"Id": "sha256:" + "ab" * 32}
+
+    def create_service(self, template: dict[str, Any], **kwargs: Any) -> dict[str, str]:
+        self.created = template["ContainerSpec"]["Image"]
+        return {"ID": "svc"}
 
 
 class FakeClient:
@@ -100,6 +111,54 @@ def test_a_local_containers_end_is_read_before_its_task_record_follows() -> None
     running_here = task("running", node=HERE, ContainerStatus={"ContainerID": "c1"})
     found = runner_with(running_here).inspect("svc")
     assert (found.status, found.exit_code, found.oom_killed) == ("exited", 137, True)
+
+
+def test_a_local_containers_die_event_ends_the_wait_before_its_record_or_engine_say_so() -> None:
+    """Its exit code from the event (the Engine's wait or inspect answer only after its
+    clean-up, the record later still); none within the slice: the record and the
+    container are asked, as before."""
+    running_here = task("running", node=HERE, ContainerStatus={"ContainerID": "c1"})
+    runner = runner_with(running_here)
+    asked: list[tuple[str, float]] = []
+    runner.docker.exit_event = lambda container, timeout: asked.append((container, timeout)) or 3
+    assert runner.wait("svc", 1.0) == 3
+    assert asked and asked[0][0] == "c1" and 0 < asked[0][1] <= 1.0
+    runner.docker.exit_event = lambda container, timeout: None
+    assert runner.wait("svc", 1.0) == 137  # the container's own state (the fake's)
+
+
+def test_an_ended_record_is_read_without_waiting_for_an_event() -> None:
+    done_here = task("complete", node=HERE, ContainerStatus={"ContainerID": "c1", "ExitCode": 0})
+    runner = runner_with(done_here)
+    runner.docker.exit_event = lambda container, timeout: pytest.fail("no event needed")
+    assert runner.wait("svc", 1.0) == 0
+
+
+def test_this_nodes_own_state_is_not_asked_for_while_its_container_is_made() -> None:
+    """The Engine answering is this node's: the task is pending, not lost with its node."""
+    found = runner_with(task("preparing", node=HERE), node_down=True).inspect("svc")
+    assert (found.status, found.lost) == ("pending", False)
+
+
+@pytest.mark.parametrize(
+    ("image", "placement", "given"),
+    [
+        ("worker:1", (f"node.id=={HERE}",), "sha256:" + "ab" * 32),  # only here: by its ID
+        ("worker:1", (), "worker:1"),  # another node may take it: its own image of the name
+        ("missing:1", (f"node.id=={HERE}",), "missing:1"),  # not here: Swarm says why
+    ],
+)
+def test_a_task_only_this_node_can_take_names_its_image_by_id_so_swarm_pulls_nothing(
+    image: str, placement: tuple[str, ...], given: str
+) -> None:
+    runner = runner_with()
+    spec = ContainerSpec(
+        name="watcherd-x", image=image, user="1000:1000", environment={}, mounts=(),
+        labels={}, network_mode="bridge", mem_limit=2**28, nano_cpus=10**9, pids_limit=64,
+        log_max_size=2**20, placement=placement,
+    )  # fmt: skip
+    assert runner.start(spec) == "svc"
+    assert runner.docker._client.api.created == given
 
 
 def test_the_newest_task_counts() -> None:
