@@ -25,7 +25,6 @@ from tests.support.helpers import (
     wait_for,
     write_job,
 )
-from watcherd.backends.dockerapi import DockerAPI
 from watcherd.config.relay import DEFAULT_SOCKETS_DIR
 
 pytestmark = pytest.mark.docker
@@ -65,24 +64,6 @@ def status(daemon: Any) -> dict[str, Any]:
     )  # fmt: skip
     result: dict[str, Any] = json.loads(done.stdout)
     return result
-
-
-def test_a_containers_die_event_gives_its_exit_code_also_once_it_has_died(
-    docker_client: docker.DockerClient, behave: str
-) -> None:
-    """What the backend waits on for a task on this node: nothing while the container
-    runs, its exit code as it dies, and again when asked afterwards (the Engine replays
-    the event)."""
-    container = docker_client.containers.run(
-        behave, entrypoint=["bash", "-c", "sleep 1; exit 3"], network_mode="none", detach=True
-    )
-    try:
-        api = DockerAPI()
-        assert api.exit_event(container.id, 0.2) is None
-        assert api.exit_event(container.id, 30.0) == 3
-        assert api.exit_event(container.id, 0.0) == 3
-    finally:
-        container.remove(force=True)
 
 
 def test_a_job_is_a_hardened_replicated_job_that_reserves_what_it_may_use(

@@ -113,33 +113,6 @@ def test_a_local_containers_end_is_read_before_its_task_record_follows() -> None
     assert (found.status, found.exit_code, found.oom_killed) == ("exited", 137, True)
 
 
-def test_a_local_containers_die_event_ends_the_wait_before_its_record_or_engine_say_so() -> None:
-    """Its exit code from the event (the Engine's wait or inspect answer only after its
-    clean-up, the record later still); none within the slice: the record and the
-    container are asked, as before."""
-    running_here = task("running", node=HERE, ContainerStatus={"ContainerID": "c1"})
-    runner = runner_with(running_here)
-    asked: list[tuple[str, float]] = []
-    runner.docker.exit_event = lambda container, timeout: asked.append((container, timeout)) or 3
-    assert runner.wait("svc", 1.0) == 3
-    assert asked and asked[0][0] == "c1" and 0 < asked[0][1] <= 1.0
-    runner.docker.exit_event = lambda container, timeout: None
-    assert runner.wait("svc", 1.0) == 137  # the container's own state (the fake's)
-
-
-def test_an_ended_record_is_read_without_waiting_for_an_event() -> None:
-    done_here = task("complete", node=HERE, ContainerStatus={"ContainerID": "c1", "ExitCode": 0})
-    runner = runner_with(done_here)
-    runner.docker.exit_event = lambda container, timeout: pytest.fail("no event needed")
-    assert runner.wait("svc", 1.0) == 0
-
-
-def test_this_nodes_own_state_is_not_asked_for_while_its_container_is_made() -> None:
-    """The Engine answering is this node's: the task is pending, not lost with its node."""
-    found = runner_with(task("preparing", node=HERE), node_down=True).inspect("svc")
-    assert (found.status, found.lost) == ("pending", False)
-
-
 @pytest.mark.parametrize(
     ("image", "placement", "given"),
     [

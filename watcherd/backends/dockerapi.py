@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import secrets
 import tarfile
 import time
@@ -13,7 +12,6 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-import urllib3.exceptions
 
 from watcherd.backends.base import (
     ContainerState,
@@ -28,10 +26,6 @@ DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestExcep
 PROBE_LABEL = "watcherd.probe"
 PROBE_LIMIT = 64 * 1024
 PROBE_LEFTOVER_SECONDS = 600.0  # an older probe container is a crashed daemon's
-# How far back a container's "die" event is looked for: any will do (see exit_event), so
-# this only bounds the Engine's replay (it keeps its last 256 events) and absorbs a skew
-# between this host's clock and a remote Engine's.
-DIE_LOOKBACK_SECONDS = 300.0
 
 
 def translate(exc: Exception) -> RunnerError:
@@ -101,37 +95,6 @@ class DockerAPI:
         except DOCKER_ERRORS as exc:
             raise translate(exc) from exc
         return int(result.get("StatusCode", -1))
-
-    def exit_event(self, container: str, timeout: float) -> int | None:
-        """The exit code in a container's "die" event, or None if none comes within
-        ``timeout`` seconds (or the stream fails: the caller then asks the Engine as
-        before). The event is sent as the container exits; the Engine's wait and inspect
-        answer only once it has cleaned up after it (unmounts, networks), 60-250 ms later.
-        A past event is replayed from the Engine's buffer, so a container that already
-        died is answered at once: only for a container that dies once (never restarted)."""
-        api = self.client.api
-        now = time.time()
-        params = {
-            "since": f"{now - DIE_LOOKBACK_SECONDS:.9f}",
-            "until": f"{now + max(timeout, 0.0):.9f}",  # the Engine ends the stream then
-            "filters": json.dumps(
-                {"type": ["container"], "container": [container], "event": ["die"]}
-            ),
-        }
-        try:
-            response = api._get(api._url("/events"), params=params, stream=True,
-                                timeout=timeout + self._api_timeout)  # fmt: skip
-            try:
-                api._raise_for_status(response)
-                for event in api._stream_helper(response, decode=True):
-                    code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
-                    if code is not None and str(code).lstrip("-").isdigit():
-                        return int(code)
-            finally:
-                response.close()
-        except (*DOCKER_ERRORS, urllib3.exceptions.HTTPError, OSError, ValueError):
-            pass  # cut, timed out or garbled: the caller's next call says what is wrong
-        return None
 
     def signal_container(self, container: str, signal: str = "SIGKILL") -> None:
         try:

@@ -15,6 +15,7 @@ whose node is down is lost.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -220,22 +221,18 @@ class SwarmRunner:
         deadline = time.monotonic() + timeout
         while True:
             task = self._task(handle)
-            container = self._local_container(task)
-            if container is not None and task is not None and not self._ended(task):
-                # Its container is here, being started or running: its "die" event says
-                # its end at once, where the task's record follows 100 ms or more later,
-                # and the Engine's own wait or inspect only after its clean-up. The
-                # slot goes back that much sooner.
-                code = self.docker.exit_event(container, deadline - time.monotonic())
-                if code is not None:
-                    return code
-                task = self._task(handle)  # none yet: the record and the container say why
             state = self._state(handle, task)
             if state.finished:
                 return NO_EXIT_CODE if state.exit_code is None else state.exit_code
+            container = self._local_container(task)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
+            if container is not None and state.status == "running":
+                # Its task's record follows the container's exit a moment later.
+                with contextlib.suppress(Gone):  # gone meanwhile: the next look says so
+                    return self.docker.wait_container(container, remaining)
+                continue
             pause = STARTING_POLL_SECONDS if state.status == "pending" else POLL_SECONDS
             time.sleep(min(pause, remaining))
 
@@ -278,7 +275,7 @@ class SwarmRunner:
             ended = self._container_state(container)
             if ended is not None:
                 return ended
-        elif task.get("NodeID") not in (None, "", self.node_id):  # this one just answered
+        elif task.get("NodeID"):
             # Swarm keeps the task of a node that went down "running" until the node is
             # back: for the job it is lost.
             node = self._node_down(str(task["NodeID"]))
