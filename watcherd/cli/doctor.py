@@ -165,7 +165,7 @@ def _relays(config: Config) -> Check:
             "only); fine on a one-node swarm", "relay.listen, and `watcherd relay` on "
             "every other node (README, Swarm, Relays)", warning=True,
         )  # fmt: skip
-    credential = settings.credential or Layout(config.root).state / "relay.pem"
+    credential = settings.credential_in(Layout(config.root).state)
     if credential.exists():
         try:
             client_context(credential)

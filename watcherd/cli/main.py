@@ -699,9 +699,7 @@ def _relay(config: Config, args: argparse.Namespace) -> int:
         print("watcherd: relay: give --connect HOST:PORT, the daemon's address (the config's "
               "relay.listen names no single host)", file=sys.stderr)  # fmt: skip
         return 2
-    credential = (
-        args.credential or config.relay.credential or Layout(config.root).state / ("relay.pem")
-    )
+    credential = args.credential or config.relay.credential_in(Layout(config.root).state)
     try:
         context = client_context(credential)
     except CredentialError as exc:

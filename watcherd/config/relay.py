@@ -23,6 +23,10 @@ class RelaySettings:
     sockets_dir: Path = DEFAULT_SOCKETS_DIR
     credential: Path | None = None  # None: <root>/state/relay.pem
 
+    def credential_in(self, state: Path) -> Path:
+        """The credential's file, given the root's state/ folder (its default place)."""
+        return self.credential or state / "relay.pem"
+
 
 def parse_address(value: Any) -> tuple[str, int]:
     """``host:port`` (``[v6]:port``) as a pair, or ValueError saying what is wrong."""

@@ -75,8 +75,7 @@ T = TypeVar("T")
 class Relays(Protocol):
     """What serves a job's sockets on other nodes too (watcherd.relay.hub.Hub)."""
 
-    sockets_dir: Path
-
+    def link(self, job_id: str) -> Path: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def keep(self, job_ids: Iterable[str]) -> None: ...
@@ -149,7 +148,7 @@ class Gateway:
     def mount_source(self, job_id: str, folder: Path) -> Path:
         """The folder a job's container mounts to reach its sockets in ``folder``: on
         Swarm, a node-local path each node's relay serves."""
-        return self.relays.sockets_dir / job_id if self.relays is not None else folder
+        return self.relays.link(job_id) if self.relays is not None else folder
 
     def close(self, job_id: str) -> Spent | None:
         """Stop serving a job: its sockets go, its calls under way are cut, its token is

@@ -994,5 +994,5 @@ def _relays(config: Config) -> Hub | None:
     if config.backend != "swarm":
         return None
     settings = config.relay
-    credential = settings.credential or Layout(config.root).state / "relay.pem"
-    return Hub(settings.sockets_dir, settings.listen, credential)
+    return Hub(settings.sockets_dir, settings.listen,
+               settings.credential_in(Layout(config.root).state))  # fmt: skip

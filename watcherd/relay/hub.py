@@ -93,9 +93,13 @@ class Hub:
             for job_id in job_ids:
                 self._served.setdefault(job_id, None)
 
+    def link(self, job_id: str) -> Path:
+        """Where a job's task finds its sockets, on whichever node it runs."""
+        return self.sockets_dir / job_id
+
     def serve(self, job_id: str, folder: Path) -> None:
         """Serve the job's sockets (in ``folder``) wherever its task will run."""
-        link = self.sockets_dir / job_id
+        link = self.link(job_id)
         with self._lock:
             self._served[job_id] = folder
         with contextlib.suppress(FileNotFoundError):
@@ -110,7 +114,7 @@ class Hub:
                 return
             del self._served[job_id]
         with contextlib.suppress(FileNotFoundError):
-            (self.sockets_dir / job_id).unlink()
+            self.link(job_id).unlink()
         if self._loop is not None:
             self._call(self._withdraw(job_id))
 
@@ -229,7 +233,7 @@ class Hub:
             raise wire.WireError(f"job {job_id}: over {wire.MAX_CONNECTIONS} connections")
         try:  # through its link: a short path, whatever the work root's
             local = await asyncio.open_unix_connection(
-                str(self.sockets_dir / job_id / name), limit=wire.STREAM_LIMIT
+                str(self.link(job_id) / name), limit=wire.STREAM_LIMIT
             )
         except OSError:
             return  # its egress socket when it has no egress: refused as on its node
